@@ -1,0 +1,1 @@
+"""Placeholder replaced by the activations work (issue 3)."""

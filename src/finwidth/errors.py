@@ -1,0 +1,41 @@
+"""Exceptions raised by finwidth. Every error says what failed and what to try."""
+
+from __future__ import annotations
+
+
+class FinwidthError(Exception):
+    """Base class of every finwidth error."""
+
+
+class ConfigError(FinwidthError, ValueError):
+    """Invalid user input: a shape, a value, a configuration key."""
+
+
+class DataError(FinwidthError, OSError):
+    """A data set is missing, truncated or corrupt."""
+
+
+class ConvergenceError(FinwidthError, RuntimeError):
+    """A solver could not return a verified answer.
+
+    Attributes
+    ----------
+    residual : float or None
+        Largest absolute stationarity residual at the best point found.
+    suggestion : str
+        What to try.
+    """
+
+    def __init__(self, message: str, *, residual: float | None = None, suggestion: str = ""):
+        self.residual = residual
+        self.suggestion = suggestion
+        text = message
+        if residual is not None:
+            text += f" (residual {residual:.3g})"
+        if suggestion:
+            text += f". Try: {suggestion}"
+        super().__init__(text)
+
+
+class DivergenceError(FinwidthError, RuntimeError):
+    """A simulation diverged (NaN/inf or energy blow-up)."""

@@ -1,0 +1,149 @@
+"""The network specification that both the theories and the simulations read.
+
+Convention (docs/conventions.md): standard scaling,
+
+    h^(1) = W^(0) x / sqrt(N_0) [+ b^(0)],   h^(l+1) = W^(l) σ(h^(l)) / sqrt(N_l) [+ b^(l)],
+    f(x) = W^(L) σ(h^(L)) / sqrt(N_L) [+ b^(L)],
+
+with W^(l)_ij ~ N(0, 1/λ_l): λ_l is a prior *precision* that does not scale with temperature.
+Biases are absent unless asked for; b^(l) ~ N(0, σ_b,l²) with the *variances* σ_b,l² given.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from finwidth.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finwidth.activations import Activation
+
+
+def _as_float_sequence(value: Any, length: int, what: str, *, allow_zero: bool) -> tuple[float, ...]:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        values = [float(value)] * length
+    else:
+        try:
+            values = [float(v) for v in value]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{what} must be a number or a sequence of {length} numbers, got {value!r}") from exc
+        if len(values) != length:
+            raise ConfigError(
+                f"{what} must have length {length} (one per layer, readout last), got {len(values)}: {value!r}"
+            )
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            raise ConfigError(f"{what}[{i}] must be finite, got {v}")
+        if v < 0 or (v == 0 and not allow_zero):
+            bound = "non-negative" if allow_zero else "positive"
+            raise ConfigError(f"{what}[{i}] must be {bound}, got {v}")
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A fully connected Bayesian network of depth L with one output.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        Hidden widths N_1..N_L; the depth is ``L = len(widths)`` (at least 1). An int means L = 1.
+    activation : str or Activation
+        Name in the activation registry (``finwidth.activations.available()``) or an object.
+    priors : float or sequence of float
+        Prior precisions λ_0..λ_L (length L+1; λ_L is the readout). Weights W^(l) ~ N(0, 1/λ_l).
+        A scalar means all layers equal. Default 1.
+    bias : None, float or sequence of float
+        Prior *variances* σ_b² of the biases of h^(1)..h^(L) and of the output (length L+1).
+        ``None`` (default) means no biases, as in the papers. A scalar means all equal; a zero
+        entry means that layer has no bias.
+
+    Examples
+    --------
+    >>> net = Network([500], "erf", priors=1.0)
+    >>> net.depth, net.priors
+    (1, (1.0, 1.0))
+    """
+
+    widths: tuple[int, ...]
+    activation: Activation
+    priors: tuple[float, ...] = field(default=1.0)  # type: ignore[assignment]
+    bias: tuple[float, ...] | None = None
+
+    def __init__(
+        self,
+        widths: int | Sequence[int],
+        activation: str | Activation = "erf",
+        priors: float | Sequence[float] = 1.0,
+        bias: float | Sequence[float] | None = None,
+    ):
+        from finwidth.activations import get_activation
+
+        if isinstance(widths, numbers.Integral) and not isinstance(widths, bool):
+            widths = [int(widths)]
+        try:
+            widths_list = list(widths)
+        except TypeError as exc:
+            raise ConfigError(f"widths must be a positive integer or a list of them, got {widths!r}") from exc
+        if not widths_list:
+            raise ConfigError("widths must contain at least one hidden layer (N_1..N_L), got an empty list")
+        checked = []
+        for i, n in enumerate(widths_list):
+            if isinstance(n, bool) or not isinstance(n, numbers.Real) or int(n) != n:
+                raise ConfigError(f"widths[{i}] (N_{i + 1}) must be a positive integer, got {n!r}")
+            if n < 1:
+                raise ConfigError(f"widths[{i}] (N_{i + 1}) must be a positive integer, got {n!r}")
+            checked.append(int(n))
+        depth = len(checked)
+        object.__setattr__(self, "widths", tuple(checked))
+        object.__setattr__(self, "activation", get_activation(activation))
+        object.__setattr__(self, "priors", _as_float_sequence(priors, depth + 1, "priors", allow_zero=False))
+        if bias is None:
+            object.__setattr__(self, "bias", None)
+        else:
+            b = _as_float_sequence(bias, depth + 1, "bias", allow_zero=True)
+            object.__setattr__(self, "bias", b if any(v > 0 for v in b) else None)
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers L."""
+        return len(self.widths)
+
+    @property
+    def readout_prior(self) -> float:
+        """λ_L, the precision of the readout weights."""
+        return self.priors[-1]
+
+    def bias_variances(self) -> tuple[float, ...]:
+        """Bias variances σ_b,l² for l = 0..L (zeros when the network has no biases)."""
+        return self.bias if self.bias is not None else (0.0,) * (self.depth + 1)
+
+    def loads(self, n_train: int) -> tuple[float, ...]:
+        """Load ratios α_l = P / N_l for a training set of size P."""
+        if n_train < 1:
+            raise ConfigError(f"the number of training points must be positive, got {n_train}")
+        return tuple(n_train / n for n in self.widths)
+
+    def with_widths(self, widths: int | Sequence[int]) -> Network:
+        """The same network with other hidden widths (same depth)."""
+        new = Network(widths, self.activation, self.priors, self.bias)
+        if new.depth != self.depth:
+            raise ConfigError(f"with_widths keeps the depth {self.depth}; got {new.depth} widths")
+        return new
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (activation by name)."""
+        return {
+            "widths": list(self.widths),
+            "activation": self.activation.name,
+            "priors": list(self.priors),
+            "bias": None if self.bias is None else list(self.bias),
+        }
+
+    def __repr__(self) -> str:
+        bias = "" if self.bias is None else f", bias={list(self.bias)}"
+        return f"Network(widths={list(self.widths)}, activation={self.activation.name!r}, priors={list(self.priors)}{bias})"
