@@ -1,0 +1,381 @@
+"""Eigenbasis machinery shared by the renormalised-kernel solvers.
+
+One symmetric eigendecomposition of the output kernel K_L = U diag(k) Uᵀ serves the one-hidden-layer
+theory, the deep product form and BPKR: with ỹ = Uᵀy every evaluation of the action and its derivatives
+is O(P) afterwards. This module owns
+
+* :func:`eigenbasis` — ``eigh`` with numerically-null eigenvalues set to exactly 0 (they otherwise
+  create spurious roots at Π ~ T/k_tiny, see the BPKR notes §A.12);
+* :func:`scan_roots` — root finding of a scalar function in log space: a bracketing scan, every sign
+  change refined by a safeguarded method (bisection into the feasible region, then Brent), the number
+  of roots reported;
+* the product-form / BPKR scalar problem: ``g(Π)``, the action ``D(Π)`` and :func:`solve_product`,
+  which returns a verified saddle point or raises :class:`~finwidth.errors.ConvergenceError`.
+
+Conventions (docs/theory.md): Q̄_l > 0, = 1 at infinite width; Π = ∏_l Q̄_l; the renormalised kernel
+is Π K_L with K_L the NNGP output kernel *including* every 1/λ_l; the action is normalised as
+−2 log Z (up to constants),
+
+    S(Q̄) = Σ_l N_l (Q̄_l − log Q̄_l − 1) + log det(T + Π K_L) + yᵀ (T + Π K_L)⁻¹ y,
+
+so S(1, …, 1) is twice the GP negative log marginal likelihood without its P log 2π term.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy import optimize
+
+from finwidth.errors import ConfigError, ConvergenceError
+
+#: eigenvalues below this fraction of the largest are treated as exact zeros
+NULL_RTOL = 1e-10
+#: relative stationarity residual accepted as a verified saddle point
+RESIDUAL_TOL = 1e-9
+
+
+class MultipleRootsWarning(RuntimeWarning):
+    """The saddle-point equation has more than one root; the physical one (lowest action) was kept."""
+
+
+@dataclass(frozen=True)
+class Eigenbasis:
+    """Eigendecomposition K = U diag(values) Uᵀ with null modes zeroed.
+
+    Attributes
+    ----------
+    values : ndarray, shape (P,)
+        Eigenvalues in ascending order; those below ``null_rtol · max`` are exactly 0.
+    vectors : ndarray, shape (P, P)
+        Orthonormal eigenvectors (columns).
+    n_null : int
+        Number of eigenvalues set to zero.
+    """
+
+    values: np.ndarray
+    vectors: np.ndarray
+    n_null: int
+
+    @property
+    def rank(self) -> int:
+        return int(self.values.size - self.n_null)
+
+    def project(self, v: np.ndarray) -> np.ndarray:
+        """Uᵀ v (coordinates of v in the eigenbasis)."""
+        return self.vectors.T @ v
+
+
+def eigenbasis(K: np.ndarray, *, null_rtol: float = NULL_RTOL) -> Eigenbasis:
+    """Symmetric eigendecomposition of a kernel matrix with numerically-null modes zeroed.
+
+    Parameters
+    ----------
+    K : ndarray, shape (P, P)
+        Symmetric positive semi-definite kernel (float64).
+    null_rtol : float
+        Eigenvalues below ``null_rtol · λ_max`` (including round-off negatives) become exactly 0.
+
+    Raises
+    ------
+    ConfigError
+        If K is not square, not finite, or has a clearly negative eigenvalue (not a covariance).
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
+        raise ConfigError(f"the kernel must be a non-empty square matrix, got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise ConfigError("the kernel contains NaN or inf entries; check the inputs and priors")
+    values, vectors = np.linalg.eigh(K)
+    top = float(values[-1]) if values.size else 0.0
+    if top <= 0.0:
+        raise ConfigError("the kernel has no positive eigenvalue (all inputs zero?); nothing can be learned")
+    if values[0] < -1e-6 * top:
+        raise ConfigError(
+            f"the kernel is not positive semi-definite (eigenvalue {values[0]:.3g} against {top:.3g}); "
+            "it is not a covariance"
+        )
+    null = values < null_rtol * top
+    values = np.where(null, 0.0, values)
+    return Eigenbasis(values=values, vectors=vectors, n_null=int(null.sum()))
+
+
+@dataclass
+class RootScan:
+    """Result of :func:`scan_roots`: every root found, in increasing order of the variable."""
+
+    roots: list[float]
+    n_sign_changes: int
+    grid: np.ndarray = field(repr=False)
+
+
+def _refine(h: Callable[[float], float], a: float, b: float, ha: float, hb: float, xtol: float) -> float:
+    """Root in [a, b] where h changes sign; non-finite values count by their sign (−inf: infeasible)."""
+    # bisection until both ends are finite (the infeasible side of a boundary returns ±inf)
+    for _ in range(200):
+        if math.isfinite(ha) and math.isfinite(hb):
+            break
+        m = 0.5 * (a + b)
+        hm = h(m)
+        if math.isnan(hm):
+            raise ConvergenceError(f"the saddle-point function is NaN at log-variable {m:.6g}",
+                                   suggestion="check the kernel and labels for NaN/inf")
+        if hm == 0.0:
+            return m
+        if (hm > 0) == (ha > 0):
+            a, ha = m, hm
+        else:
+            b, hb = m, hm
+        if b - a < xtol:
+            return 0.5 * (a + b)
+    if ha == 0.0:
+        return a
+    if hb == 0.0:
+        return b
+    return float(optimize.brentq(h, a, b, xtol=xtol, rtol=4 * np.finfo(float).eps, maxiter=500))
+
+
+def scan_roots(
+    h: Callable[[float], float],
+    lo: float = -60.0,
+    hi: float = 60.0,
+    *,
+    n_grid: int = 241,
+    xtol: float = 1e-14,
+) -> RootScan:
+    """All roots of a scalar function of a log variable z on [lo, hi], found by a grid scan.
+
+    Each sign change on the grid is refined with bisection (through infeasible regions, where
+    ``h`` returns ±inf) and then Brent's method. Roots closer than the grid spacing to each other
+    can be missed; the callers check the stationarity residual at the answer independently.
+
+    Parameters
+    ----------
+    h : callable
+        Scalar function of z = log(variable); may return ±inf where the variable is infeasible.
+    lo, hi : float
+        Scan interval in z.
+    n_grid : int
+        Number of scan points (uniform in z).
+    xtol : float
+        Absolute tolerance on z.
+    """
+    grid = np.linspace(lo, hi, n_grid)
+    vals = np.array([h(float(z)) for z in grid])
+    if np.any(np.isnan(vals)):
+        bad = grid[np.isnan(vals)][0]
+        raise ConvergenceError(f"the saddle-point function is NaN at log-variable {bad:.6g}",
+                               suggestion="check the kernel and labels for NaN/inf")
+    sign = np.sign(vals)
+    roots: list[float] = []
+    for i in range(n_grid - 1):
+        if sign[i] == 0:
+            roots.append(float(grid[i]))
+        elif sign[i] * sign[i + 1] < 0:
+            roots.append(_refine(h, float(grid[i]), float(grid[i + 1]), float(vals[i]), float(vals[i + 1]), xtol))
+    if sign[-1] == 0:
+        roots.append(float(grid[-1]))
+    return RootScan(roots=roots, n_sign_changes=len(roots), grid=grid)
+
+
+# ----------------------------------------------------------------------------------------------
+# product form / BPKR: renormalised kernel Π K_L, one scalar unknown Π
+# ----------------------------------------------------------------------------------------------
+
+
+def g_of_pi(pi: float, k: np.ndarray, y2: np.ndarray, temperature: float) -> tuple[float, float, float]:
+    """The BPKR function g(Π) = Π D'(Π)/P and the absolute size of its two parts.
+
+    g(Π) = (1/P) Σ_i [Π k_i/(T + Π k_i) − ỹ_i² Π k_i/(T + Π k_i)²]. At T = 0 the limit is taken
+    mode by mode (null modes contribute 0, the others 1 − ỹ_i²/(Π k_i)).
+
+    Returns
+    -------
+    g, trace_part, label_part : float
+        g = trace_part − label_part (both ≥ 0), used to scale residuals.
+    """
+    P = k.size
+    pos = k > 0
+    kp = k[pos]
+    if temperature > 0:
+        x = pi * kp
+        d = temperature + x
+        tr = float(np.sum(x / d))
+        lab = float(np.sum(y2[pos] * x / (d * d)))
+    else:
+        tr = float(kp.size)
+        lab = float(np.sum(y2[pos] / kp)) / pi
+    return (tr - lab) / P, tr / P, lab / P
+
+
+def action_data_term(pi: float, k: np.ndarray, y2: np.ndarray, temperature: float) -> float:
+    """D(Π) = log det(T + Π K) + yᵀ(T + Π K)⁻¹ y in the eigenbasis (−inf/inf where singular)."""
+    d = temperature + pi * k
+    with np.errstate(divide="ignore"):
+        logdet = float(np.sum(np.log(d)))
+    if temperature > 0:
+        quad = float(np.sum(y2 / d))
+    else:
+        pos = k > 0
+        if np.any(y2[~pos] > 1e-24 * max(1.0, float(np.sum(y2)))):
+            quad = math.inf
+        else:
+            quad = float(np.sum(y2[pos] / d[pos]))
+    return logdet + quad
+
+
+@dataclass
+class ProductSaddle:
+    """Verified saddle point of the product-form (or BPKR / one-hidden-layer) action.
+
+    Attributes
+    ----------
+    qbar : ndarray, shape (L,)
+        Q̄_l = 1 − α_l g(Π).
+    pi : float
+        Π = ∏ Q̄_l (the renormalisation of the output kernel).
+    g : float
+        g(Π) at the root.
+    action : float
+        S at the saddle, normalised as −2 log Z (module docstring).
+    residual : float
+        Largest relative stationarity residual over the layers.
+    roots : list of float
+        Every root Π found by the scan (the physical one is ``pi``).
+    """
+
+    qbar: np.ndarray
+    pi: float
+    g: float
+    action: float
+    residual: float
+    roots: list[float]
+
+
+def product_action(qbar: np.ndarray, widths: np.ndarray, k: np.ndarray, y2: np.ndarray, temperature: float) -> float:
+    """S(Q̄) = Σ N_l (Q̄_l − log Q̄_l − 1) + D(∏ Q̄_l) (module docstring)."""
+    qbar = np.asarray(qbar, dtype=float)
+    prior = float(np.sum(widths * (qbar - np.log(qbar) - 1.0)))
+    return prior + action_data_term(float(np.prod(qbar)), k, y2, temperature)
+
+
+def product_gradient(qbar: np.ndarray, widths: np.ndarray, k: np.ndarray, y2: np.ndarray, temperature: float) -> np.ndarray:
+    """∂S/∂Q̄_l = N_l (1 − 1/Q̄_l) + P g(Π)/Q̄_l."""
+    qbar = np.asarray(qbar, dtype=float)
+    g, _, _ = g_of_pi(float(np.prod(qbar)), k, y2, temperature)
+    return widths * (1.0 - 1.0 / qbar) + k.size * g / qbar
+
+
+def solve_product(
+    basis: Eigenbasis,
+    y_tilde: np.ndarray,
+    temperature: float,
+    widths,
+    *,
+    z_range: tuple[float, float] = (-60.0, 60.0),
+) -> ProductSaddle:
+    """Solve the product-form saddle point Q̄_l = 1 − α_l g(Π), Π = ∏ Q̄_l (any widths).
+
+    One scalar equation h(z) = Σ_l log(1 − α_l g(e^z)) − z = 0 in z = log Π (−inf where some
+    Q̄_l ≤ 0). h → +∞ as z → −∞ and h → −∞ at the feasibility boundary or as z → ∞, so a root is
+    bracketed; every sign change on a log grid is refined and the root of lowest action is kept.
+
+    Parameters
+    ----------
+    basis : Eigenbasis
+        Eigendecomposition of the output NNGP kernel K_L (all 1/λ_l included), null modes zeroed.
+    y_tilde : ndarray, shape (P,)
+        Labels in the eigenbasis, Uᵀ y.
+    temperature : float
+        T ≥ 0 (T = 0 uses the mode-by-mode limit of g, the closed-form T → 0 theory).
+    widths : sequence of int
+        Hidden widths N_1..N_L (``math.inf`` allowed: that layer stays at Q̄ = 1).
+
+    Returns
+    -------
+    ProductSaddle
+
+    Raises
+    ------
+    ConvergenceError
+        No root in the scan range, or the stationarity residual at the root exceeds the tolerance.
+    """
+    k = basis.values
+    P = k.size
+    y2 = np.asarray(y_tilde, dtype=float) ** 2
+    widths = np.asarray(widths, dtype=float)
+    alphas = P / widths
+    if temperature == 0 and basis.rank == 0:
+        raise ConfigError("the kernel is zero: nothing to solve")
+
+    def h(z: float) -> float:
+        g, _, _ = g_of_pi(math.exp(z), k, y2, temperature)
+        q = 1.0 - alphas * g
+        if np.any(q <= 0):
+            return -math.inf
+        return float(np.sum(np.log(q))) - z
+
+    lo, hi = z_range
+    scan = scan_roots(h, lo, hi)
+    # widen once if the root sits beyond the range (huge labels or tiny kernels)
+    if not scan.roots:
+        scan = scan_roots(h, 3 * lo, 3 * hi, n_grid=721)
+    if not scan.roots:
+        raise ConvergenceError(
+            f"no root of the product-form saddle-point equation for log Π in [{3 * lo}, {3 * hi}]",
+            suggestion="rescale the labels or the priors so that y and K are O(1)",
+        )
+    candidates = []
+    for z in scan.roots:
+        pi = math.exp(z)
+        g, tr, lab = g_of_pi(pi, k, y2, temperature)
+        qbar = 1.0 - alphas * g
+        if np.any(qbar <= 0):
+            continue
+        # stationarity of the full action in every Q̄_l, scaled by the size of its terms
+        grad = widths * (qbar - 1.0) + P * g  # = Q̄_l ∂S/∂Q̄_l
+        scale = widths * (qbar + 1.0) + P * (tr + lab)
+        finite = np.isfinite(widths)
+        rel = np.abs(grad[finite]) / scale[finite] if np.any(finite) else np.zeros(1)
+        # consistency Π = ∏ Q̄_l (the scalar equation itself)
+        rel_pi = abs(float(np.sum(np.log(qbar))) - z)
+        residual = float(max(np.max(rel, initial=0.0), rel_pi))
+        action = product_action(qbar, np.where(finite, widths, 0.0), k, y2, temperature)
+        candidates.append((action, pi, g, qbar, residual))
+    if not candidates:
+        raise ConvergenceError("every root of the product-form equation has a non-positive Q̄_l",
+                               suggestion="report this case; it should not happen for a valid kernel")
+    candidates.sort(key=lambda c: c[0])
+    action, pi, g, qbar, residual = candidates[0]
+    if len(candidates) > 1:
+        warnings.warn(
+            f"the product-form saddle-point equation has {len(candidates)} roots Π = "
+            f"{[float(f'{c[1]:.6g}') for c in sorted(candidates, key=lambda c: c[1])]}; "
+            f"kept the one of lowest action (Π = {pi:.6g})",
+            MultipleRootsWarning,
+            stacklevel=3,
+        )
+    if not residual <= RESIDUAL_TOL:
+        raise ConvergenceError(
+            f"the product-form saddle point at Π = {pi:.6g} does not satisfy the stationarity equations",
+            residual=residual,
+            suggestion="rescale labels/priors to O(1) or use a larger temperature",
+        )
+    return ProductSaddle(
+        qbar=np.asarray(qbar, dtype=float), pi=pi, g=g, action=action, residual=residual,
+        roots=sorted(c[1] for c in candidates),
+    )
+
+
+def t0_one_layer_qbar(alpha: float, r: float, rho: float = 1.0) -> float:
+    """Closed-form T → 0 saddle of one layer, Q̄ = [(1 − αρ) + √((1 − αρ)² + 4αr)]/2.
+
+    ρ = rank(K)/P (1 for an invertible kernel) and r = y_∥ᵀ K⁺ y / P. This is the positive root
+    of Q̄² − (1 − αρ) Q̄ − α r = 0 (Pacelli et al. §4.5; Li–Sompolinsky for linear networks).
+    """
+    b = 1.0 - alpha * rho
+    return 0.5 * (b + math.sqrt(b * b + 4.0 * alpha * r))
