@@ -73,7 +73,8 @@ def _inv_sqrt_or_zero(c: np.ndarray) -> np.ndarray:
 
 def _correlation(c11: np.ndarray, c12: np.ndarray, c22: np.ndarray) -> np.ndarray:
     """u = c12 / sqrt(c11 c22), clipped to [-1, 1]; 0 where a variance vanishes."""
-    u = c12 * _inv_sqrt_or_zero(np.asarray(c11)) * _inv_sqrt_or_zero(np.asarray(c22))
+    # sqrt of the product (not a product of square roots): u = 1 exactly when c11 = c12 = c22
+    u = c12 * _inv_sqrt_or_zero(np.asarray(c11 * c22))
     return np.clip(u, -1.0, 1.0)
 
 
