@@ -349,7 +349,7 @@ def solve_product(
     if not candidates:
         raise ConvergenceError("every root of the product-form equation has a non-positive Q̄_l",
                                suggestion="report this case; it should not happen for a valid kernel")
-    candidates.sort(key=lambda c: c[0])
+    candidates.sort(key=lambda c: (not math.isfinite(c[0]), c[0]))
     action, pi, g, qbar, residual = candidates[0]
     if len(candidates) > 1:
         warnings.warn(

@@ -1,0 +1,612 @@
+"""Renormalised-kernel Gaussian process (Pacelli et al., Nat. Mach. Intell. 2023).
+
+Finite-width Bayesian networks in the proportional limit (P, N_l → ∞, α_l = P/N_l fixed) predict
+like a GP whose kernel is renormalised by order parameters Q̄_l > 0 (= 1 at infinite width), fixed
+by a saddle point of the effective action (normalised as −2 log Z up to constants):
+
+    S(Q̄) = Σ_l N_l (Q̄_l − log Q̄_l − 1) + log det(T + K_L^R) + yᵀ (T + K_L^R)⁻¹ y.
+
+Cases (docs/theory.md has the equations and references):
+
+* ``renormalization="product"``: K_L^R = (∏_l Q̄_l) K_L with K_L the NNGP output kernel (all 1/λ_l
+  included). One ``eigh``; one scalar equation in log Π for any widths (Li–Sompolinsky form
+  Q̄_l = 1 − α_l g(Π)); O(P) per evaluation. Exact for linear (= BPKR) and, by homogeneity, equal
+  to the nested form for relu. At L = 1 this *is* the one-hidden-layer theory.
+* ``renormalization="nested"``: K_l^R = (Q̄_l/λ_l) κ(K_{l−1}^R) + σ²_{b,l}; L-BFGS on log Q̄ with
+  the analytic gradient back-propagated through the kernel recursion, one Cholesky per evaluation.
+* one hidden layer, non-odd activation with the mean term (``mean_correction``):
+  K_R = Q̄ (K − M) + M/(1 + Q), M = m mᵀ/λ_1, m_μ = E σ(h), h ~ N(0, C_μμ); a genuine saddle in
+  (Q̄, Q), solved as a root of the gradient with Sherman–Morrison in the eigenbasis (O(P)).
+
+T = 0 is legal: the product form uses the mode-by-mode T → 0 limit (closed form at L = 1), the
+others evaluate the same formulas with T = 0 (the kernel must then be non-singular).
+
+Biases (not in the papers): the kernels include them (C = XXᵀ/(λ_0 N_0) + σ²_{b,0},
+K_l = κ(K_{l−1})/λ_l + σ²_{b,l}). The nested form leaves each layer's bias variance un-renormalised
+(a bias is one Gaussian variable, not a sum over N_l neurons, so it carries no width fluctuation);
+the product and one-hidden-layer forms multiply the whole K_L, biases included, by Π. A first-layer
+bias is the same as a constant input feature, so it is exact there; for deeper biases the product
+form is an approximation and the nested form the derived choice.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg, optimize
+
+from finwidth.errors import ConfigError, ConvergenceError
+from finwidth.theory import spectral
+
+__all__ = ["RKGP", "WidthCriterion"]
+
+_NONODD_STARTS = ((1.0, 0.0), (0.5, 1.0), (2.0, -0.5), (0.2, 4.0), (5.0, -0.8))
+
+
+@dataclass(frozen=True)
+class WidthCriterion:
+    """T → 0 width criterion of the renormalised-kernel theory (Pacelli et al. §8).
+
+    Attributes
+    ----------
+    r : float
+        r = yᵀ K_out⁺ y / P with K_out the NNGP output kernel (all 1/λ included; pseudo-inverse over
+        the non-null modes).
+    finite_width_better : bool
+        True iff r < 1: at T → 0 the bias is width-independent and the variance is Π* V_NNGP with
+        Π* < 1 iff r < 1, so the test error *increases* with width towards the NNGP value.
+    pi_t0 : float
+        Π* at T = 0 for this network's widths (product form).
+    student_t_factor : float or None
+        Student-t process variance factor (ν + P r − 2)/(ν + P − 2) with ν = N_1 (one hidden layer
+        only; None otherwise), to be compared with ``pi_t0``.
+    """
+
+    r: float
+    finite_width_better: bool
+    pi_t0: float
+    student_t_factor: float | None
+
+
+def _as_X(X, name: str) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        raise ConfigError(f"{name} must be 2-d (n_samples, n_features); got a 1-d array of length {X.shape[0]}")
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ConfigError(f"{name} must be a non-empty 2-d array (n_samples, n_features), got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ConfigError(f"{name} contains NaN or inf")
+    return X
+
+
+def _as_y(y, P: int, name: str = "y") -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != P:
+        raise ConfigError(f"{name} must have shape ({P},) (one output), got {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ConfigError(f"{name} contains NaN or inf")
+    return y
+
+
+class RKGP:
+    """Renormalised-kernel GP estimator (finite-width Bayesian network, proportional limit).
+
+    Parameters
+    ----------
+    network : finwidth.Network
+        Widths N_1..N_L, activation, prior precisions λ_0..λ_L, optional bias variances.
+    temperature : float
+        T ≥ 0, the likelihood variance of the Gibbs posterior (DESIGN.md §2). T = 0 is legal.
+    renormalization : {"product", "nested"}
+        Deep renormalised kernel (module docstring). Identical at L = 1 without biases, and for
+        relu/linear at any depth (homogeneity).
+    mean_correction : bool or None
+        Mean term of non-odd activations (two order parameters). ``None``: on for non-odd
+        activations at L = 1, off otherwise. ``True`` requires L = 1 and a non-odd activation.
+
+    Attributes
+    ----------
+    qbar_ : ndarray, shape (L,)
+        Order parameters Q̄_l (= 1 at infinite width).
+    q_ : ndarray, shape (L,)
+        Conjugate variables Q_l (= 1/Q̄_l − 1 where eliminated; solved for in the non-odd case).
+    action_ : float
+        S at the saddle point (normalisation in the module docstring).
+    log_evidence_ : float or None
+        −S/2 − (P/2) log 2π, the saddle-point log marginal likelihood of the labels (the GP log
+        evidence at infinite width); None where S is infinite (T = 0 with a singular kernel).
+    width_criterion_ : WidthCriterion
+    roots_ : list
+        Every stationary point found (product form: values of Π; non-odd: (Q̄, Q) pairs).
+    residual_ : float
+        Relative stationarity residual at the returned point (≤ 1e-9 product/non-odd, ≤ 1e-7 nested).
+    n_factorizations_ : int
+        Cholesky factorisations done by the nested solver (0 for the eigenbasis forms).
+    kind_ : str
+        "product", "nested" or "nonodd".
+    """
+
+    def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None):
+        from finwidth.network import Network
+
+        if not isinstance(network, Network):
+            raise ConfigError(f"network must be a finwidth.Network, got {type(network).__name__}")
+        try:
+            T = float(temperature)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"temperature must be a number, got {temperature!r}") from exc
+        if not math.isfinite(T) or T < 0:
+            raise ConfigError(f"temperature must be finite and ≥ 0, got {temperature!r}")
+        if renormalization not in ("product", "nested"):
+            raise ConfigError(f"renormalization must be 'product' or 'nested', got {renormalization!r}")
+        act = network.activation
+        if mean_correction is None:
+            mean_correction = (not act.odd) and network.depth == 1
+        elif mean_correction:
+            if network.depth != 1:
+                raise ConfigError("mean_correction=True is implemented for one hidden layer only (L = 1)")
+            if act.odd:
+                raise ConfigError(f"mean_correction=True needs a non-odd activation; {act.name!r} is odd (zero mean)")
+        self.network = network
+        self.temperature = T
+        self.renormalization = renormalization
+        self.mean_correction = bool(mean_correction)
+
+    # ------------------------------------------------------------------------------------------
+    def fit(self, X, y) -> RKGP:
+        """Solve the saddle point on the training set (X, y).
+
+        Parameters
+        ----------
+        X : array, shape (P, N_0)
+        y : array, shape (P,)
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ConfigError
+            Bad shapes or non-finite values.
+        ConvergenceError
+            No verified saddle point (the message gives the residual and what to try).
+        """
+        from finwidth import kernels
+
+        X = _as_X(X, "X")
+        y = _as_y(y, X.shape[0])
+        net = self.network
+        P = X.shape[0]
+        L = net.depth
+        T = self.temperature
+        widths = np.array(net.widths, dtype=float)
+        layers = kernels.nngp(net, X, all_layers=True)
+        K_out = np.asarray(layers[-1].train, dtype=np.float64)
+        self.X_train_ = X
+        self.y_train_ = y
+        self._layers = layers
+        self.n_factorizations_ = 0
+
+        # the output NNGP eigenbasis serves the product form, the non-odd form and the criterion
+        basis = spectral.eigenbasis(K_out)
+        y_t = basis.project(y)
+        self._criterion(basis, y_t, widths)
+
+        if self.mean_correction:
+            self.kind_ = "nonodd"
+            self._fit_nonodd(basis, y_t, X)
+        elif self.renormalization == "product" or L == 1 and net.bias is None:
+            self.kind_ = "product"
+            sol = spectral.solve_product(basis, y_t, T, widths)
+            self.qbar_ = sol.qbar
+            self.q_ = 1.0 / sol.qbar - 1.0
+            self.action_ = sol.action
+            self.residual_ = sol.residual
+            self.roots_ = sol.roots
+            self._pred_basis = basis
+            self._pred_scale = sol.pi
+        else:
+            self.kind_ = "nested"
+            if T == 0 and basis.n_null:
+                raise ConfigError(
+                    f"the NNGP kernel has {basis.n_null} null eigenvalues (duplicate inputs, or P > N_0 for "
+                    "linear layers); the nested form at T = 0 needs a non-singular kernel: use T > 0 or "
+                    "renormalization='product'"
+                )
+            # start from the product-form saddle (exact for relu/linear, close for erf)
+            start = spectral.solve_product(basis, y_t, T, widths)
+            self._fit_nested(X, y, widths, np.log(start.qbar))
+        P_half_log = 0.5 * P * math.log(2 * math.pi)
+        if not math.isfinite(self.action_):
+            self.action_ = math.nan  # T = 0 with labels outside the kernel's range: S is not defined
+        self.log_evidence_ = None if not math.isfinite(self.action_) else -0.5 * self.action_ - P_half_log
+        return self
+
+    # ------------------------------------------------------------------------------------------
+    def _criterion(self, basis: spectral.Eigenbasis, y_t: np.ndarray, widths: np.ndarray) -> None:
+        k = basis.values
+        P = k.size
+        pos = k > 0
+        r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
+        try:
+            pi0 = spectral.solve_product(basis, y_t, 0.0, widths).pi
+        except ConvergenceError:
+            pi0 = float("nan")
+        stf = None
+        if self.network.depth == 1:
+            nu = widths[0]
+            stf = (nu + P * r - 2.0) / (nu + P - 2.0)
+        self.width_criterion_ = WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
+
+    # ------------------------------------------------------------------------------------------
+    # one hidden layer, non-odd activation: (Q̄, Q) saddle with Sherman–Morrison
+    # ------------------------------------------------------------------------------------------
+    def _mean_vector(self, c_diag: np.ndarray) -> np.ndarray:
+        """m/√λ_1 with m_μ = E σ(h), h ~ N(0, C_μμ)."""
+        return np.asarray(self.network.activation.mean(c_diag), dtype=np.float64) / math.sqrt(self.network.priors[1])
+
+    def _fit_nonodd(self, basis: spectral.Eigenbasis, y_t: np.ndarray, X: np.ndarray) -> None:
+        T = self.temperature
+        N = float(self.network.widths[0])
+        k = basis.values
+        if T == 0 and basis.n_null:
+            raise ConfigError(
+                f"the output kernel has {basis.n_null} null eigenvalues (duplicate inputs?); the mean-corrected "
+                "theory at T = 0 needs a non-singular kernel: use T > 0 or mean_correction=False"
+            )
+        m = self._mean_vector(np.diag(self._layers[0].train))
+        m_t = basis.project(m)
+        nz = NonOddSaddle(k, y_t, m_t, T, N)
+        roots = []
+        for qb0, q0 in _NONODD_STARTS:
+            try:
+                root = nz.solve(qb0, q0)
+            except ConvergenceError:
+                continue
+            if not any(abs(root[0] - r[0]) < 1e-7 * (1 + abs(r[0])) and abs(root[1] - r[1]) < 1e-7 * (1 + abs(r[1]))
+                       for r in roots):
+                roots.append(root)
+        if not roots:
+            grad = nz.gradient(1.0, 0.0)
+            raise ConvergenceError(
+                "no stationary point of the non-odd (mean-corrected) action found from any start",
+                residual=float(np.max(np.abs(grad))),
+                suggestion="use mean_correction=False (plain theory), or a larger temperature",
+            )
+        # the physical saddle: the one continuously connected to (1, 0) — closest in log Q̄
+        roots.sort(key=lambda r: abs(math.log(r[0])) + abs(math.log1p(r[1])))
+        if len(roots) > 1:
+            warnings.warn(
+                f"the non-odd saddle-point equations have {len(roots)} solutions {roots}; kept {roots[0]}",
+                spectral.MultipleRootsWarning, stacklevel=3,
+            )
+        qbar, q = roots[0]
+        self.qbar_ = np.array([qbar])
+        self.q_ = np.array([q])
+        self.roots_ = roots
+        self.residual_ = nz.residual(qbar, q)
+        self.action_ = nz.action(qbar, q)
+        self._pred_basis = basis
+        self._pred_scale = qbar
+        self._nonodd = nz
+
+    # ------------------------------------------------------------------------------------------
+    # nested deep form: L-BFGS on log Q̄ with the analytic gradient through the recursion
+    # ------------------------------------------------------------------------------------------
+    def _nested_kernels(self, qbar: np.ndarray, X: np.ndarray, X_test=None):
+        from finwidth import kernels
+
+        net = self.network
+        bias = net.bias_variances()
+        blocks = kernels.input_kernel(net, X, X_test)
+        chain = [blocks]
+        for l in range(1, net.depth + 1):
+            blocks = kernels.propagate(blocks, net.activation, qbar[l - 1] / net.priors[l], bias[l])
+            chain.append(blocks)
+        return chain
+
+    def _nested_value_grad(self, logq: np.ndarray, X: np.ndarray, y: np.ndarray, widths: np.ndarray):
+        net = self.network
+        act = net.activation
+        T = self.temperature
+        qbar = np.exp(logq)
+        chain = self._nested_kernels(qbar, X)
+        KR = chain[-1].train
+        G = KR + T * np.eye(KR.shape[0]) if T > 0 else KR.copy()
+        self.n_factorizations_ += 1
+        try:
+            cf = linalg.cho_factor(G, lower=True, check_finite=False)
+        except linalg.LinAlgError:
+            return math.inf, np.zeros_like(logq), None
+        a = linalg.cho_solve(cf, y, check_finite=False)
+        logdet = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
+        S = float(np.sum(widths * (qbar - logq - 1.0))) + logdet + float(y @ a)
+        Ginv, info = linalg.lapack.dpotri(cf[0], lower=1)
+        if info != 0:
+            return math.inf, np.zeros_like(logq), None
+        Ginv = np.tril(Ginv) + np.tril(Ginv, -1).T
+        gam = Ginv - np.outer(a, a)  # ∂D/∂K_L^R
+        bias = net.bias_variances()
+        grad = np.empty_like(logq)
+        scale_out = abs(float(np.sum(Ginv * (KR - bias[-1])))) + abs(float(a @ (KR - bias[-1]) @ a))
+        for l in range(net.depth, 0, -1):
+            Kw = chain[l].train - bias[l]  # = (Q̄_l/λ_l) κ(K_{l−1}^R)
+            grad[l - 1] = widths[l - 1] * (qbar[l - 1] - 1.0) + float(np.sum(gam * Kw))
+            if l > 1:
+                C = chain[l - 1].train
+                d = np.diag(C)
+                g12, g11, _ = act.kappa_grad(d[:, None], C, d[None, :])
+                s = qbar[l - 1] / net.priors[l]
+                new = s * gam * g12
+                diag_total = s * (np.diag(gam) * act.kappa_diag_grad(d) + 2.0 * (np.sum(gam * g11, axis=1) - np.diag(gam) * np.diag(g11)))
+                np.fill_diagonal(new, diag_total)
+                gam = new
+        scale = widths * (qbar + 1.0) + scale_out
+        return S, grad, scale
+
+    def _fit_nested(self, X: np.ndarray, y: np.ndarray, widths: np.ndarray, x0: np.ndarray) -> None:
+        L = self.network.depth
+        cache = {}
+
+        def fun(x):
+            S, g, scale = self._nested_value_grad(x, X, y, widths)
+            cache["last"] = (x.copy(), S, g, scale)
+            if not math.isfinite(S):
+                return 1e300, np.zeros_like(x)
+            return S, g
+
+        res = optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
+                                options={"maxiter": 200, "gtol": 1e-12, "ftol": 1e-15, "maxcor": 10})
+        x = res.x
+        S, g, scale = self._nested_value_grad(x, X, y, widths)
+        if scale is None or not math.isfinite(S):
+            raise ConvergenceError("the nested renormalised kernel is not positive definite at the solver's answer",
+                                   suggestion="use T > 0 or renormalization='product'")
+        rel = float(np.max(np.abs(g) / scale))
+        # a few Newton steps with a finite-difference Hessian polish L-BFGS's last digits
+        for _ in range(3):
+            if rel <= 1e-10:
+                break
+            h = 1e-6
+            H = np.empty((L, L))
+            for j in range(L):
+                e = np.zeros(L)
+                e[j] = h
+                H[:, j] = (self._nested_value_grad(x + e, X, y, widths)[1] - self._nested_value_grad(x - e, X, y, widths)[1]) / (2 * h)
+            H = 0.5 * (H + H.T)
+            try:
+                step = np.linalg.solve(H, -g)
+            except np.linalg.LinAlgError:
+                break
+            xn = x + step
+            Sn, gn, sn = self._nested_value_grad(xn, X, y, widths)
+            if sn is None or not math.isfinite(Sn):
+                break
+            reln = float(np.max(np.abs(gn) / sn))
+            if reln >= rel:
+                break
+            x, S, g, scale, rel = xn, Sn, gn, sn, reln
+        if not rel <= 1e-7:
+            raise ConvergenceError(
+                f"the nested saddle point did not converge (L-BFGS: {res.message})", residual=rel,
+                suggestion="use renormalization='product', a larger temperature, or rescale labels to O(1)",
+            )
+        qbar = np.exp(x)
+        self.qbar_ = qbar
+        self.q_ = 1.0 / qbar - 1.0
+        self.action_ = S
+        self.residual_ = rel
+        self.roots_ = [tuple(qbar)]
+        chain = self._nested_kernels(qbar, X)
+        self._pred_basis = spectral.eigenbasis(chain[-1].train)
+        self._pred_scale = 1.0
+
+    # ------------------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "qbar_"):
+            raise ConfigError("this RKGP is not fitted yet; call fit(X, y) first")
+
+    def renormalized_kernel(self, X_test=None):
+        """Renormalised output-kernel blocks K_L^R (train, test×train, test diagonal) at the saddle.
+
+        Returns
+        -------
+        finwidth.kernels.KernelBlocks
+        """
+        from finwidth import kernels
+
+        self._check_fitted()
+        X_test = None if X_test is None else _as_X(X_test, "X_test")
+        if X_test is not None and X_test.shape[1] != self.X_train_.shape[1]:
+            raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
+        if self.kind_ == "nested":
+            return self._nested_kernels(self.qbar_, self.X_train_, X_test)[-1]
+        layers = kernels.nngp(self.network, self.X_train_, X_test, all_layers=True)
+        out = layers[-1]
+        if self.kind_ == "product":
+            s = self._pred_scale
+            return kernels.KernelBlocks(
+                train=s * out.train,
+                test_train=None if out.test_train is None else s * out.test_train,
+                test_diag=None if out.test_diag is None else s * out.test_diag,
+            )
+        qbar, q = self.qbar_[0], self.q_[0]
+        c = qbar - 1.0 / (1.0 + q)
+        m = self._mean_vector(np.diag(layers[0].train))
+        train = qbar * out.train - c * np.outer(m, m)
+        if X_test is None:
+            return kernels.KernelBlocks(train=train, test_train=None, test_diag=None)
+        mt = self._mean_vector(layers[0].test_diag)
+        return kernels.KernelBlocks(
+            train=train, test_train=qbar * out.test_train - c * np.outer(mt, m), test_diag=qbar * out.test_diag - c * mt ** 2
+        )
+
+    def predict(self, X_test, return_var: bool = False, return_cov: bool = False):
+        """Posterior mean (and variance) of f at test inputs: the GP with the renormalised kernel.
+
+        Parameters
+        ----------
+        X_test : array, shape (P_t, N_0)
+        return_var : bool
+            Also return the posterior variance of f (observation noise T not added).
+        return_cov : bool
+            Not supported for the renormalised-kernel GP (raises ConfigError); use the variance.
+
+        Returns
+        -------
+        mean : ndarray, shape (P_t,)
+        var : ndarray, shape (P_t,), if ``return_var``
+        """
+        from finwidth import kernels
+
+        self._check_fitted()
+        if return_cov:
+            raise ConfigError("return_cov is not available for RKGP; use return_var=True")
+        X_test = _as_X(X_test, "X_test")
+        if X_test.shape[1] != self.X_train_.shape[1]:
+            raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
+        T = self.temperature
+        basis = self._pred_basis
+        k = basis.values
+        pos = k > 0
+        y_t = basis.project(self.y_train_)
+        if self.kind_ == "nested":
+            blocks = self._nested_kernels(self.qbar_, self.X_train_, X_test)[-1]
+            kt, kd, s = blocks.test_train, blocks.test_diag, 1.0
+        else:
+            layers = kernels.nngp(self.network, self.X_train_, X_test, all_layers=True)
+            kt, kd, s = layers[-1].test_train, layers[-1].test_diag, self._pred_scale
+        kt_t = (kt @ basis.vectors) * s  # renormalised test×train in the eigenbasis
+        kd = kd * s
+        kt_t[:, ~pos] = 0.0  # consistent with the zeroed null modes (k ∈ range K for a PSD kernel)
+        beta = T + s * k
+        inv = np.zeros_like(k)
+        inv[pos | (beta > 0)] = 1.0 / beta[pos | (beta > 0)]
+        if self.kind_ == "nonodd":
+            qbar, q = self.qbar_[0], self.q_[0]
+            c = qbar - 1.0 / (1.0 + q)
+            layers0 = layers[0]
+            m = self._mean_vector(np.diag(layers0.train))
+            mt = self._mean_vector(layers0.test_diag)
+            m_t = basis.project(m)
+            kt_t = kt_t - c * np.outer(mt, m_t)
+            kd = kd - c * mt ** 2
+            s_mm = float(np.sum(m_t ** 2 * inv))
+            s_my = float(np.sum(m_t * y_t * inv))
+            D = 1.0 - c * s_mm
+            w = y_t * inv + c * (m_t * inv) * s_my / D
+            mean = kt_t @ w
+            if not return_var:
+                return mean
+            u = kt_t @ (m_t * inv)
+            var = kd - (kt_t ** 2) @ inv - c * u ** 2 / D
+        else:
+            mean = kt_t @ (y_t * inv)
+            if not return_var:
+                return mean
+            var = kd - (kt_t ** 2) @ inv
+        return mean, np.maximum(var, 0.0)
+
+    def generalization_error(self, X_test, y_test):
+        """ε_g = mean_test[(y − ⟨f⟩)²] + mean_test[Var f] (bias + variance; noise T not added).
+
+        Returns
+        -------
+        finwidth.theory.gp.ErrorDecomposition
+            ``total``, ``bias``, ``variance``.
+        """
+        from finwidth.theory.gp import ErrorDecomposition
+
+        X_test = _as_X(X_test, "X_test")
+        y_test = _as_y(y_test, X_test.shape[0], "y_test")
+        mean, var = self.predict(X_test, return_var=True)
+        bias = float(np.mean((y_test - mean) ** 2))
+        variance = float(np.mean(var))
+        return ErrorDecomposition(total=bias + variance, bias=bias, variance=variance)
+
+
+class NonOddSaddle:
+    """O(P) action and gradient of the one-hidden-layer non-odd theory in the eigenbasis.
+
+    K_R = b K − c m mᵀ with b = Q̄, c = Q̄ − 1/(1+Q); K = U diag(k) Uᵀ is the output NNGP kernel
+    (1/λ_1 included) and m the mean vector divided by √λ_1. S(Q̄, Q) = N [−Q̄ Q + log(1+Q)] + Φ(b, c)
+    with Φ = log det(T + K_R) + yᵀ(T + K_R)⁻¹y by Sherman–Morrison (Pacelli et al. §5).
+    """
+
+    def __init__(self, k, y_t, m_t, T, N):
+        self.k, self.y_t, self.m_t, self.T, self.N = k, y_t, m_t, float(T), float(N)
+
+    def _sums(self, b, c):
+        beta = self.T + b * self.k
+        with np.errstate(divide="ignore"):
+            ib = np.where(beta > 0, 1.0 / beta, 0.0)
+        m, y, k = self.m_t, self.y_t, self.k
+        s = dict(
+            s_mm=float(np.sum(m * m * ib)), s_my=float(np.sum(m * y * ib)), s_yy=float(np.sum(y * y * ib)),
+            t_mm=float(np.sum(m * m * k * ib * ib)), t_my=float(np.sum(m * y * k * ib * ib)),
+            t_yy=float(np.sum(y * y * k * ib * ib)), tr=float(np.sum(k * ib)),
+        )
+        s["D"] = 1.0 - c * s["s_mm"]
+        with np.errstate(divide="ignore"):
+            s["logdet"] = float(np.sum(np.log(beta)))
+        return s
+
+    def phi(self, b, c):
+        s = self._sums(b, c)
+        if s["D"] <= 0:
+            return math.inf
+        return s["logdet"] + math.log(s["D"]) + s["s_yy"] + c * s["s_my"] ** 2 / s["D"]
+
+    def phi_grad(self, b, c):
+        s = self._sums(b, c)
+        D = s["D"]
+        db = (s["tr"] + c * s["t_mm"] / D - s["t_yy"] - 2 * c * s["s_my"] * s["t_my"] / D
+              - c * c * s["s_my"] ** 2 * s["t_mm"] / D ** 2)
+        dc = (s["s_my"] ** 2 - s["s_mm"] * D) / D ** 2
+        mag = s["tr"] + s["t_yy"] + abs(c) * (s["t_mm"] / abs(D) + 2 * abs(s["s_my"] * s["t_my"]) / abs(D)
+                                              + abs(c) * s["s_my"] ** 2 * s["t_mm"] / D ** 2)
+        magc = (s["s_my"] ** 2 + s["s_mm"] * abs(D)) / D ** 2
+        return db, dc, mag, magc
+
+    def action(self, qbar, q):
+        u = 1.0 / (1.0 + q)
+        # equals N (Q̄ − log Q̄ − 1) + Φ at Q = 1/Q̄ − 1: the same normalisation as the product form
+        return self.N * (-qbar * q + math.log1p(q)) + self.phi(qbar, qbar - u)
+
+    def gradient(self, qbar, q):
+        u = 1.0 / (1.0 + q)
+        db, dc, _, _ = self.phi_grad(qbar, qbar - u)
+        return np.array([-self.N * q + db + dc, self.N * (u - qbar) + u * u * dc])
+
+    def residual(self, qbar, q):
+        u = 1.0 / (1.0 + q)
+        db, dc, mag, magc = self.phi_grad(qbar, qbar - u)
+        g = np.array([-self.N * q + db + dc, self.N * (u - qbar) + u * u * dc])
+        scale = np.array([self.N * abs(q) + mag + magc + 1e-300, self.N * (u + qbar) + u * u * magc])
+        return float(np.max(np.abs(g) / scale))
+
+    def solve(self, qbar0, q0):
+        """Root of ∇S in variables (log Q̄, log(1+Q)); verified (relative residual ≤ 1e-9)."""
+        def F(x):
+            qbar, q = math.exp(x[0]), math.expm1(x[1])
+            if qbar - 1.0 / (1.0 + q) > 0 and self._sums(qbar, qbar - 1.0 / (1.0 + q))["D"] <= 0:
+                return np.array([1e10, 1e10])
+            g = self.gradient(qbar, q)
+            # scale each equation by the size of its terms so 'hybr' sees O(1) residuals
+            return g / np.array([self.N * (abs(q) + 1.0), self.N * (qbar + 1.0)])
+
+        x0 = np.array([math.log(qbar0), math.log1p(q0)])
+        sol = optimize.root(F, x0, method="hybr", options={"xtol": 1e-14, "maxfev": 2000})
+        qbar, q = math.exp(sol.x[0]), math.expm1(sol.x[1])
+        if not (np.all(np.isfinite(sol.x)) and qbar > 0 and q > -1):
+            raise ConvergenceError("non-odd solver left the domain Q̄ > 0, Q > −1")
+        res = self.residual(qbar, q)
+        if not res <= spectral.RESIDUAL_TOL:
+            raise ConvergenceError("non-odd solver did not reach the saddle", residual=res)
+        return (qbar, q)
