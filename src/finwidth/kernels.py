@@ -28,7 +28,7 @@ from finwidth.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.network import Network
 
-__all__ = ["KernelBlocks", "input_kernel", "nngp", "propagate"]
+__all__ = ["KernelBlocks", "input_kernel", "layer_diagonals", "nngp", "nngp_cross", "propagate"]
 
 # doubles per row block for the closed forms: a few MiB keeps temporaries cache-friendly
 _BLOCK_ELEMENTS = 1 << 18
@@ -192,6 +192,36 @@ def _finite_or_raise(arr: np.ndarray, what: str) -> None:
         raise ConfigError(f"{what} has NaN or inf entries; check the input kernel for NaN/inf or overflow")
 
 
+def _propagate_test(
+    Kt: np.ndarray,
+    td: np.ndarray,
+    d: np.ndarray,
+    f: Any,
+    act: Activation,
+    scale: float,
+    bias_var: float,
+    block_size: int | None,
+    inplace: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One layer on the test blocks, given the train diagonal d (and its factors f)."""
+    td = np.asarray(td, dtype=np.float64)
+    if not np.isfinite(td).all() or np.any(td < 0):
+        raise ConfigError("test_diag must be finite and non-negative (variances)")
+    ft = act._factors(td)
+    Pt, P = Kt.shape
+    out_t = Kt if inplace else np.empty_like(Kt, dtype=np.float64)
+    rows_t = _row_block(Pt, P, block_size)
+    for i0 in range(0, Pt, rows_t):
+        sl_r = slice(i0, min(i0 + rows_t, Pt))
+        res = act._kappa_block(np.array(Kt[sl_r]), td[sl_r], d, _slice_factors(ft, sl_r), f)
+        res *= scale
+        if bias_var:
+            res += bias_var
+        _finite_or_raise(res, f"the test×train layer kernel ({act.name}) on rows {sl_r.start}:{sl_r.stop}")
+        out_t[sl_r] = res
+    return out_t, act.kappa_diag(td) * scale + bias_var
+
+
 def propagate(
     blocks: KernelBlocks,
     activation: str | Activation,
@@ -266,26 +296,10 @@ def propagate(
         out[sl_r, sl_r] = db
     new = blocks if inplace else KernelBlocks(out)
     if blocks.test_train is not None:
-        td = blocks.test_diag
-        assert td is not None
-        td = np.asarray(td, dtype=np.float64)
-        if not np.isfinite(td).all() or np.any(td < 0):
-            raise ConfigError("test_diag must be finite and non-negative (variances)")
-        ft = act._factors(td)
-        Kt = blocks.test_train
-        Pt = Kt.shape[0]
-        out_t = Kt if inplace else np.empty_like(Kt, dtype=np.float64)
-        rows_t = _row_block(Pt, P, block_size)
-        for i0 in range(0, Pt, rows_t):
-            sl_r = slice(i0, min(i0 + rows_t, Pt))
-            res = act._kappa_block(np.array(Kt[sl_r]), td[sl_r], d, _slice_factors(ft, sl_r), f)
-            res *= scale
-            if bias_var:
-                res += bias_var
-            _finite_or_raise(res, f"the test×train layer kernel ({act.name}) on rows {sl_r.start}:{sl_r.stop}")
-            out_t[sl_r] = res
-        new.test_train = out_t
-        new.test_diag = act.kappa_diag(td) * scale + bias_var
+        assert blocks.test_diag is not None
+        new.test_train, new.test_diag = _propagate_test(
+            blocks.test_train, blocks.test_diag, d, f, act, scale, bias_var, block_size, inplace
+        )
     return new
 
 
@@ -320,10 +334,7 @@ def nngp(
     KernelBlocks or list of KernelBlocks
         K_L (the output prior covariance, including every 1/λ_l), or all layers.
     """
-    from finwidth.network import Network as _Network
-
-    if not isinstance(network, _Network):
-        raise ConfigError(f"nngp needs a finwidth.Network, got {type(network).__name__}")
+    _check_network(network)
     blocks = input_kernel(network, X, X_test)
     layers = [blocks.copy()] if all_layers else []
     bias = network.bias_variances()
@@ -339,3 +350,87 @@ def nngp(
         if all_layers:
             layers.append(blocks.copy() if layer < network.depth else blocks)
     return layers if all_layers else blocks
+
+
+def _check_network(network: Any) -> None:
+    from finwidth.network import Network as _Network
+
+    if not isinstance(network, _Network):
+        raise ConfigError(f"expected a finwidth.Network, got {type(network).__name__}")
+
+
+def layer_diagonals(network: Network, X: Any) -> np.ndarray:
+    """The diagonals of K_0..K_L on X, shape (L+1, P), in O(L P N_0) without any P×P matrix.
+
+    Row l is K_l(x^μ, x^μ); row 0 is |x^μ|²/(λ_0 N_0) + σ_b0².
+    """
+    _check_network(network)
+    Xa = _as_inputs(X, "X")
+    bias = network.bias_variances()
+    out = np.empty((network.depth + 1, Xa.shape[0]))
+    out[0] = np.einsum("ij,ij->i", Xa, Xa) / (network.priors[0] * Xa.shape[1]) + bias[0]
+    for layer in range(1, network.depth + 1):
+        out[layer] = network.activation.kappa_diag(out[layer - 1]) / network.priors[layer] + bias[layer]
+    return out
+
+
+def nngp_cross(
+    network: Network,
+    X: Any,
+    X_test: Any,
+    *,
+    train_diags: np.ndarray | None = None,
+    all_layers: bool = False,
+    block_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray] | list[tuple[np.ndarray, np.ndarray]]:
+    """Only the test blocks of the NNGP recursion: (K_L(X_test, X), K_L(x*, x*)).
+
+    Costs O(P_t P) memory and never forms the P×P train kernel (the recursion of a test×train
+    entry only needs the train diagonals, see :func:`layer_diagonals`).
+
+    Parameters
+    ----------
+    network : Network
+    X : array_like, shape (P, N_0)
+        Training inputs.
+    X_test : array_like, shape (P_t, N_0)
+        Test inputs.
+    train_diags : numpy.ndarray, shape (L+1, P), optional
+        Precomputed :func:`layer_diagonals` of X.
+    all_layers : bool
+        Return the pair for every layer 0..L.
+    block_size : int, optional
+        Rows per block.
+
+    Returns
+    -------
+    (test_train (P_t, P), test_diag (P_t,)) for K_L, or a list of L+1 such pairs.
+    """
+    _check_network(network)
+    Xa = _as_inputs(X, "X")
+    Xt = _as_inputs(X_test, "X_test")
+    if Xt.shape[1] != Xa.shape[1]:
+        raise ConfigError(
+            f"X_test has {Xt.shape[1]} features but X has {Xa.shape[1]}; both must be (n_points, N_0) with the same N_0"
+        )
+    if train_diags is None:
+        train_diags = layer_diagonals(network, Xa)
+    train_diags = np.asarray(train_diags, dtype=np.float64)
+    if train_diags.shape != (network.depth + 1, Xa.shape[0]):
+        raise ConfigError(f"train_diags must be (L+1, P) = {(network.depth + 1, Xa.shape[0])}, got {train_diags.shape}")
+    scale0 = 1.0 / (network.priors[0] * Xa.shape[1])
+    bias = network.bias_variances()
+    Kt = Xt @ Xa.T
+    Kt *= scale0
+    td = np.einsum("ij,ij->i", Xt, Xt) * scale0
+    if bias[0]:
+        Kt += bias[0]
+        td += bias[0]
+    act = network.activation
+    layers = [(Kt.copy(), td.copy())] if all_layers else []
+    for layer in range(1, network.depth + 1):
+        d = train_diags[layer - 1]
+        Kt, td = _propagate_test(Kt, td, d, act._factors(d), act, 1.0 / network.priors[layer], bias[layer], block_size, True)
+        if all_layers:
+            layers.append((Kt.copy(), td.copy()) if layer < network.depth else (Kt, td))
+    return layers if all_layers else (Kt, td)

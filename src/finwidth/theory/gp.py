@@ -1,0 +1,408 @@
+"""GP-regression helpers shared by every theory estimator (NNGP, RKGP, adaptive kernels).
+
+Model: y = f(X) + noise with f ~ GP(0, K) and iid noise of variance ``noise`` (= the temperature
+T in finwidth's convention). With A = K + T·I on the training points,
+
+    mean(x*) = K(x*, X) A⁻¹ y,      var(x*) = K(x*, x*) − K(x*, X) A⁻¹ K(X, x*),
+    log p(y) = −½ yᵀ A⁻¹ y − ½ log det A − (P/2) log 2π.
+
+The generalisation error on a test set is ε_g = mean[(y − mean)²] + mean[var] = bias + variance;
+the observation noise is *not* added to the variance (docs/conventions.md).
+
+Linear algebra: one Cholesky of A when T > 0 (never an explicit inverse). At T = 0, or if the
+Cholesky fails because A is singular to working precision, one symmetric eigendecomposition;
+eigenvalues below ``rtol · λ_max`` are treated as exact zeros and A⁻¹ becomes the pseudo-inverse.
+For a positive semi-definite joint kernel the test rows K(x*, X) lie in range(K), so the
+pseudo-inverse predictor is exactly the T → 0⁺ limit of the noisy one (minimum-norm interpolation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import linalg
+
+from finwidth.errors import ConfigError, ConvergenceError
+
+__all__ = [
+    "ErrorDecomposition",
+    "GPFactor",
+    "GPFit",
+    "factorize",
+    "generalization_error",
+    "gp_fit",
+    "gp_posterior",
+    "gp_predict",
+    "validate_noise",
+    "validate_targets",
+]
+
+# variance below −_NEG_VAR_TOL·prior variance is not round-off: the kernel is not PSD
+_NEG_VAR_TOL = 1e-6
+# relative backward error of a direct solve above which the answer is not trusted
+_BACKWARD_TOL = 1e-8
+# y counts as inside range(K) (rank-deficient T = 0 evidence) if ‖y − P y‖/‖y‖ is below this
+_RANGE_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class ErrorDecomposition:
+    """Test error ε_g = bias + variance (means over the test set).
+
+    Attributes
+    ----------
+    total : float
+        ε_g = bias + variance.
+    bias : float
+        mean over the test set of (y − ⟨f⟩)², the squared bias of the posterior mean.
+    variance : float
+        mean over the test set of Var f, the posterior variance of f (no observation noise).
+    bias_per_point, variance_per_point : numpy.ndarray or None
+        The per-point terms (P_t,), when available.
+
+    Unpacks as ``total, bias, variance = err``.
+    """
+
+    total: float
+    bias: float
+    variance: float
+    bias_per_point: np.ndarray | None = field(default=None, repr=False, compare=False)
+    variance_per_point: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter((self.total, self.bias, self.variance))
+
+    def as_dict(self) -> dict[str, float]:
+        """{"total", "bias", "variance"} as floats (JSON-ready)."""
+        return {"total": float(self.total), "bias": float(self.bias), "variance": float(self.variance)}
+
+
+def validate_noise(noise: Any, what: str = "temperature") -> float:
+    """A finite, non-negative float, else ConfigError."""
+    try:
+        value = float(noise)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} must be a non-negative number, got {noise!r}") from exc
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{what} must be finite and non-negative, got {value}")
+    return value
+
+
+def validate_targets(y: Any, n: int | None = None, what: str = "y") -> np.ndarray:
+    """Labels as a float64 vector (P,); (P, 1) is accepted. ConfigError on NaN/inf or bad shape."""
+    arr = np.asarray(y)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
+        raise ConfigError(f"{what} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ConfigError(f"{what} must have shape (n_points,) or (n_points, 1) (one output), got {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise ConfigError(f"{what} has {arr.shape[0]} entries but there are {n} inputs")
+    arr = np.array(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ConfigError(f"{what} contains NaN or inf (first at index {int(np.argmin(np.isfinite(arr)))})")
+    return arr
+
+
+def _check_square(K: Any, what: str) -> np.ndarray:
+    K = np.asarray(K, dtype=np.float64)
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] < 1:
+        raise ConfigError(f"{what} must be a square (P, P) matrix, got shape {K.shape}")
+    if not np.isfinite(K.sum()):
+        raise ConfigError(f"{what} contains NaN or inf")
+    return K
+
+
+class GPFactor:
+    """A factorisation of A = K + noise·I that solves, gives log det A and whitens.
+
+    Built by :func:`factorize`. ``method`` is ``"cholesky"`` (A = L Lᵀ) or ``"eigh"``
+    (A = U diag(w) Uᵀ with eigenvalues ≤ cutoff dropped: a pseudo-inverse of rank ``rank``).
+    """
+
+    def __init__(self, method: str, n: int, *, chol=None, evals=None, evecs=None, cutoff: float = 0.0):  # type: ignore[no-untyped-def]
+        self.method = method
+        self.n = n
+        self._chol = chol
+        self.evals = evals
+        self.evecs = evecs
+        self.cutoff = cutoff
+        self.rank = n if method == "cholesky" else int(evals.size)  # type: ignore[union-attr]
+
+    @property
+    def full_rank(self) -> bool:
+        """True if no eigenvalue was dropped."""
+        return self.rank == self.n
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        """A⁻¹ B (the pseudo-inverse A⁺ B if rank-deficient)."""
+        if self.method == "cholesky":
+            return linalg.cho_solve((self._chol, True), B, check_finite=False)
+        U, w = self.evecs, self.evals
+        coef = U.T @ B  # type: ignore[union-attr]
+        coef = coef / (w if coef.ndim == 1 else w[:, None])  # type: ignore[index]
+        return U @ coef  # type: ignore[operator]
+
+    def whiten(self, B: np.ndarray) -> np.ndarray:
+        """W B with Wᵀ W = A⁻¹ (A⁺): L⁻¹ B, or diag(w^-½) Uᵀ B (rank rows)."""
+        if self.method == "cholesky":
+            return linalg.solve_triangular(self._chol, B, lower=True, check_finite=False)
+        coef = self.evecs.T @ B  # type: ignore[union-attr]
+        s = 1.0 / np.sqrt(self.evals)  # type: ignore[arg-type]
+        return coef * (s if coef.ndim == 1 else s[:, None])
+
+    @property
+    def logdet(self) -> float:
+        """log det A (the log pseudo-determinant if rank-deficient)."""
+        if self.method == "cholesky":
+            return float(2.0 * np.sum(np.log(np.diagonal(self._chol))))
+        return float(np.sum(np.log(self.evals)))  # type: ignore[arg-type]
+
+    def range_residual(self, y: np.ndarray) -> float:
+        """‖y − P_range y‖/‖y‖: the part of y that A cannot represent (0 if full rank)."""
+        if self.full_rank:
+            return 0.0
+        ny = float(np.linalg.norm(y))
+        if ny == 0:
+            return 0.0
+        proj = self.evecs @ (self.evecs.T @ y)  # type: ignore[union-attr,operator]
+        return float(np.linalg.norm(y - proj)) / ny
+
+
+def factorize(K: Any, noise: float, *, rtol: float | None = None, overwrite: bool = False) -> GPFactor:
+    """Factorise A = K + noise·I.
+
+    Parameters
+    ----------
+    K : array_like, shape (P, P)
+        Symmetric positive semi-definite kernel (only its lower triangle is read by Cholesky).
+    noise : float
+        Noise variance T ≥ 0 added to the diagonal.
+    rtol : float, optional
+        Eigenvalues of A at or below ``rtol · λ_max`` count as zero (eigh path only).
+        Default ``P · eps`` (numpy's matrix_rank rule).
+    overwrite : bool
+        Allow K's memory to be reused (saves one P×P copy; K is destroyed).
+
+    Returns
+    -------
+    GPFactor
+        Cholesky if noise > 0 and it succeeds; otherwise a (pseudo-)eigendecomposition.
+
+    Raises
+    ------
+    ConfigError
+        K is not square/finite, or has an eigenvalue below −(cutoff): not positive semi-definite.
+    """
+    noise = validate_noise(noise, "noise")
+    K = _check_square(K, "the kernel")
+    n = K.shape[0]
+    A = K if overwrite else K.copy()
+    if noise:
+        A.flat[:: n + 1] += noise
+    if noise > 0:
+        try:
+            chol = linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
+            return GPFactor("cholesky", n, chol=chol)
+        except linalg.LinAlgError:
+            # singular to working precision despite the noise (tiny T): fall through to eigh
+            A = K.copy() if not overwrite else A
+            if overwrite:
+                raise ConvergenceError(
+                    "Cholesky of K + T·I failed and K was overwritten",
+                    suggestion="call factorize with overwrite=False, or raise the temperature",
+                ) from None
+            A.flat[:: n + 1] += noise
+    w, U = linalg.eigh(A, overwrite_a=True, check_finite=False)
+    lam_max = float(max(abs(w[0]), abs(w[-1]))) if n else 0.0
+    tol = (n * np.finfo(np.float64).eps) if rtol is None else float(rtol)
+    if not math.isfinite(tol) or tol < 0:
+        raise ConfigError(f"rtol must be finite and non-negative, got {rtol}")
+    cutoff = tol * lam_max
+    if w[0] < -max(cutoff, 1e-12 * lam_max):
+        raise ConfigError(
+            f"the kernel is not positive semi-definite: smallest eigenvalue {w[0]:.3g} "
+            f"(largest {w[-1]:.3g}); a covariance must be PSD"
+        )
+    keep = w > cutoff
+    if not np.any(keep):
+        raise ConfigError("the kernel plus noise is zero to working precision; nothing can be learned")
+    return GPFactor("eigh", n, evals=w[keep].copy(), evecs=np.ascontiguousarray(U[:, keep]), cutoff=cutoff)
+
+
+@dataclass
+class GPFit:
+    """The training-side solution of GP regression.
+
+    Attributes
+    ----------
+    factor : GPFactor
+        Factorisation of K + T·I.
+    alpha : numpy.ndarray
+        (K + T·I)⁻¹ y (pseudo-inverse if rank-deficient), shape (P,).
+    log_evidence : float
+        log N(y; 0, K + T·I). For a rank-deficient K at T = 0 it is the log density of the
+        degenerate Gaussian on range(K) (pseudo-determinant) when y lies in that range
+        (relative residual ≤ 1e-6), and −inf when it does not.
+    noise : float
+        T.
+    """
+
+    factor: GPFactor
+    alpha: np.ndarray
+    log_evidence: float
+    noise: float
+
+
+def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite: bool = False) -> GPFit:
+    """Factorise K + T·I, solve for α and compute the log evidence; checks the solve.
+
+    Raises
+    ------
+    ConvergenceError
+        The relative backward error of the solve exceeds 1e-8 (A too ill-conditioned).
+    ConfigError
+        Bad shapes or values.
+    """
+    K = _check_square(K, "the kernel")
+    yv = validate_targets(y, K.shape[0])
+    noise = validate_noise(noise, "noise")
+    # keep K for the residual check unless told we may destroy it
+    fac = factorize(K, noise, rtol=rtol, overwrite=overwrite)
+    alpha = fac.solve(yv)
+    if not overwrite and fac.full_rank:
+        r = K @ alpha + noise * alpha - yv
+        scale = np.linalg.norm(K, 1) * np.linalg.norm(alpha, 1) + noise * np.linalg.norm(alpha, 1) + np.linalg.norm(yv, 1)
+        backward = float(np.linalg.norm(r, 1)) / scale if scale > 0 else 0.0
+        if not backward <= _BACKWARD_TOL:
+            raise ConvergenceError(
+                f"GP solve not accurate: relative backward error {backward:.2e} > {_BACKWARD_TOL:g}",
+                suggestion="raise the temperature or remove duplicate inputs",
+            )
+    P = yv.size
+    if fac.full_rank:
+        logev = -0.5 * float(yv @ alpha) - 0.5 * fac.logdet - 0.5 * P * math.log(2 * math.pi)
+    elif fac.range_residual(yv) > _RANGE_TOL:
+        logev = -math.inf
+    else:
+        logev = -0.5 * float(yv @ alpha) - 0.5 * fac.logdet - 0.5 * fac.rank * math.log(2 * math.pi)
+    return GPFit(factor=fac, alpha=alpha, log_evidence=logev, noise=noise)
+
+
+def gp_predict(
+    fit: GPFit,
+    K_test_train: Any,
+    k_test_diag: Any = None,
+    *,
+    K_test: Any = None,
+    return_var: bool = False,
+    return_cov: bool = False,
+    block_size: int = 2048,
+) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Posterior mean (and variance / covariance) of f at test points.
+
+    Parameters
+    ----------
+    fit : GPFit
+        From :func:`gp_fit`.
+    K_test_train : array_like, shape (P_t, P)
+        K(x*, X).
+    k_test_diag : array_like, shape (P_t,)
+        K(x*, x*); needed for ``return_var``.
+    K_test : array_like, shape (P_t, P_t)
+        K(x*, x*'); needed for ``return_cov``.
+    return_var, return_cov : bool
+        Also return the posterior variance (P_t,) / covariance (P_t, P_t) of f (noise-free).
+    block_size : int
+        Test points per block for the variance (bounds a P × block temporary).
+
+    Returns
+    -------
+    mean, or (mean, var), (mean, cov), (mean, var, cov) in that order.
+
+    Raises
+    ------
+    ConvergenceError
+        A posterior variance below −1e-6 × its prior value (kernel not PSD or too ill-conditioned).
+    """
+    Ks = np.asarray(K_test_train, dtype=np.float64)
+    if Ks.ndim != 2 or Ks.shape[1] != fit.alpha.shape[0]:
+        raise ConfigError(f"K_test_train must be (P_t, {fit.alpha.shape[0]}), got shape {Ks.shape}")
+    mean = Ks @ fit.alpha
+    out: list[np.ndarray] = [mean]
+    if return_var:
+        if k_test_diag is None:
+            raise ConfigError("return_var=True needs k_test_diag, the prior variances at the test points")
+        kd = np.asarray(k_test_diag, dtype=np.float64)
+        if kd.shape != (Ks.shape[0],):
+            raise ConfigError(f"k_test_diag must be ({Ks.shape[0]},), got {kd.shape}")
+        var = np.empty_like(kd)
+        for i0 in range(0, Ks.shape[0], block_size):
+            sl = slice(i0, i0 + block_size)
+            V = fit.factor.whiten(Ks[sl].T)
+            var[sl] = kd[sl] - np.einsum("ij,ij->j", V, V)
+        out.append(_clip_variance(var, kd))
+    if return_cov:
+        if K_test is None:
+            raise ConfigError("return_cov=True needs K_test, the prior covariance among the test points")
+        Kt = np.asarray(K_test, dtype=np.float64)
+        if Kt.shape != (Ks.shape[0], Ks.shape[0]):
+            raise ConfigError(f"K_test must be ({Ks.shape[0]}, {Ks.shape[0]}), got {Kt.shape}")
+        V = fit.factor.whiten(Ks.T)
+        cov = Kt - V.T @ V
+        cov = 0.5 * (cov + cov.T)
+        d = _clip_variance(np.diagonal(cov).copy(), np.diagonal(Kt))
+        np.fill_diagonal(cov, d)
+        out.append(cov)
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _clip_variance(var: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    floor = -_NEG_VAR_TOL * np.maximum(np.abs(prior), np.finfo(np.float64).tiny)
+    if np.any(var < floor):
+        i = int(np.argmin(var - floor))
+        raise ConvergenceError(
+            f"negative posterior variance {var[i]:.3g} at test point {i} (prior variance {prior[i]:.3g}): "
+            "the kernel is not positive semi-definite or too ill-conditioned",
+            suggestion="raise the temperature, or check the kernel for duplicate inputs",
+        )
+    # round-off below zero: the exact value is ≥ 0
+    return np.maximum(var, 0.0)
+
+
+def gp_posterior(
+    K_train: Any,
+    K_test_train: Any,
+    k_test_diag: Any,
+    y: Any,
+    noise: float,
+    *,
+    K_test: Any = None,
+    return_cov: bool = False,
+    rtol: float | None = None,
+) -> tuple[np.ndarray, ...]:
+    """One-shot GP posterior: (mean, var) or (mean, var, cov) at the test points."""
+    fit = gp_fit(K_train, y, noise, rtol=rtol)
+    return gp_predict(fit, K_test_train, k_test_diag, K_test=K_test, return_var=True, return_cov=return_cov)  # type: ignore[return-value]
+
+
+def generalization_error(y_test: Any, mean: Any, var: Any) -> ErrorDecomposition:
+    """ε_g = mean[(y − mean)²] + mean[var] from a predictive mean and noise-free variance.
+
+    Parameters
+    ----------
+    y_test, mean, var : array_like, shape (P_t,)
+        Test labels, posterior mean of f, posterior variance of f (≥ 0).
+    """
+    yt = validate_targets(y_test, None, "y_test")
+    m = validate_targets(mean, yt.size, "mean")
+    v = validate_targets(var, yt.size, "var")
+    if np.any(v < 0):
+        raise ConfigError(f"var must be non-negative, min is {float(v.min()):.3g}")
+    b = (yt - m) ** 2
+    bias, variance = float(b.mean()), float(v.mean())
+    return ErrorDecomposition(bias + variance, bias, variance, b, v)

@@ -1,0 +1,141 @@
+"""The infinite-width network: GP regression with the NNGP kernel K_L and noise T.
+
+Every order parameter equals 1 at infinite width (Q̄_l = 1), so the predictor is the GP posterior
+with prior covariance K_L (``finwidth.kernels.nngp``, all 1/λ_l included) and noise variance T,
+the temperature of the Gibbs posterior (docs/conventions.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from finwidth.errors import ConfigError
+from finwidth.kernels import _as_inputs, layer_diagonals, nngp, nngp_cross
+from finwidth.theory.gp import (
+    ErrorDecomposition,
+    GPFit,
+    generalization_error,
+    gp_fit,
+    gp_predict,
+    validate_noise,
+    validate_targets,
+)
+
+__all__ = ["NNGP"]
+
+
+class NNGP:
+    """Infinite-width Bayesian network: NNGP regression at temperature T.
+
+    Parameters
+    ----------
+    network : Network
+        Depth, activation, priors λ_0..λ_L (precisions) and biases. Widths are ignored.
+    temperature : float
+        T ≥ 0, the noise variance of the Gibbs likelihood exp(−Σ(y − f)²/(2T)). T = 0 is
+        noise-free interpolation; a singular kernel (e.g. a linear network with P > N_0,
+        or duplicate inputs) then uses the pseudo-inverse, which is the exact T → 0⁺ limit of
+        the posterior (see :mod:`finwidth.theory.gp`); ``rank_`` tells how many modes were kept.
+    rtol : float, optional
+        Relative eigenvalue cutoff for the T = 0 pseudo-inverse (default P·eps).
+    block_size : int, optional
+        Rows per block of the kernel recursion.
+
+    Attributes
+    ----------
+    kernel_ : numpy.ndarray, shape (P, P)
+        K_L on the training inputs.
+    alpha_ : numpy.ndarray, shape (P,)
+        (K_L + T I)⁻¹ y.
+    log_evidence_ : float
+        log N(y; 0, K_L + T I) (nats). At T = 0 with singular K_L: the degenerate-Gaussian log
+        density on range(K_L) if y lies in it, else −inf.
+    rank_ : int
+        Number of eigenmodes used (P unless the T = 0 kernel is singular).
+    X_train_, y_train_ : numpy.ndarray
+        The training data (copies, float64).
+    train_diags_ : numpy.ndarray, shape (L+1, P)
+        Diagonals of K_0..K_L on the training inputs (for test kernels).
+    fit_ : GPFit
+        Factorisation and solution (shared helper object).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finwidth import Network, NNGP
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((20, 5)), rng.standard_normal(20)
+    >>> gp = NNGP(Network([100], "erf"), temperature=0.1).fit(X, y)
+    >>> mean, var = gp.predict(X[:3], return_var=True)
+    """
+
+    def __init__(self, network: Any, temperature: float, *, rtol: float | None = None, block_size: int | None = None):
+        from finwidth.network import Network
+
+        if not isinstance(network, Network):
+            raise ConfigError(f"NNGP needs a finwidth.Network, got {type(network).__name__}")
+        self.network = network
+        self.temperature = validate_noise(temperature, "temperature")
+        self.rtol = rtol
+        self.block_size = block_size
+
+    # ------------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any) -> NNGP:
+        """Build K_L on X, factorise K_L + T I once (Cholesky, or eigh at T = 0) and solve.
+
+        Returns
+        -------
+        self
+        """
+        Xa = _as_inputs(X, "X")
+        yv = validate_targets(y, Xa.shape[0])
+        blocks = nngp(self.network, Xa, block_size=self.block_size)
+        K = blocks.train  # type: ignore[union-attr]
+        fit = gp_fit(K, yv, self.temperature, rtol=self.rtol)
+        self.X_train_ = Xa
+        self.y_train_ = yv
+        self.kernel_ = K
+        self.train_diags_ = layer_diagonals(self.network, Xa)
+        self.fit_: GPFit = fit
+        self.alpha_ = fit.alpha
+        self.log_evidence_ = fit.log_evidence
+        self.rank_ = fit.factor.rank
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "fit_"):
+            raise ConfigError("this NNGP is not fitted yet; call fit(X, y) first")
+
+    def test_kernels(self, X_test: Any, *, full: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """K_L(X_test, X_train), K_L(x*, x*) and, if ``full``, the (P_t, P_t) test kernel."""
+        self._check_fitted()
+        Xt = _as_inputs(X_test, "X_test")
+        Ks, kd = nngp_cross(self.network, self.X_train_, Xt, train_diags=self.train_diags_, block_size=self.block_size)  # type: ignore[misc]
+        Ktt = None
+        if full:
+            Ktt = nngp(self.network, Xt, block_size=self.block_size).train  # type: ignore[union-attr]
+        return Ks, kd, Ktt
+
+    def predict(self, X_test: Any, return_var: bool = False, return_cov: bool = False) -> Any:
+        """Posterior mean of f at X_test; optionally its variance and covariance.
+
+        The variance/covariance are those of f (no observation noise T added).
+
+        Returns
+        -------
+        mean (P_t,), or (mean, var), (mean, cov), (mean, var, cov).
+        """
+        Ks, kd, Ktt = self.test_kernels(X_test, full=return_cov)
+        return gp_predict(self.fit_, Ks, kd, K_test=Ktt, return_var=return_var, return_cov=return_cov)
+
+    def generalization_error(self, X_test: Any, y_test: Any) -> ErrorDecomposition:
+        """ε_g = mean[(y − ⟨f⟩)²] + mean[Var f] over the test set (bias + variance, no noise)."""
+        Xt = _as_inputs(X_test, "X_test")
+        yt = validate_targets(y_test, Xt.shape[0], "y_test")
+        mean, var = self.predict(Xt, return_var=True)
+        return generalization_error(yt, mean, var)
+
+    def __repr__(self) -> str:
+        return f"NNGP({self.network!r}, temperature={self.temperature})"
