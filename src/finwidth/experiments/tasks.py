@@ -1,0 +1,198 @@
+"""The default task function: theory and/or simulation for one :class:`TaskConfig`.
+
+:func:`run_task` loads the data set (``finwidth.data.load`` or ``finwidth.data.teacher``), builds the
+:class:`finwidth.Network`, fits each requested theory and evaluates its test error, and samples the
+posterior of real finite-width networks when the config has a ``simulation`` table. Its values, as
+stored in ``result.json`` and collected into columns:
+
+=========================== ==================================================================
+``<model>.total/bias/variance``  ε_g = bias + variance on the test set (theory; noise T not added)
+``<model>.qbar``                 order parameters Q̄_1..Q̄_L (RKGP; list), ``<model>.qbar_L`` the last
+``<model>.r``                    width criterion r = yᵀK⁻¹y/P (RKGP; finite width better iff r < 1)
+``<model>.error``                the message of a theory that did not converge (values then absent)
+``sim.total/bias/variance``      the same ε_g from sampled networks, with ``..._stderr``
+``sim.train_error``              posterior mean training MSE (with ``_stderr``)
+``sim.qbar_readout``             readout-norm estimate of Q̄_L (with ``_stderr``)
+``sim.rhat``, ``sim.ess``        convergence diagnostics over replicas
+``sim.wall_s``                   sampling time in seconds
+``data.N0``                      input dimension after preprocessing
+=========================== ==================================================================
+
+A theory that raises :class:`finwidth.errors.ConvergenceError` is recorded (``<model>.error``)
+rather than failing the task, so the simulation of the same grid point is kept; a diverged
+simulation likewise records ``sim.error``. Anything else (a bug, bad input) fails the task.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from finwidth.errors import ConvergenceError, DivergenceError
+from finwidth.experiments.spec import DataConfig, TaskConfig
+from finwidth.experiments.store import TaskOutput
+
+__all__ = ["load_data", "run_task", "run_theory", "run_simulation"]
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(data_json: str, root: str | None):  # noqa: ANN202 - finwidth.data.Dataset
+    cfg = DataConfig.model_validate_json(data_json)
+    from finwidth import data
+
+    if cfg.name is not None:
+        return data.load(
+            cfg.name,
+            classes=cfg.classes,
+            n_train=cfg.n_train,
+            n_test=cfg.n_test,
+            preset=cfg.preset,
+            seed=cfg.seed,
+            root=root,
+            labels=cfg.labels,
+        )
+    return data.teacher(
+        cfg.teacher, n_features=cfg.n_features, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed, **cfg.options
+    )
+
+
+def load_data(cfg: DataConfig):  # noqa: ANN201 - finwidth.data.Dataset
+    """The data set of a task (cached per process: a sweep over widths loads MNIST once per worker).
+
+    The data root is ``$FINWIDTH_DATA`` when set, else the library's search path.
+    """
+    return _load_cached(cfg.model_dump_json(), os.environ.get("FINWIDTH_DATA") or None)
+
+
+def _estimate(x: Any) -> tuple[float | None, float | None]:
+    """(value, standard error) of a simulation estimate (a number carrying ``.stderr``)."""
+    if x is None:
+        return None, None
+    stderr = getattr(x, "stderr", None)
+    value = getattr(x, "value", x)
+    return float(value), (None if stderr is None else float(stderr))
+
+
+def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
+    """Fit each theory of ``config.theory.models`` and evaluate its test error (see module doc)."""
+    from finwidth.theory.nngp import NNGP
+    from finwidth.theory.rkgp import RKGP
+
+    network = config.network.build()
+    T = config.temperature
+    out: dict[str, Any] = {}
+    for model in config.theory.models:
+        start = time.perf_counter()
+        if model == "nngp":
+            est = NNGP(network, T)
+        else:
+            form = {"rkgp": "product", "rkgp_product": "product", "rkgp_nested": "nested"}[model]
+            est = RKGP(network, T, renormalization=form)
+        try:
+            est.fit(dataset.X_train, dataset.y_train)
+            err = est.generalization_error(dataset.X_test, dataset.y_test)
+        except ConvergenceError as exc:
+            out[model] = {"error": str(exc), "wall_s": time.perf_counter() - start}
+            continue
+        values: dict[str, Any] = {"total": float(err.total), "bias": float(err.bias), "variance": float(err.variance)}
+        if model != "nngp":
+            qbar = np.atleast_1d(np.asarray(est.qbar_, dtype=float))
+            values["qbar"] = qbar.tolist()
+            values["qbar_L"] = float(qbar[-1])
+            values["r"] = float(est.width_criterion_.r)
+            values["residual"] = float(est.residual_)
+            values["kind"] = str(est.kind_)
+        values["wall_s"] = time.perf_counter() - start
+        out[model] = values
+    return out
+
+
+def _limit_torch_threads() -> None:
+    threads = os.environ.get("FINWIDTH_WORKER_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def run_simulation(config: TaskConfig, dataset, *, progress: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # noqa: ANN001
+    """Sample the posterior of the finite-width network with ``config.simulation`` (see module doc)."""
+    from finwidth.simulate import sample_posterior
+
+    sim = config.simulation
+    assert sim is not None
+    _limit_torch_threads()
+    kwargs: dict[str, Any] = dict(
+        temperature=config.temperature,
+        sampler=sim.sampler,
+        step_size=sim.step_size,
+        n_steps=sim.n_steps,
+        burn_in=sim.burn_in,
+        replicas=sim.replicas,
+        X_test=dataset.X_test,
+        y_test=dataset.y_test,
+        seed=sim.seed,
+        device=sim.device,
+        dtype=sim.dtype,
+        **sim.options,
+    )
+    if sim.record_every is not None:
+        kwargs["record_every"] = sim.record_every
+    if progress:
+        kwargs["progress"] = True
+    start = time.perf_counter()
+    try:
+        res = sample_posterior(config.network.build(), dataset.X_train, dataset.y_train, **kwargs)
+    except DivergenceError as exc:
+        return {"error": str(exc), "wall_s": time.perf_counter() - start}, {}
+    wall = time.perf_counter() - start
+    values: dict[str, Any] = {}
+    ge = res.generalization_error
+    for part in ("total", "bias", "variance"):
+        values[part], values[f"{part}_stderr"] = _estimate(getattr(ge, part))
+    values["train_error"], values["train_error_stderr"] = _estimate(res.train_error)
+    values["qbar_readout"], values["qbar_readout_stderr"] = _estimate(res.qbar_readout)
+    diag = res.diagnostics
+    for name in ("rhat", "ess", "acceptance"):
+        value = diag.get(name) if isinstance(diag, dict) else getattr(diag, name, None)
+        if isinstance(value, dict):  # one diagnostic per observable
+            for k, v in value.items():
+                values[f"{name}_{k}"] = None if v is None else float(v)
+        else:
+            values[name] = None if value is None else float(np.max(np.asarray(value, dtype=float)))
+    values["wall_s"] = wall
+    arrays: dict[str, np.ndarray] = {}
+    for name, trace in (getattr(res, "traces", None) or {}).items():
+        arrays[f"trace_{name}"] = np.asarray(trace)
+    return values, arrays
+
+
+def run_task(config: TaskConfig, *, progress: bool = False) -> TaskOutput:
+    """Theory and/or simulation for one task config (the runner's default task function).
+
+    Parameters
+    ----------
+    config : TaskConfig
+    progress : bool
+        Show the sampler's own progress bar (only sensible when the task runs in the foreground).
+
+    Returns
+    -------
+    TaskOutput
+        ``values`` as described in the module docstring; ``arrays`` holds the simulation traces.
+    """
+    dataset = load_data(config.data)
+    values: dict[str, Any] = {"data": {"N0": int(np.asarray(dataset.X_train).shape[1])}}
+    values.update(run_theory(config, dataset))
+    arrays: dict[str, np.ndarray] = {}
+    if config.simulation is not None:
+        values["sim"], arrays = run_simulation(config, dataset, progress=progress)
+    for model, res in values.items():
+        if isinstance(res, dict) and "total" in res and res["total"] is not None and not math.isfinite(res["total"]):
+            raise FloatingPointError(f"{model} returned a non-finite test error {res['total']}")
+    return TaskOutput(values=values, arrays=arrays)
