@@ -1,0 +1,301 @@
+"""Batched finite-width networks with hand-written gradients of the Langevin potential.
+
+Convention (DESIGN.md §2): h^(1) = W^(0) x / sqrt(N_0) [+ b^(0)], h^(l+1) = W^(l) σ(h^(l)) / sqrt(N_l)
+[+ b^(l)], f = W^(L) σ(h^(L)) / sqrt(N_L) [+ b^(L)], and the potential at temperature T is
+
+    U(θ) = ½ Σ_μ (y^μ − f(x^μ))² + (T/2) Σ_l λ_l ‖W^(l)‖² + (T/2) Σ_l ‖b^(l)‖² / σ_b,l²,
+
+so that exp(−U/T) is the posterior. R independent replicas are the leading batch dimension of
+every parameter tensor: weights are shaped ``[R, N_out, N_in]``, biases ``[R, N_out]``.
+
+Input reduction (exact): when the training inputs span r < N_0 dimensions (always when P < N_0),
+write W^(0) = W_span Bᵀ + W_perp with B (N_0 × r) an orthonormal basis of the row span of X. The
+likelihood only sees W_span; W_perp is independent of the data and stays at its prior
+N(0, 1/λ_0). The model then simulates ``W_span`` (shape ``[R, N_1, r]``) on the reduced inputs
+X B, keeping the 1/sqrt(N_0) scale, and test points get W_perp x_perp / sqrt(N_0) drawn fresh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from finwidth.errors import ConfigError
+
+__all__ = [
+    "BatchedMLP",
+    "InputReduction",
+    "LinearRegressionTarget",
+    "activation_pair",
+    "as_torch_dtype",
+]
+
+_SQRT_2_OVER_PI = 2.0 / math.sqrt(math.pi)
+
+
+def as_torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """Map ``"float32"``/``"float64"`` (or a torch dtype) to a torch floating dtype."""
+    table = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32,
+             torch.float64: torch.float64}
+    try:
+        return table[dtype]
+    except (KeyError, TypeError):
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+
+
+def activation_pair(activation) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Return a function h -> (σ(h), σ'(h)) for an ``Activation``.
+
+    Closed forms for the standard activations (the speed path); any other registered activation
+    gets σ' from torch autograd of its elementwise ``torch`` function.
+    """
+    name = getattr(activation, "name", str(activation)).lower()
+    if name == "erf":
+        def pair(h):
+            return torch.erf(h), _SQRT_2_OVER_PI * torch.exp(-h * h)
+    elif name == "relu":
+        def pair(h):
+            return torch.relu(h), (h > 0).to(h.dtype)
+    elif name in ("linear", "identity", "id"):
+        def pair(h):
+            return h, torch.ones_like(h)
+    elif name == "tanh":
+        def pair(h):
+            t = torch.tanh(h)
+            return t, 1.0 - t * t
+    else:
+        fn = activation.torch
+
+        def pair(h):
+            with torch.enable_grad():
+                hh = h.detach().requires_grad_(True)
+                s = fn(hh)
+                (d,) = torch.autograd.grad(s.sum(), hh)
+            return s.detach(), d
+    return pair
+
+
+def is_linear(activation) -> bool:
+    """True for the identity activation (the deep linear network of BPKR)."""
+    return getattr(activation, "name", "").lower() in ("linear", "identity", "id")
+
+
+@dataclass
+class InputReduction:
+    """Orthonormal basis of the training inputs' row span (see the module docstring).
+
+    Attributes
+    ----------
+    basis : np.ndarray
+        B, shape (N_0, r), float64, orthonormal columns.
+    rank : int
+        r, the numerical rank of X (singular values above ``1e-10 · s_max · max(P, N_0)``).
+    """
+
+    basis: np.ndarray
+    rank: int
+
+    @classmethod
+    def from_inputs(cls, X: np.ndarray) -> InputReduction:
+        _, s, vt = np.linalg.svd(np.asarray(X, dtype=np.float64), full_matrices=False)
+        tol = (s[0] if s.size else 0.0) * 1e-10 * max(X.shape)
+        r = int(np.sum(s > tol))
+        return cls(basis=vt[:r].T.copy(), rank=max(r, 1))
+
+    def reduce(self, X: np.ndarray) -> np.ndarray:
+        """X B, the coordinates of the inputs in the span (shape (n, r))."""
+        return np.asarray(X, dtype=np.float64) @ self.basis
+
+    def perp_factor(self, X: np.ndarray) -> np.ndarray:
+        """A matrix F (n × k) with F Fᵀ = X_perp X_permᵀ, X_perp = X (1 − B Bᵀ).
+
+        Then W_perp X_permᵀ has the law of G Fᵀ with G iid N(0, 1/λ_0): k = rank of X_perp, at most
+        min(n, N_0 − r) columns, so fresh draws cost less than a full first layer.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        xp = X - (X @ self.basis) @ self.basis.T
+        if xp.size == 0:
+            return np.zeros((X.shape[0], 0))
+        q, r = np.linalg.qr(xp.T)  # xp = rᵀ qᵀ
+        keep = np.abs(np.diag(r)) > 1e-12 * max(1.0, np.abs(r).max())
+        return np.ascontiguousarray(r[keep].T)
+
+
+class BatchedMLP:
+    """R replicas of a fully connected network, with the potential U and its gradient by hand.
+
+    Parameters
+    ----------
+    network : finwidth.Network
+        Depth L, widths, activation, priors λ_0..λ_L and optional bias variances.
+    n_inputs : int
+        N_0, the input dimension (sets the 1/sqrt(N_0) scale).
+    temperature : float
+        T > 0 (multiplies the prior term of U).
+    first_layer_inputs : int, optional
+        Columns of the first-layer weights actually simulated (r under input reduction; default
+        N_0).
+    device, dtype : torch device and dtype of the parameters.
+
+    Notes
+    -----
+    Parameters are a list of tensors: W^(0), …, W^(L) (shapes ``[R, N_{l+1}, N_l]``, the readout
+    ``[R, 1, N_L]``) followed by the biases that exist (``[R, N_{l+1}]``). ``precisions[i]`` is the
+    prior precision of ``params[i]`` (λ_l for weights, 1/σ_b² for biases).
+    """
+
+    def __init__(self, network, n_inputs: int, temperature: float, *, first_layer_inputs: int | None = None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.network = network
+        self.n_inputs = int(n_inputs)
+        self.temperature = float(temperature)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.depth = network.depth
+        self.act = activation_pair(network.activation)
+        self.linear = is_linear(network.activation)
+        fan_in = [self.n_inputs, *network.widths]
+        self.scales = [1.0 / math.sqrt(n) for n in fan_in]
+        cols = [int(first_layer_inputs or self.n_inputs), *network.widths]
+        rows = [*network.widths, 1]
+        self.weight_shapes = [(rows[l], cols[l]) for l in range(self.depth + 1)]
+        bias_var = network.bias_variances()
+        self.bias_layers = [l for l in range(self.depth + 1) if bias_var[l] > 0]
+        self.precisions = [float(p) for p in network.priors] + [1.0 / bias_var[l] for l in self.bias_layers]
+
+    # ---------------------------------------------------------------- parameters
+    def n_params(self) -> list[int]:
+        """Number of scalars per replica in each parameter tensor."""
+        return [r * c for r, c in self.weight_shapes] + [self.weight_shapes[l][0] for l in self.bias_layers]
+
+    def init_params(self, replicas: int, generator: torch.Generator, mode: str = "normal") -> list[torch.Tensor]:
+        """Initial parameters: ``"normal"`` is N(0, 1) for every weight (the papers' code, biases
+        from their prior); ``"prior"`` draws everything from the prior."""
+        params = []
+        for i, n in enumerate([*self.weight_shapes, *[(self.weight_shapes[l][0],) for l in self.bias_layers]]):
+            t = torch.randn((replicas, *n), generator=generator, device=self.device, dtype=self.dtype)
+            if mode == "prior" or i > self.depth:
+                t.mul_(1.0 / math.sqrt(self.precisions[i]))
+            elif mode != "normal":
+                raise ConfigError(f"init must be 'normal', 'prior' or 'readout_conditional', got {mode!r}")
+            params.append(t)
+        return params
+
+    def _bias(self, params, layer):
+        if layer in self.bias_layers:
+            return params[self.depth + 1 + self.bias_layers.index(layer)]
+        return None
+
+    # ---------------------------------------------------------------- forward / backward
+    def forward(self, params: Sequence[torch.Tensor], A0: torch.Tensor, extra_h1: torch.Tensor | None = None,
+                *, keep: bool = False):
+        """Outputs f, shape ``[R, n]``, on inputs ``A0`` (``[n, N_0]`` or reduced ``[n, r]``).
+
+        ``extra_h1`` (``[R, n, N_1]``) is added to the first pre-activation (the W_perp term).
+        With ``keep=True`` also returns the cache (activations and σ') for ``backward``, and the
+        last hidden features Φ = σ(h^(L)) are ``cache["acts"][-1]``.
+        """
+        a = A0
+        acts, dacts = [A0], []
+        for l in range(self.depth):
+            W = params[l]
+            h = torch.matmul(a, W.transpose(-1, -2))
+            if self.scales[l] != 1.0:
+                h = h.mul_(self.scales[l])
+            if l == 0 and extra_h1 is not None:
+                h = h + extra_h1
+            b = self._bias(params, l)
+            if b is not None:
+                h = h + b.unsqueeze(1)
+            if self.linear:
+                a, d = h, None
+            else:
+                a, d = self.act(h)
+            acts.append(a)
+            dacts.append(d)
+        W = params[self.depth]
+        f = torch.matmul(a, W.transpose(-1, -2)).squeeze(-1) * self.scales[self.depth]
+        b = self._bias(params, self.depth)
+        if b is not None:
+            f = f + b
+        if keep:
+            return f, {"acts": acts, "dacts": dacts}
+        return f
+
+    def potential_and_grad(self, params: Sequence[torch.Tensor], A0: torch.Tensor, y: torch.Tensor,
+                           *, need_grad: bool = True):
+        """U per replica (float64, shape ``[R]``) and ∂U/∂θ for each parameter tensor.
+
+        Returns ``(U, grads, loss)`` with ``loss`` = ½ Σ_μ (y − f)² per replica (float64).
+        Backpropagation is written out with batched matmuls (no autograd graph).
+        """
+        T = self.temperature
+        f, cache = self.forward(params, A0, keep=True)
+        resid = f - y  # [R, P]
+        loss = 0.5 * resid.double().pow(2).sum(-1)
+        prior = torch.zeros_like(loss)
+        for p, lam in zip(params, self.precisions):
+            prior = prior + (0.5 * T * lam) * p.double().pow(2).flatten(1).sum(-1)
+        U = loss + prior
+        if not need_grad:
+            return U, None, loss
+        L = self.depth
+        acts, dacts = cache["acts"], cache["dacts"]
+        grads: list[torch.Tensor | None] = [None] * len(params)
+        delta = resid.unsqueeze(-1)  # ∂U/∂(output pre-activation), [R, P, 1]
+        for l in range(L, -1, -1):
+            s = self.scales[l]
+            a = acts[l]
+            # ∂U/∂W^(l) = s δᵀ a ; for l = 0 the input is shared by all replicas
+            gW = torch.matmul(delta.transpose(-1, -2), a)
+            gW.mul_(s)
+            grads[l] = gW
+            b = self._bias(params, l)
+            if b is not None:
+                grads[L + 1 + self.bias_layers.index(l)] = delta.sum(1)
+            if l > 0:
+                delta = torch.matmul(delta, params[l]).mul_(s)
+                if not self.linear:
+                    delta.mul_(dacts[l - 1])
+        for g, p, lam in zip(grads, params, self.precisions):
+            g.add_(p, alpha=T * lam)
+        return U, grads, loss
+
+
+class LinearRegressionTarget:
+    """Bayesian linear regression f = Φ w / sqrt(N), w ~ N(0, 1/λ): an exact Gaussian posterior.
+
+    Used to validate the samplers (its posterior mean and covariance are closed forms). Same
+    interface as :class:`BatchedMLP` for the samplers: ``potential_and_grad(params, A0, y)``.
+    """
+
+    def __init__(self, features: torch.Tensor, precision: float, temperature: float):
+        self.features = features
+        self.n = features.shape[1]
+        self.precisions = [float(precision)]
+        self.temperature = float(temperature)
+
+    def potential_and_grad(self, params, A0=None, y=None, *, need_grad=True):
+        (w,) = params  # [R, N]
+        s = 1.0 / math.sqrt(self.n)
+        f = torch.matmul(w, self.features.T) * s
+        resid = f - y
+        loss = 0.5 * resid.double().pow(2).sum(-1)
+        U = loss + 0.5 * self.temperature * self.precisions[0] * w.double().pow(2).sum(-1)
+        if not need_grad:
+            return U, None, loss
+        g = torch.matmul(resid, self.features) * s + self.temperature * self.precisions[0] * w
+        return U, [g], loss
+
+    def exact_posterior(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and covariance of w (float64), from the normal equations."""
+        Phi = self.features.double().cpu().numpy() / math.sqrt(self.n)
+        T, lam = self.temperature, self.precisions[0]
+        A = Phi.T @ Phi / T + lam * np.eye(self.n)
+        cov = np.linalg.inv(A)
+        mean = cov @ Phi.T @ np.asarray(y, dtype=np.float64) / T
+        return mean, cov

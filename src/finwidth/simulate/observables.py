@@ -1,0 +1,126 @@
+"""Observables of sampled networks, including the Rao–Blackwellised readout.
+
+Given the last hidden features Φ = σ(h^(L)) on the training set (shape ``[R, P, N_L]``), the readout
+a (and the output bias, if any) has an exact Gaussian conditional posterior:
+
+    f = Φ a / sqrt(N_L) [+ b],   a ~ N(0, 1/λ_L),   y | f ~ N(f, T)
+    ⇒ precision A = ΦᵀΦ/(N_L T) + λ_L,   mean m = A⁻¹ Φᵀ y/(sqrt(N_L) T).
+
+Predictions at any point with features φ then have conditional mean φ·m/sqrt(N_L) and variance
+φᵀA⁻¹φ/N_L, and E[|a|² | Φ] = |m|² + Tr A⁻¹. Averaging these over the samples of the other layers
+(instead of using the sampled readout) is Rao–Blackwellisation: same expectation, smaller variance.
+An output bias b ~ N(0, σ_b²) is an extra feature column of constant value sqrt(N_L λ_L σ_b²).
+The linear algebra runs in float64 in the smaller of the two spaces (P or N_L).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["ReadoutConditional", "readout_conditional", "sample_readout_conditional"]
+
+
+class ReadoutConditional:
+    """Conditional posterior of the readout given hidden features (see module docstring).
+
+    Attributes
+    ----------
+    norm2 : torch.Tensor
+        E[|a|² | Φ] per replica (float64, ``[R]``), the output bias excluded.
+    """
+
+    def __init__(self, Phi: torch.Tensor, y: torch.Tensor, precision: float, temperature: float,
+                 bias_var: float = 0.0):
+        Phi = Phi.double()
+        self.N = Phi.shape[-1]
+        self.lam = float(precision)
+        self.T = float(temperature)
+        self.bias_col = math.sqrt(self.N * self.lam * bias_var) if bias_var > 0 else None
+        Phi = self._augment(Phi)
+        y = y.double()
+        R, P, N1 = Phi.shape
+        cl = self.N * self.T * self.lam  # c λ with c = N_L T
+        self.feature_space = N1 <= P
+        if self.feature_space:
+            s2, V = torch.linalg.eigh(Phi.transpose(-1, -2) @ Phi)
+            s2 = s2.clamp_min(0.0)
+            b = (V.transpose(-1, -2) @ (Phi.transpose(-1, -2) @ y.unsqueeze(-1))).squeeze(-1)
+            self.V = V
+            self.inv_prec = 1.0 / (self.lam + s2 / (self.N * self.T))   # eigenvalues of A⁻¹
+            m = math.sqrt(self.N) * (V @ (b / (cl + s2)).unsqueeze(-1)).squeeze(-1)
+            self.m = m
+            diag_inv = (V * V) @ self.inv_prec.unsqueeze(-1)
+            diag_inv = diag_inv.squeeze(-1)
+            self.norm2 = (m[:, : self.N] ** 2).sum(-1) + diag_inv[:, : self.N].sum(-1)
+        else:
+            s2, U = torch.linalg.eigh(Phi @ Phi.transpose(-1, -2))
+            s2 = s2.clamp_min(0.0)
+            self.U, self.s2, self.cl = U, s2, cl
+            self.Phi = Phi
+            uy = (U.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1)
+            self.w = uy / (cl + s2)                                     # M⁻¹ y in the eigenbasis
+            mnorm = self.N * (s2 * self.w ** 2).sum(-1)  # m = sqrt(N) Φᵀ M⁻¹ y
+            tr = (N1 - (s2 / (cl + s2)).sum(-1)) / self.lam
+            if self.bias_col is not None:
+                uc = (U.transpose(-1, -2) @ torch.full((R, P, 1), self.bias_col, dtype=Phi.dtype,
+                                                       device=Phi.device)).squeeze(-1)
+                m_last = (uc * self.w).sum(-1)
+                inv_last = (1.0 - (uc ** 2 / (cl + s2)).sum(-1)) / self.lam
+                mnorm = mnorm - self.N * m_last ** 2
+                tr = tr - inv_last
+            self.norm2 = mnorm + tr
+
+    def _augment(self, Phi):
+        if self.bias_col is None:
+            return Phi
+        col = torch.full(Phi.shape[:-1] + (1,), self.bias_col, dtype=Phi.dtype, device=Phi.device)
+        return torch.cat([Phi, col], dim=-1)
+
+    def predict(self, Phi_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditional mean and variance of f at points with features ``Phi_x`` (``[R, n, N_L]``)."""
+        phi = self._augment(Phi_x.double())
+        sN = math.sqrt(self.N)
+        if self.feature_space:
+            mean = (phi @ self.m.unsqueeze(-1)).squeeze(-1) / sN
+            z = phi @ self.V
+            var = (z * z * self.inv_prec.unsqueeze(1)).sum(-1) / self.N
+        else:
+            k = (phi @ self.Phi.transpose(-1, -2)) @ self.U        # [R, n, P] in the eigenbasis
+            mean = (k * self.w.unsqueeze(1)).sum(-1)
+            var = ((phi * phi).sum(-1) - (k * k / (self.cl + self.s2).unsqueeze(1)).sum(-1)) / (self.lam * self.N)
+        return mean, var.clamp_min(0.0)
+
+
+def readout_conditional(Phi, y, precision, temperature, bias_var=0.0) -> ReadoutConditional:
+    """Shorthand for :class:`ReadoutConditional`."""
+    return ReadoutConditional(Phi, y, precision, temperature, bias_var)
+
+
+def sample_readout_conditional(Phi: torch.Tensor, y: torch.Tensor, precision: float, temperature: float,
+                               generator: torch.Generator, bias_var: float = 0.0):
+    """Exact draw of (readout, output bias) from their conditional posterior (Matheron's rule).
+
+    Returns ``(a, b)`` with ``a`` shaped ``[R, 1, N_L]`` and ``b`` shaped ``[R, 1]`` (``None`` without
+    output bias), both float64. Used by ``init="readout_conditional"``.
+    """
+    Phi = Phi.double()
+    R, P, N = Phi.shape
+    T, lam = float(temperature), float(precision)
+    dev = Phi.device
+    Psi = Phi / math.sqrt(N)
+    a0 = torch.randn((R, N), generator=generator, device=dev, dtype=torch.float64) / math.sqrt(lam)
+    f0 = (Psi @ a0.unsqueeze(-1)).squeeze(-1)
+    K = Psi @ Psi.transpose(-1, -2) / lam
+    b0 = None
+    if bias_var > 0:
+        b0 = torch.randn((R, 1), generator=generator, device=dev, dtype=torch.float64) * math.sqrt(bias_var)
+        f0 = f0 + b0
+        K = K + bias_var
+    eps = torch.randn((R, P), generator=generator, device=dev, dtype=torch.float64) * math.sqrt(T)
+    K = K + T * torch.eye(P, dtype=torch.float64, device=dev)
+    alpha = torch.cholesky_solve((y.double() - f0 - eps).unsqueeze(-1), torch.linalg.cholesky(K))
+    a = a0 + (Psi.transpose(-1, -2) @ alpha).squeeze(-1) / lam
+    b = None if b0 is None else b0 + bias_var * alpha.sum(1)
+    return a.unsqueeze(1), b
