@@ -267,6 +267,13 @@ def _numpy_frombuffer():
     return numeric._frombuffer
 
 
+def _latin1_encode(text, encoding="utf-8"):
+    # Python 3 writes bytes at protocol 2 as _codecs.encode(str, "latin1"); admit exactly that
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refused _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Admit only what a CIFAR batch contains: dicts, lists, str/bytes, ints and numpy arrays."""
 
@@ -277,6 +284,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
         ("numpy", "ndarray"): lambda: np.ndarray,
         ("numpy", "dtype"): lambda: np.dtype,
+        ("_codecs", "encode"): lambda: _latin1_encode,
     }
 
     def find_class(self, module: str, name: str):
