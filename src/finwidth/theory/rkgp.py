@@ -319,7 +319,7 @@ class RKGP:
         chain = self._nested_kernels(qbar, X)
         KR = chain[-1].train
         G = KR + T * np.eye(KR.shape[0]) if T > 0 else KR.copy()
-        self.n_factorizations_ += 1
+        self.n_factorizations_ = getattr(self, "n_factorizations_", 0) + 1
         try:
             cf = linalg.cho_factor(G, lower=True, check_finite=False)
         except linalg.LinAlgError:
@@ -521,14 +521,12 @@ class RKGP:
         finwidth.theory.gp.ErrorDecomposition
             ``total``, ``bias``, ``variance``.
         """
-        from finwidth.theory.gp import ErrorDecomposition
+        from finwidth.theory.gp import generalization_error
 
         X_test = _as_X(X_test, "X_test")
         y_test = _as_y(y_test, X_test.shape[0], "y_test")
         mean, var = self.predict(X_test, return_var=True)
-        bias = float(np.mean((y_test - mean) ** 2))
-        variance = float(np.mean(var))
-        return ErrorDecomposition(total=bias + variance, bias=bias, variance=variance)
+        return generalization_error(y_test, mean, var)
 
 
 class NonOddSaddle:
@@ -594,8 +592,9 @@ class NonOddSaddle:
     def solve(self, qbar0, q0):
         """Root of ∇S in variables (log Q̄, log(1+Q)); verified (relative residual ≤ 1e-9)."""
         def F(x):
+            x = np.clip(x, -40.0, 40.0)  # keep exp finite; the verified residual decides at the end
             qbar, q = math.exp(x[0]), math.expm1(x[1])
-            if qbar - 1.0 / (1.0 + q) > 0 and self._sums(qbar, qbar - 1.0 / (1.0 + q))["D"] <= 0:
+            if q <= -1.0 or self._sums(qbar, qbar - math.exp(-x[1]))["D"] <= 0:
                 return np.array([1e10, 1e10])
             g = self.gradient(qbar, q)
             # scale each equation by the size of its terms so 'hybr' sees O(1) residuals
