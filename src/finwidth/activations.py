@@ -227,10 +227,10 @@ class Activation:
         order : int
             Gauss–Hermite nodes per dimension n; κ uses n² nodes per entry. The rule is exact
             for polynomials and converges fast when σ(sqrt(c) x) is smooth on the node spacing
-            (≈ 3/sqrt(n)): gelu at n = 40 is accurate to ~1e-11 for c ≤ 3, but tanh (a near-step
-            at large variance) reaches only ~4e-7 at c = 1, 3e-4 at c = 3 and 1e-2 at c = 10
-            with n = 40 (3e-9, 2e-5, 3e-3 with n = 64). σ with a kink (relu, step) converge only
-            algebraically: use the closed forms. See docs/kernels.md for the accuracy table.
+            (node spacing ≈ 3 sqrt(c/n) in z): the error of E[σ(z)²] for tanh is 4e-7, 3e-4, 1e-2
+            at c = 1, 3, 10 with n = 40 and 3e-9, 2e-5, 3e-3 with n = 64; for gelu 1e-13, 1e-6,
+            3e-3 (n = 40) and <1e-16, 1e-9, 2e-4 (n = 64). σ with a kink (relu, step) converge
+            only algebraically: use the closed forms. Table in docs/kernels.md.
         derivatives : (callable, callable), optional
             σ' and σ'' on numpy arrays. If omitted, they come from torch autograd of
             ``torch_fn``. They give the derivatives by Price's theorem:
@@ -757,7 +757,15 @@ for _act in (_Linear(), _Erf(), _ReLU(), _Quadratic(), _Sign(), _Step()):
 register_activation(
     QuadratureActivation("tanh", np.tanh, _torch_tanh, odd=True, order=64, derivatives=(_tanh_d1, _tanh_d2))
 )
-register_activation(
-    QuadratureActivation("gelu", _gelu, _torch_gelu, odd=False, order=40, derivatives=(_gelu_d1, _gelu_d2))
-)
+class _GELU(QuadratureActivation):
+    """σ = x Φ(x): κ by quadrature; the mean has the closed form E[zΦ(z)] = c/sqrt(2π(1 + c))."""
+
+    def _mean(self, c):  # type: ignore[no-untyped-def]
+        return c * _INV_SQRT_2PI / np.sqrt(1.0 + c)
+
+    def _mean_grad(self, c):  # type: ignore[no-untyped-def]
+        return _INV_SQRT_2PI * (2.0 + c) / (2.0 * (1.0 + c) ** 1.5)
+
+
+register_activation(_GELU("gelu", _gelu, _torch_gelu, odd=False, order=64, derivatives=(_gelu_d1, _gelu_d2)))
 del _act
