@@ -166,6 +166,7 @@ def test_validation(mnist_dir, cifar_dir):
         (dict(n_test=True), "n_test must be an integer"),
         (dict(n_test=-1), "n_test must be at least 0"),
         (dict(preset="standardized", seed=-3), "seed must be at least 0"),
+        (dict(seed="7"), "seed must be an integer"),
         (dict(normalize_rows=-1.0), "normalize_rows must be"),
         (dict(center_features="yes"), "center_features must be True or False"),
     ]

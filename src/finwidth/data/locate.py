@@ -75,10 +75,12 @@ class Source:
     files: tuple[tuple[str, Path], ...]
 
     def file(self, role: str) -> Path:
+        """The path playing ``role`` (e.g. ``"train_images"``, ``"test_batch"``, ``"archive"``)."""
         return dict(self.files)[role]
 
     @property
     def paths(self) -> tuple[str, ...]:
+        """All file paths, as strings, in role order."""
         return tuple(str(p) for _, p in self.files)
 
 

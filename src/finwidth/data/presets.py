@@ -248,10 +248,9 @@ def load(
         raise ConfigError(f"labels='pm1' needs exactly two classes, got classes={class_tuple}")
     n_train = _check_count(n_train, "n_train", 1)
     n_test = _check_count(n_test, "n_test", 0)
-    if preset == "standardized":
-        seed = _check_count(seed, "seed", 0)
-        if seed >= 2**32:
-            raise ConfigError(f"seed must be below 2**32 (numpy RandomState), got {seed}")
+    seed = _check_count(seed, "seed", 0)
+    if seed >= 2**32:
+        raise ConfigError(f"seed must be below 2**32 (numpy RandomState), got {seed}")
     if not isinstance(center_features, bool):
         raise ConfigError(f"center_features must be True or False, got {center_features!r}")
     row_norm = _parse_row_norm(normalize_rows)
