@@ -1,0 +1,176 @@
+"""sample_posterior / resume: exactness of the cost cuts, reproducibility, kill-and-resume,
+divergence detection and input validation."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import finwidth
+from finwidth import Network
+from finwidth.errors import ConfigError, DataError, DivergenceError
+
+torch.set_num_threads(1)
+
+
+def _data(P=15, N0=40, Pt=60, seed=0):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(N0)
+    X, Xt = rng.standard_normal((P, N0)), rng.standard_normal((Pt, N0))
+    return X, np.tanh(X @ w / math.sqrt(N0)), Xt, np.tanh(Xt @ w / math.sqrt(N0))
+
+
+def _agree(a, b, k=5.0):
+    se = math.hypot(a.stderr, b.stderr)
+    assert abs(float(a) - float(b)) < k * se, f"{float(a):.5g} vs {float(b):.5g} (se {se:.2g})"
+
+
+@pytest.fixture(scope="module")
+def reduced_and_full():
+    X, y, Xt, yt = _data()
+    net = Network([30], "erf")
+    kw = dict(temperature=0.05, sampler="baoab", step_size=0.3, n_steps=4000, record_every=10, X_test=Xt,
+              y_test=yt, replicas=8)
+    red = finwidth.sample_posterior(net, X, y, input_reduction=True, seed=1, **kw)
+    full = finwidth.sample_posterior(net, X, y, input_reduction=False, seed=2, **kw)
+    return red, full
+
+
+@pytest.mark.slow
+def test_input_reduction_samples_the_same_posterior(reduced_and_full):
+    red, full = reduced_and_full
+    assert red.config["input_reduction"] and not full.config["input_reduction"]
+    for name in ("total", "bias", "variance"):
+        _agree(getattr(red.generalization_error, name), getattr(full.generalization_error, name))
+    _agree(red.qbar_readout, full.qbar_readout)
+    _agree(red.train_error, full.train_error)
+    # first-layer norm: sampled span part + exact prior expectation of the orthogonal part
+    _agree(red.layer_norms[0], full.layer_norms[0])
+
+
+@pytest.mark.slow
+def test_rao_blackwell_agrees_with_raw_and_reduces_variance(reduced_and_full):
+    for res in reduced_and_full:
+        _agree(res.generalization_error.total, res.generalization_error_raw.total)
+        _agree(res.qbar_readout, res.qbar_readout_raw)
+        assert res.variance_reduction > 2.0
+        ge = res.generalization_error
+        assert float(ge.total) == pytest.approx(float(ge.bias) + float(ge.variance))
+        assert res.prediction_mean.shape == (60,) and np.all(res.prediction_var >= 0)
+        # ε_g variance part = mean over the test set of the posterior predictive variance
+        assert float(ge.variance) == pytest.approx(res.prediction_var.mean(), rel=0.05)
+
+
+def test_seed_reproducibility_and_record_layout():
+    X, y, Xt, yt = _data(P=8, N0=10, Pt=5)
+    net = Network([6, 5], "relu", priors=[1.0, 2.0, 1.0], bias=0.3)
+    kw = dict(temperature=0.1, sampler="mala", step_size=0.01, n_steps=200, record_every=4, X_test=Xt,
+              y_test=yt, replicas=3, dtype="float64")
+    a = finwidth.sample_posterior(net, X, y, seed=5, **kw)
+    b = finwidth.sample_posterior(net, X, y, seed=5, **kw)
+    c = finwidth.sample_posterior(net, X, y, seed=6, **kw)
+    for k in a.traces:
+        np.testing.assert_array_equal(a.traces[k], b.traces[k])
+    assert not np.array_equal(a.traces["energy"], c.traces["energy"])
+    assert a.traces["energy"].shape == (50, 3)
+    np.testing.assert_array_equal(a.record_steps, np.arange(4, 201, 4))
+    assert 0 < a.diagnostics.acceptance <= 1 and a.diagnostics.acceptance_per_replica.shape == (3,)
+    assert a.traces["layer_norms"].shape == (50, 3, 3)
+
+
+_CHILD = """
+import sys, torch
+torch.set_num_threads(1)
+import numpy as np, finwidth
+from finwidth import Network
+rng = np.random.default_rng(0)
+X, Xt = rng.standard_normal((12, 20)), rng.standard_normal((30, 20))
+w = rng.standard_normal(20)
+finwidth.sample_posterior(Network([40], "erf"), X, np.tanh(X @ w / 4.5), temperature=0.05, sampler="{sampler}",
+    step_size={h}, n_steps={n}, record_every=5, X_test=Xt, y_test=np.tanh(Xt @ w / 4.5), replicas=4, seed=11,
+    checkpoint=sys.argv[1], checkpoint_every=100)
+"""
+
+
+@pytest.mark.parametrize("sampler,h", [("baoab", 0.2), ("mala", 0.02)])
+def test_sigkill_then_resume_is_bit_identical(tmp_path, sampler, h):
+    n = 8000
+    ck = tmp_path / "run.ckpt"
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(_CHILD.format(sampler=sampler, h=h, n=n)))
+    proc = subprocess.Popen([sys.executable, str(script), str(ck)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        step = 0
+        while time.time() < deadline and proc.poll() is None:
+            if ck.exists():
+                step = int(finwidth.simulate.checkpoint.load_checkpoint(ck)["run"]["step"])
+                if step >= 300:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"child ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert 300 <= step < n
+    resumed = finwidth.simulate.resume(ck)
+    rng = np.random.default_rng(0)
+    X, Xt = rng.standard_normal((12, 20)), rng.standard_normal((30, 20))
+    w = rng.standard_normal(20)
+    ref = finwidth.sample_posterior(Network([40], "erf"), X, np.tanh(X @ w / 4.5), temperature=0.05,
+                                    sampler=sampler, step_size=h, n_steps=n, record_every=5, X_test=Xt,
+                                    y_test=np.tanh(Xt @ w / 4.5), replicas=4, seed=11)
+    assert resumed.traces["energy"].shape == (n // 5, 4)
+    assert np.all(np.isfinite(resumed.traces["energy"]))  # no record lost
+    for k in ref.traces:
+        np.testing.assert_array_equal(resumed.traces[k], ref.traces[k], err_msg=k)
+    assert float(resumed.generalization_error.total) == float(ref.generalization_error.total)
+    np.testing.assert_array_equal(resumed.prediction_mean, ref.prediction_mean)
+
+
+def test_divergence_is_detected_with_a_step_size_hint():
+    X, y, _, _ = _data(P=10, N0=10)
+    with pytest.raises(DivergenceError, match="step_size"):
+        finwidth.sample_posterior(Network([20], "erf"), X, 10 * y, temperature=0.01, sampler="euler",
+                                  step_size=5.0, n_steps=500, replicas=2)
+
+
+def test_corrupt_checkpoint_raises_data_error(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError):
+        finwidth.simulate.resume(bad)
+    with pytest.raises(DataError):
+        finwidth.simulate.resume(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(temperature=-1.0), "temperature"), (dict(temperature=0.0), "temperature"),
+    (dict(step_size=None), "step_size"), (dict(step_size=-0.1), "step_size"),
+    (dict(sampler="hmc"), "sampler"), (dict(replicas=0), "replicas"), (dict(n_steps=0), "n_steps"),
+    (dict(record_every=1000), "record_every"), (dict(burn_in=100), "burn_in"),
+    (dict(dtype="float16"), "dtype"), (dict(init="zeros"), "init"), (dict(friction=1.0, sampler="euler"), "friction"),
+    (dict(X=np.full((5, 3), np.nan)), "NaN"), (dict(y=np.zeros(4)), "rows"),
+    (dict(X_test=np.zeros((3, 4))), "columns"), (dict(y_test=np.zeros(3)), "X_test"),
+    (dict(input_reduction="yes"), "input_reduction"), (dict(device="cuda:7" if not torch.cuda.is_available() else "bogus"), "device"),
+    (dict(sampler="gibbs", step_size=None), "linear"),
+])
+def test_bad_input_raises_config_error(change, match):
+    rng = np.random.default_rng(0)
+    kw = dict(X=rng.standard_normal((5, 3)), y=rng.standard_normal(5), temperature=0.1, sampler="baoab",
+              step_size=0.1, n_steps=100, replicas=2)
+    kw.update(change)
+    X, y = kw.pop("X"), kw.pop("y")
+    with pytest.raises(ConfigError, match=match):
+        finwidth.sample_posterior(Network([4], "erf"), X, y, **kw)
+    with pytest.raises(ConfigError):
+        finwidth.sample_posterior("not a network", X, y, temperature=0.1, step_size=0.1, n_steps=10)
