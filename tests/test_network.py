@@ -112,6 +112,5 @@ def test_loads_and_with_widths_validation():
     net = Network([10, 10], "erf")
     with pytest.raises(ConfigError, match="positive"):
         net.loads(0)
-    # a depth change is refused (the message currently names the priors length, reported)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="keeps the depth 2"):
         net.with_widths([10])

@@ -130,10 +130,10 @@ class Network:
 
     def with_widths(self, widths: int | Sequence[int]) -> Network:
         """The same network with other hidden widths (same depth)."""
-        new = Network(widths, self.activation, self.priors, self.bias)
-        if new.depth != self.depth:
-            raise ConfigError(f"with_widths keeps the depth {self.depth}; got {new.depth} widths")
-        return new
+        depth = 1 if isinstance(widths, numbers.Integral) else len(list(widths))
+        if depth != self.depth:
+            raise ConfigError(f"with_widths keeps the depth {self.depth}; got {depth} widths")
+        return Network(widths, self.activation, self.priors, self.bias)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (activation by name)."""
