@@ -17,6 +17,7 @@ import os
 import platform
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -28,9 +29,29 @@ from finwidth.errors import ConfigError
 from finwidth.experiments.spec import SweepSpec, Task, TaskConfig, canonical_json
 from finwidth.experiments.store import ResultStore, TaskOutput
 
-__all__ = ["SerialExecutor", "SweepReport", "execute_task", "make_executor", "resolve_task_fn", "run_sweep"]
+__all__ = [
+    "SerialExecutor",
+    "SweepReport",
+    "execute_task",
+    "make_executor",
+    "resolve_task_fn",
+    "run_sweep",
+    "sweep_status",
+    "task_checkpoint_path",
+]
 
 TaskFn = Callable[[TaskConfig], "TaskOutput | dict[str, Any]"]
+
+_current = threading.local()
+
+
+def task_checkpoint_path() -> Path | None:
+    """Where the running task may checkpoint (``STORE/checkpoints/<key>.ckpt``); None outside a sweep.
+
+    A task function that checkpoints there is resumed after a kill instead of restarted; the file is
+    removed once the task's result is stored.
+    """
+    return getattr(_current, "checkpoint", None)
 
 
 @dataclass
@@ -176,6 +197,9 @@ def execute_task(task_fn: TaskFn, store_root: str, key: str, config_json: str) -
         return {"key": key, "status": "skipped"}
     config = TaskConfig.model_validate_json(config_json)
     start = time.time()
+    checkpoint = store.root / "checkpoints" / f"{key}.ckpt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    _current.checkpoint = checkpoint
     try:
         out = task_fn(config)
         if isinstance(out, dict):
@@ -186,6 +210,8 @@ def execute_task(task_fn: TaskFn, store_root: str, key: str, config_json: str) -
         message = f"{type(exc).__name__}: {exc}"
         store.write_failure(key, config_json, message, traceback.format_exc())
         return {"key": key, "status": "failed", "error": message}
+    finally:
+        _current.checkpoint = None
     wall = time.time() - start
     from finwidth import __version__
 
@@ -199,6 +225,7 @@ def execute_task(task_fn: TaskFn, store_root: str, key: str, config_json: str) -
         "task_fn": f"{getattr(task_fn, '__module__', '?')}:{getattr(task_fn, '__qualname__', '?')}",
     }
     written = store.write(key, config_json, out.values, out.arrays, meta)
+    checkpoint.unlink(missing_ok=True)
     return {"key": key, "status": "done" if written else "skipped", "wall_s": wall}
 
 

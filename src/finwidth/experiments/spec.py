@@ -250,11 +250,12 @@ class SimulationConfig(_Model):
 
     ``step_size`` is in the units of the Langevin time of the potential
     U = ½ Σ (y − f)² + (T/2) Σ λ_l ‖W‖²; ``n_steps`` counts sampler steps per replica (burn-in included);
-    ``options`` passes sampler-specific keywords (e.g. a friction) through unchanged.
+    ``options`` passes further keywords of :func:`finwidth.sample_posterior` through unchanged
+    (``friction``, ``init``, ``input_reduction``, ``rao_blackwell``, ``checkpoint_every``).
     """
 
-    sampler: str = "baoab"
-    step_size: float = Field(gt=0)
+    sampler: Literal["baoab", "euler", "mala", "gibbs"] = "baoab"
+    step_size: float | None = Field(default=None, gt=0)
     n_steps: PositiveInt
     burn_in: NonNegativeInt | None = None
     replicas: PositiveInt = 8
@@ -266,6 +267,8 @@ class SimulationConfig(_Model):
 
     @model_validator(mode="after")
     def _burn_in(self) -> SimulationConfig:
+        if self.step_size is None and self.sampler != "gibbs":
+            raise ValueError(f"simulation.step_size is required for sampler {self.sampler!r} (only gibbs needs none)")
         if self.burn_in is not None and self.burn_in >= self.n_steps:
             raise ValueError(f"simulation.burn_in ({self.burn_in}) must be smaller than simulation.n_steps ({self.n_steps})")
         return self

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from finwidth.errors import ConvergenceError, DivergenceError
+from finwidth.errors import ConvergenceError, DivergenceError, FinwidthError
 from finwidth.experiments.spec import DataConfig, TaskConfig
 from finwidth.experiments.store import TaskOutput
 
@@ -145,9 +145,23 @@ def run_simulation(config: TaskConfig, dataset, *, progress: bool = False) -> tu
         kwargs["record_every"] = sim.record_every
     if progress:
         kwargs["progress"] = True
+    from finwidth.experiments.runner import task_checkpoint_path
+
+    checkpoint = task_checkpoint_path() if sim.sampler != "gibbs" else None
     start = time.perf_counter()
     try:
-        res = sample_posterior(config.network.build(), dataset.X_train, dataset.y_train, **kwargs)
+        res = None
+        if checkpoint is not None and checkpoint.exists():  # a killed run of this very task: continue it
+            from finwidth.simulate import resume
+
+            try:
+                res = resume(checkpoint, progress=progress)
+            except (FinwidthError, OSError, KeyError):
+                checkpoint.unlink(missing_ok=True)  # unusable: start afresh (same seed, same result)
+        if res is None:
+            if checkpoint is not None:
+                kwargs["checkpoint"] = checkpoint
+            res = sample_posterior(config.network.build(), dataset.X_train, dataset.y_train, **kwargs)
     except DivergenceError as exc:
         return {"error": str(exc), "wall_s": time.perf_counter() - start}, {}
     wall = time.perf_counter() - start
