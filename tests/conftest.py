@@ -9,9 +9,16 @@ when the files are absent.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
+# The suite is dominated by small dense linear algebra, where multithreaded BLAS on a shared 2-core
+# machine is ~10x slower than one thread. Set before numpy/scipy load their BLAS (an explicit
+# environment setting wins).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
