@@ -1,0 +1,119 @@
+"""Theory benchmarks: RKGP fit time against the floor (kernel + one eigh) and deepbays, side by side.
+
+Usage (one command; numbers go to docs/benchmarks.md, section "Theory"):
+
+    .venv/bin/python benchmarks/bench_theory.py --sizes 1000 4000 10000 [--deepbays-path /tmp/deepbays-site:/tmp/deepbays-stubs]
+
+Ratios are measured in the same run on the same data. The deepbays baselines run only when the
+given path imports deepbays 0.1.11 (side environment; never a dependency of finwidth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def _data(P, N0=784, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(P, N0))
+    y = np.sign(X[:, :5].sum(1))
+    return X, y
+
+
+def _time(fn, repeat=1):
+    best = np.inf
+    out = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 10000])
+    ap.add_argument("--deepbays-path", default=None, help="colon-separated sys.path entries with deepbays 0.1.11")
+    ap.add_argument("--temperature", type=float, default=1e-3)
+    args = ap.parse_args(argv)
+
+    from finwidth import kernels
+    from finwidth.network import Network
+    from finwidth.theory.rkgp import RKGP
+
+    deepbays = None
+    if args.deepbays_path:
+        sys.path[:0] = args.deepbays_path.split(":")
+        try:
+            import deepbays  # noqa: F401
+
+            deepbays = sys.modules["deepbays"]
+        except Exception as exc:  # report, don't fail
+            print(f"deepbays baseline skipped: cannot import from {args.deepbays_path}: {exc}")
+    else:
+        print("deepbays baseline skipped: no --deepbays-path given")
+
+    T = args.temperature
+    rows = []
+    for P in args.sizes:
+        X, y = _data(P)
+        cases = [("1HL erf", Network([P // 2], "erf"), {}),
+                 ("1HL relu non-odd", Network([P // 2], "relu"), {}),
+                 ("product relu L=3", Network([P // 2] * 3, "relu"), {})]
+        for name, net, kw in cases:
+            def floor():
+                K = kernels.nngp(net, X).train
+                return np.linalg.eigh(K)
+            t_floor, _ = _time(floor)
+            t_fit, m = _time(lambda: RKGP(net, T, **kw).fit(X, y))
+            rows.append((P, name, t_fit, t_floor, t_fit / t_floor, f"Q̄={m.qbar_[0]:.6g}"))
+            print(rows[-1], flush=True)
+        if P <= 4000:
+            net = Network([P // 2] * 3, "erf")
+            t_fit, m = _time(lambda: RKGP(net, T, renormalization="nested").fit(X, y))
+            t_floor, _ = _time(lambda: np.linalg.eigh(kernels.nngp(net, X).train))
+            rows.append((P, "nested erf L=3", t_fit, t_floor, t_fit / t_floor,
+                         f"choleskys={m.n_factorizations_}"))
+            print(rows[-1], flush=True)
+        if deepbays is not None and P <= 4000:
+            try:
+                from deepbays.rkgp import FC_1HL
+
+                def db():
+                    mdl = FC_1HL(P // 2, T, l0=1.0, l1=1.0, act="erf")
+                    mdl.preprocess(X, y)
+                    mdl.optimize()
+                    return mdl
+                t_db, mdl = _time(db)
+                t_fw, m = _time(lambda: RKGP(Network([P // 2], "erf"), T).fit(X, y))
+                rows.append((P, "deepbays FC_1HL vs finwidth", t_db, t_fw, t_db / t_fw,
+                             f"Q̄ deepbays={float(np.ravel(mdl.optQ)[0]):.6g} finwidth={m.qbar_[0]:.6g}"))
+            except Exception as exc:
+                rows.append((P, "deepbays FC_1HL", float("nan"), float("nan"), float("nan"), f"failed: {exc!r}"))
+            print(rows[-1], flush=True)
+            try:  # deepbays 0.1.11 non-odd class (the theory notes report it crashes on every case)
+                from deepbays.rkgp import FC_1HL_nonodd
+
+                def dbn():
+                    mdl = FC_1HL_nonodd(P // 2, T, l0=1.0, l1=1.0, act="relu")
+                    mdl.preprocess(X, y)
+                    mdl.optimize()
+                    return mdl
+                t_db, mdl = _time(dbn)
+                t_fw, m = _time(lambda: RKGP(Network([P // 2], "relu"), T).fit(X, y))
+                rows.append((P, "deepbays FC_1HL_nonodd vs finwidth", t_db, t_fw, t_db / t_fw, "ran"))
+            except Exception as exc:
+                rows.append((P, "deepbays FC_1HL_nonodd", float("nan"), float("nan"), float("nan"),
+                             f"crashed: {type(exc).__name__}: {str(exc)[:80]}"))
+            print(rows[-1], flush=True)
+    print("\n| P | case | fit (s) | floor or baseline (s) | ratio | note |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]:.3g} | {r[3]:.3g} | {r[4]:.3g} | {r[5]} |")
+
+
+if __name__ == "__main__":
+    main()
