@@ -20,6 +20,7 @@ _LAZY = {
     "Activation": "finwidth.activations",
     "NNGP": "finwidth.theory.nngp",
     "RKGP": "finwidth.theory.rkgp",
+    "BPKR": "finwidth.theory.bpkr",
     "AdaptiveKernel": "finwidth.theory.adaptive",
     "sample_posterior": "finwidth.simulate",
     "FinwidthError": "finwidth.errors",

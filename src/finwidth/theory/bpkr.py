@@ -107,12 +107,15 @@ class BPKR(RKGP):
         self._check_fitted()
         widths = np.array(self.network.widths, dtype=float)
         lam = np.array(self.network.priors)
+        from finwidth import kernels
+
         mean, cov = self.train_posterior()
         second = np.outer(mean, mean) + cov
+        layers = kernels.nngp(self.network, self.X_train_, all_layers=True)
         out = []
         for ell in range(1, self.network.depth + 1):
             bulk = 1.0 - float(np.sum(1.0 / widths[:ell]))
             w = sum(float(np.prod(self.qbar_[: j - 1])) / widths[j - 1] for j in range(1, ell + 1))
             amp = w / self.pi_ * float(np.prod(lam[ell:]))
-            out.append(bulk * np.asarray(self._layers[ell - 1].train) + amp * second)
+            out.append(bulk * np.asarray(layers[ell - 1].train) + amp * second)
         return out

@@ -186,11 +186,11 @@ class RKGP:
         L = net.depth
         T = self.temperature
         widths = np.array(net.widths, dtype=float)
-        layers = kernels.nngp(net, X, all_layers=True)
-        K_out = np.asarray(layers[-1].train, dtype=np.float64)
+        # only the output layer is kept as a P×P matrix; the lower layers enter through their diagonals
+        K_out = np.asarray(kernels.nngp(net, X).train, dtype=np.float64)
         self.X_train_ = X
         self.y_train_ = y
-        self._layers = layers
+        self._train_diags = kernels.layer_diagonals(net, X)
         self.n_factorizations_ = 0
 
         # the output NNGP eigenbasis serves the product form, the non-odd form and the criterion
@@ -260,7 +260,7 @@ class RKGP:
                 f"the output kernel has {basis.n_null} null eigenvalues (duplicate inputs?); the mean-corrected "
                 "theory at T = 0 needs a non-singular kernel: use T > 0 or mean_correction=False"
             )
-        m = self._mean_vector(np.diag(self._layers[0].train))
+        m = self._mean_vector(self._train_diags[0])
         m_t = basis.project(m)
         nz = NonOddSaddle(k, y_t, m_t, T, N)
         roots = []
@@ -427,8 +427,7 @@ class RKGP:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
         if self.kind_ == "nested":
             return self._nested_kernels(self.qbar_, self.X_train_, X_test)[-1]
-        layers = kernels.nngp(self.network, self.X_train_, X_test, all_layers=True)
-        out = layers[-1]
+        out = kernels.nngp(self.network, self.X_train_, X_test)
         if self.kind_ == "product":
             s = self._pred_scale
             return kernels.KernelBlocks(
@@ -438,11 +437,11 @@ class RKGP:
             )
         qbar, q = self.qbar_[0], self.q_[0]
         c = qbar - 1.0 / (1.0 + q)
-        m = self._mean_vector(np.diag(layers[0].train))
+        m = self._mean_vector(self._train_diags[0])
         train = qbar * out.train - c * np.outer(m, m)
         if X_test is None:
             return kernels.KernelBlocks(train=train, test_train=None, test_diag=None)
-        mt = self._mean_vector(layers[0].test_diag)
+        mt = self._mean_vector(kernels.layer_diagonals(self.network, X_test)[0])
         return kernels.KernelBlocks(
             train=train, test_train=qbar * out.test_train - c * np.outer(mt, m), test_diag=qbar * out.test_diag - c * mt ** 2
         )
@@ -480,8 +479,9 @@ class RKGP:
             blocks = self._nested_kernels(self.qbar_, self.X_train_, X_test)[-1]
             kt, kd, s = blocks.test_train, blocks.test_diag, 1.0
         else:
-            layers = kernels.nngp(self.network, self.X_train_, X_test, all_layers=True)
-            kt, kd, s = layers[-1].test_train, layers[-1].test_diag, self._pred_scale
+            # test blocks only: the train kernel is never rebuilt
+            kt, kd = kernels.nngp_cross(self.network, self.X_train_, X_test, train_diags=self._train_diags)
+            s = self._pred_scale
         kt_t = (kt @ basis.vectors) * s  # renormalised test×train in the eigenbasis
         kd = kd * s
         kt_t[:, ~pos] = 0.0  # consistent with the zeroed null modes (k ∈ range K for a PSD kernel)
@@ -491,9 +491,8 @@ class RKGP:
         if self.kind_ == "nonodd":
             qbar, q = self.qbar_[0], self.q_[0]
             c = qbar - 1.0 / (1.0 + q)
-            layers0 = layers[0]
-            m = self._mean_vector(np.diag(layers0.train))
-            mt = self._mean_vector(layers0.test_diag)
+            m = self._mean_vector(self._train_diags[0])
+            mt = self._mean_vector(kernels.layer_diagonals(self.network, X_test)[0])
             m_t = basis.project(m)
             kt_t = kt_t - c * np.outer(mt, m_t)
             kd = kd - c * mt ** 2
