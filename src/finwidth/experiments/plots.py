@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from finwidth.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,7 +72,7 @@ def _groups(frame: pd.DataFrame, x: str) -> list[tuple[str, pd.DataFrame]]:
     if not conds:
         return [("", frame.sort_values(x))]
     out = []
-    for values, sub in frame.groupby([frame[c].astype(str) for c in conds], sort=True):
+    for values, sub in frame.groupby(conds, sort=True, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
         label = ", ".join(f"{c.split('.')[-1]}={v}" for c, v in zip(conds, values, strict=True))
         out.append((label, sub.sort_values(x)))
@@ -126,39 +128,53 @@ def plot_errors(
     colors = [f"C{i % 10}" for i in range(len(groups))]
     models = _models(frame)
     for ax, part in zip(axes, parts, strict=True):
-        for (label, sub), color in zip(groups, colors, strict=True):
-            suffix = f" ({label})" if label else ""
+        for (_, sub), color in zip(groups, colors, strict=True):
             xs = sub[x].to_numpy(dtype=float)
             for model in models:
                 col = f"{model}.{part}"
                 if col not in sub or sub[col].isna().all():
                     continue
                 ys = sub[col].to_numpy(dtype=float)
-                if model == "nngp":
-                    name = "infinite width (NNGP)" + suffix
-                    if len(set(ys[~_isnan(ys)])) == 1 and x in {"N1", "N_min"}:
-                        ax.axhline(ys[~_isnan(ys)][0], color=color, ls="--", lw=1.2, label=name)
-                    else:
-                        ax.plot(xs, ys, color=color, ls="--", lw=1.2, label=name)
+                finite = ys[~np.isnan(ys)]
+                if model == "nngp" and x in {"N1", "N_min"} and len(set(finite)) == 1:
+                    ax.axhline(finite[0], color=color, ls="--", lw=1.2)  # the level the theory tends to
                 else:
-                    name = {"rkgp": "theory (RKGP)", "rkgp_product": "theory (RKGP product)",
-                            "rkgp_nested": "theory (RKGP nested)"}[model] + suffix
-                    ax.plot(xs, ys, color=color, ls=_THEORY_STYLE[model], lw=1.6, marker=".", ms=3, label=name)
+                    ls = "--" if model == "nngp" else _THEORY_STYLE[model]
+                    ax.plot(xs, ys, color=color, ls=ls, lw=1.6, marker=".", ms=3)
             col = f"sim.{part}"
             if col in sub and not sub[col].isna().all():
                 err = sub.get(f"{col}_stderr")
                 yerr = None if err is None else err.to_numpy(dtype=float)
                 ax.errorbar(xs, sub[col].to_numpy(dtype=float), yerr=yerr, fmt="o", color=color, ms=4.5,
-                            mfc="white", capsize=2.5, lw=1.1, label="simulation ± 1 s.e." + suffix)
+                            mfc="white", capsize=2.5, lw=1.1)
         _x_axis(ax, frame, x)
         ax.set_ylabel(PART_LABELS[part])
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, frameon=False)
+    _legend(axes[-1], groups, colors, models, frame)
     if title:
         fig.suptitle(title)
     if note:
         fig.text(0.01, 0.005, note, fontsize=7, color="0.3", va="bottom")
     return fig
+
+
+def _legend(ax, groups, colors, models, frame) -> None:  # noqa: ANN001
+    """Line styles say what a curve is; colours say which group (outside the axes, on the right)."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for model in models:
+        if model == "nngp":
+            handles.append(Line2D([], [], color="0.25", ls="--", lw=1.2, label="infinite width (NNGP)"))
+        else:
+            handles.append(Line2D([], [], color="0.25", ls=_THEORY_STYLE[model], lw=1.6,
+                                  label={"rkgp": "theory (RKGP)", "rkgp_product": "theory (RKGP product)",
+                                         "rkgp_nested": "theory (RKGP nested)"}[model]))
+    if any(c.startswith("sim.") for c in frame.columns):
+        handles.append(Line2D([], [], color="0.25", marker="o", mfc="white", ls="none", label="simulation ± 1 s.e."))
+    if len(groups) > 1:
+        handles += [Line2D([], [], color=c, lw=3, label=label) for (label, _), c in zip(groups, colors, strict=True)]
+    ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
 
 def _x_axis(ax, frame: pd.DataFrame, x: str) -> None:  # noqa: ANN001
@@ -172,12 +188,6 @@ def _x_axis(ax, frame: pd.DataFrame, x: str) -> None:  # noqa: ANN001
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(values, [f"{v:g}" for v in values])
     ax.set_xlabel(AXIS_LABELS.get(x, x))
-
-
-def _isnan(a):  # noqa: ANN001, ANN202
-    import numpy as np
-
-    return np.isnan(a)
 
 
 def plot_qbar(frame: pd.DataFrame, x: str = "N1", *, title: str | None = None) -> Figure:
@@ -208,7 +218,7 @@ def plot_qbar(frame: pd.DataFrame, x: str = "N1", *, title: str | None = None) -
     _x_axis(ax, frame, x)
     ax.set_ylabel(r"order parameter $\bar Q_L$")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if title:
         fig.suptitle(title)
     return fig
