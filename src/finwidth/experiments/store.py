@@ -235,7 +235,7 @@ class ResultStore:
         """Keep the sweep's spec beside its results (atomically), for status, collect and plot."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f"{_TMP_PREFIX}sweep-{secrets.token_hex(4)}.json"
-        _write_bytes(tmp, json.dumps(spec.to_dict(), indent=1, sort_keys=True).encode())
+        _write_bytes(tmp, json.dumps(spec.to_dict(), indent=1).encode())  # key order = axis order
         os.replace(tmp, self.root / "sweep.json")
 
     def load_spec(self) -> SweepSpec:

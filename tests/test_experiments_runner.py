@@ -1,0 +1,227 @@
+"""Runner and result store: skip-done, atomic folders, failures, resume after SIGKILL, collect, Dask.
+
+The task functions here are module-level so that spawned workers can import them by name
+(``test_experiments_runner:slow_task`` with ``tests/`` on PYTHONPATH).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finwidth.errors import ConfigError, DataError
+from finwidth.experiments import ResultStore, TaskOutput, parse_spec, run_sweep, sweep_status, write_table
+from finwidth.experiments.runner import execute_task, make_executor
+from finwidth.experiments.spec import canonical_json
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+
+
+def expected(config):
+    """What the toy tasks compute: a closed form of the config (the check of every stored result)."""
+    n, T, P = config.network.widths[0], config.temperature, config.data.n_train
+    return n * T + P, np.arange(n, dtype=float) * T
+
+
+def fast_task(config):
+    value, arr = expected(config)
+    return TaskOutput(values={"toy": {"value": value, "nested": [1, 2]}, "n": config.network.widths[0]},
+                      arrays={"arr": arr})
+
+
+def slow_task(config):
+    time.sleep(0.15)
+    return fast_task(config)
+
+
+def failing_task(config):
+    if config.network.widths[0] == 20:
+        raise RuntimeError("boom at width 20")
+    return fast_task(config)
+
+
+def spec_dict(widths=(10, 20, 40), temps=(1e-3, 1e-2)):
+    return {
+        "temperature": list(temps),
+        "sweep": {"name": "toy"},
+        "data": {"teacher": "linear", "n_features": 4, "n_train": 6, "n_test": 5},
+        "network": {"width": list(widths)},
+        "theory": {"models": ["nngp"]},
+    }
+
+
+def check_store(store, tasks):
+    """Every task has exactly one complete, correct folder; no temporary leftovers."""
+    names = sorted(p.name for p in store.tasks_dir.iterdir())
+    assert names == sorted(t.key for t in tasks), names
+    for t in tasks:
+        rec = store.read(t.key)
+        assert rec["config"] == json.loads(canonical_json(t.config))
+        value, arr = expected(t.config)
+        assert rec["values"]["toy"]["value"] == pytest.approx(value, rel=0, abs=0)
+        np.testing.assert_array_equal(store.read_arrays(t.key)["arr"], arr)
+
+
+def test_serial_run_then_skip_done(tmp_path):
+    spec = parse_spec(spec_dict())
+    store = ResultStore(tmp_path / "s")
+    report = run_sweep(spec, store, task_fn=fast_task, executor="serial", progress=False)
+    assert (report.total, report.done, report.skipped, report.failed) == (6, 6, 0, {})
+    check_store(store, spec.tasks())
+    mtimes = {p.name: p.stat().st_mtime_ns for p in store.tasks_dir.iterdir()}
+    again = run_sweep(spec, store, task_fn=fast_task, executor="serial", progress=False)
+    assert (again.done, again.skipped) == (0, 6)
+    assert {p.name: p.stat().st_mtime_ns for p in store.tasks_dir.iterdir()} == mtimes
+    # a larger sweep reuses the finished tasks
+    bigger = parse_spec(spec_dict(widths=(10, 20, 40, 80)))
+    rep = run_sweep(bigger, store, task_fn=fast_task, executor="thread", max_workers=2, progress=False)
+    assert (rep.done, rep.skipped) == (2, 6)
+    check_store(store, bigger.tasks())
+
+
+def test_failures_are_recorded_reported_and_retried(tmp_path):
+    spec = parse_spec(spec_dict())
+    store = ResultStore(tmp_path / "s")
+    report = run_sweep(spec, store, task_fn=failing_task, executor="serial", progress=False)
+    assert report.done == 4 and len(report.failed) == 2
+    assert all("boom at width 20" in e for e in report.failed.values())
+    status = sweep_status(spec, store)
+    assert status["done"] == 4 and set(status["failed"]) == set(report.failed)
+    assert "RuntimeError" in store.failures()[next(iter(report.failed))]["traceback"]
+    report = run_sweep(spec, store, task_fn=fast_task, executor="serial", progress=False)
+    assert report.done == 2 and not report.failed and store.failures() == {}
+    check_store(store, spec.tasks())
+
+
+def test_atomic_write_race_and_stale_cleanup(tmp_path):
+    store = ResultStore(tmp_path / "s")
+    spec = parse_spec(spec_dict(widths=(10,), temps=(1e-3,)))
+    (task,) = spec.tasks()
+    cj = canonical_json(task.config)
+    assert store.write(task.key, cj, {"a": 1.0}, {"x": np.ones(3)})
+    assert not store.write(task.key, cj, {"a": 2.0})  # second writer loses the race, first result kept
+    assert store.read(task.key)["values"] == {"a": 1.0}
+    # a writer killed mid-write leaves a temporary folder: never counted as done, removed later
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+
+    tmp = store.tasks_dir / f".tmp-{'0' * 16}-{socket.gethostname()}-{dead.pid}-abcd"
+    tmp.mkdir()
+    (tmp / "config.json").write_text("{")
+    live = store.tasks_dir / f".tmp-{'1' * 16}-{socket.gethostname()}-{os.getpid()}-abcd"
+    live.mkdir()
+    assert store.done_keys() == {task.key}
+    assert store.cleanup_stale() == 1
+    assert not tmp.exists() and live.exists()  # a live writer's folder is left alone
+
+
+def test_corrupt_results_raise_data_error(tmp_path):
+    store = ResultStore(tmp_path / "s")
+    spec = parse_spec(spec_dict(widths=(10,), temps=(1e-3,)))
+    (task,) = spec.tasks()
+    run_sweep(spec, store, task_fn=fast_task, executor="serial", progress=False)
+    (store.task_dir(task.key) / "result.json").write_text('{"key": ')
+    with pytest.raises(DataError, match="corrupt"):
+        store.collect()
+    with pytest.raises(DataError, match="no sweep.json"):
+        ResultStore(tmp_path / "nothing").load_spec()
+
+
+def test_collect_table_and_files(tmp_path):
+    spec = parse_spec(spec_dict())
+    store = ResultStore(tmp_path / "s")
+    run_sweep(spec, store, task_fn=fast_task, executor="serial", progress=False)
+    frame = store.collect()
+    assert len(frame) == 6 and frame["key"].is_unique
+    assert {"P", "T", "N1", "L", "lambda_L", "toy.value", "toy.nested", "network.widths", "wall_s"} <= set(frame.columns)
+    for _, row in frame.iterrows():
+        assert row["toy.value"] == row["N1"] * row["T"] + row["P"]
+    assert list(frame["N1"]) == sorted(frame["N1"])  # sorted by the axes, not by completion order
+    assert store.load_spec().tasks() == spec.tasks()
+    csv = write_table(frame, tmp_path / "t.csv")
+    import pandas as pd
+
+    back = pd.read_csv(csv, dtype={"key": str})
+    assert list(back["key"]) == list(frame["key"])
+    with pytest.raises(ConfigError, match="use .csv or .parquet"):
+        write_table(frame, tmp_path / "t.xlsx")
+
+
+def test_resume_after_sigkill_of_a_running_sweep(tmp_path):
+    """Kill the whole sweep (driver and spawned workers) mid-run; the rerun completes it exactly."""
+    raw = spec_dict(widths=(10, 20, 40, 80, 160, 320), temps=(1e-3, 1e-2))
+    spec_path = tmp_path / "toy.toml"
+    spec_path.write_text(
+        "temperature = [0.001, 0.01]\n[sweep]\nname = 'toy'\n"
+        "[data]\nteacher = 'linear'\nn_features = 4\nn_train = 6\nn_test = 5\n"
+        "[network]\nwidth = [10, 20, 40, 80, 160, 320]\n[theory]\nmodels = ['nngp']\n"
+    )
+    spec = parse_spec(raw)
+    store = ResultStore(tmp_path / "store")
+    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{ROOT / 'src'}")
+    cmd = [sys.executable, "-m", "finwidth", "sweep", "run", str(spec_path), "--store", str(store.root),
+           "--task", "test_experiments_runner:slow_task", "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(store.done_keys()) < 3:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the process group this test created: driver and workers
+    proc.wait()
+    done_at_kill = store.done_keys()
+    assert 3 <= len(done_at_kill) < 12, f"kill did not land mid-sweep ({len(done_at_kill)} of 12 done)"
+    for key in done_at_kill:  # whatever was there at the kill is complete and correct
+        store.read(key)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"{len(done_at_kill)} already done" in out.stderr
+    check_store(store, spec.tasks())
+    assert not list(store.root.rglob(".tmp-*"))
+    assert len(store.collect()) == 12
+
+
+def test_execute_task_removes_its_checkpoint(tmp_path):
+    from finwidth.experiments.runner import task_checkpoint_path
+
+    seen = []
+
+    def task(config):
+        path = task_checkpoint_path()
+        path.write_text("partial state")
+        seen.append(path)
+        return fast_task(config)
+
+    spec = parse_spec(spec_dict(widths=(10,), temps=(1e-3,)))
+    (t,) = spec.tasks()
+    status = execute_task(task, str(tmp_path), t.key, canonical_json(t.config))
+    assert status["status"] == "done"
+    assert seen[0] == tmp_path / "checkpoints" / f"{t.key}.ckpt" and not seen[0].exists()
+    assert task_checkpoint_path() is None
+
+
+def test_dask_local_cluster(tmp_path):
+    import distributed  # in the test extra
+    spec = parse_spec(spec_dict())
+    store = ResultStore(tmp_path / "s")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        executor, close = make_executor("dask", cluster=cluster)
+        try:
+            report = run_sweep(spec, store, task_fn=fast_task, executor=executor, progress=False)
+        finally:
+            close()
+    assert report.done == 6 and not report.failed
+    check_store(store, spec.tasks())
+
+
+def test_executor_errors():
+    with pytest.raises(ConfigError, match="unknown executor"):
+        make_executor("mpi")
+    with pytest.raises(ConfigError, match="package.module:function"):
+        run_sweep(parse_spec(spec_dict()), "/nonexistent", task_fn="no_colon")
