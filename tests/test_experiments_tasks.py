@@ -1,0 +1,106 @@
+"""The default task function (theory and simulation wiring) and figures from a tiny real sweep."""
+
+import numpy as np
+import pytest
+
+from finwidth import NNGP, RKGP, Network, sample_posterior
+from finwidth.data import teacher
+from finwidth.experiments import ResultStore, parse_spec, run_sweep
+from finwidth.experiments.plots import plot_errors, plot_sweep, save_figure
+from finwidth.experiments.spec import TaskConfig
+from finwidth.experiments.tasks import run_task
+
+DATA = {"teacher": "linear", "n_features": 10, "n_train": 20, "n_test": 15, "seed": 3}
+
+
+def test_theory_values_are_those_of_the_estimators():
+    config = TaskConfig.model_validate(
+        {"temperature": 0.01, "data": DATA, "network": {"activation": "erf", "width": 30, "prior": 1.5},
+         "theory": {"models": ["nngp", "rkgp", "rkgp_nested"]}}
+    )
+    out = run_task(config).values
+    d = teacher("linear", n_features=10, n_train=20, n_test=15, seed=3)
+    net = Network([30], "erf", 1.5)
+    for name, est in (("nngp", NNGP(net, 0.01)), ("rkgp", RKGP(net, 0.01)),
+                      ("rkgp_nested", RKGP(net, 0.01, renormalization="nested"))):
+        err = est.fit(d.X_train, d.y_train).generalization_error(d.X_test, d.y_test)
+        assert out[name]["total"] == err.total
+        assert out[name]["bias"] == err.bias and out[name]["variance"] == err.variance
+        if name != "nngp":
+            assert out[name]["qbar"] == list(est.qbar_) and out[name]["qbar_L"] == est.qbar_[-1]
+            assert out[name]["r"] == est.width_criterion_.r
+    assert out["data"]["N0"] == 10
+    assert "sim" not in out
+
+
+def test_simulation_is_passed_every_setting():
+    sim = {"sampler": "baoab", "step_size": 0.05, "n_steps": 300, "burn_in": 100, "replicas": 4, "seed": 7,
+           "dtype": "float64", "options": {"init": "prior"}}
+    config = TaskConfig.model_validate(
+        {"temperature": 0.05, "data": DATA, "network": {"activation": "erf", "width": 16},
+         "theory": {"models": []}, "simulation": sim}
+    )
+    out = run_task(config)
+    s = out.values["sim"]
+    d = teacher("linear", n_features=10, n_train=20, n_test=15, seed=3)
+    direct = sample_posterior(Network([16], "erf"), d.X_train, d.y_train, temperature=0.05, sampler="baoab",
+                              step_size=0.05, n_steps=300, burn_in=100, replicas=4, seed=7, dtype="float64",
+                              init="prior", X_test=d.X_test, y_test=d.y_test)
+    ge = direct.generalization_error
+    assert s["total"] == float(ge.total) and s["total_stderr"] == ge.total.stderr
+    assert s["bias"] == float(ge.bias) and s["variance"] == float(ge.variance)
+    assert s["qbar_readout"] == float(direct.qbar_readout) and s["qbar_readout_stderr"] == direct.qbar_readout.stderr
+    assert s["train_error"] == float(direct.train_error)
+    assert all(np.isfinite(s[k]) for k in ("total", "total_stderr", "qbar_readout", "wall_s"))
+    assert any(k.startswith("rhat") for k in s)
+    assert {f"trace_{k}" for k in direct.traces} == set(out.arrays)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    spec = parse_spec({
+        "temperature": 0.01,
+        "data": dict(DATA, n_train=[12, 24]),
+        "network": {"activation": "erf", "width": [5, 20, 80]},
+        "theory": {"models": ["nngp", "rkgp"]},
+    })
+    report = run_sweep(spec, root / "store", executor="serial", progress=False)
+    assert report.done == 6 and not report.failed
+    return ResultStore(root / "store").collect()
+
+
+def test_collected_theory_table(tiny_sweep):
+    frame = tiny_sweep
+    assert len(frame) == 6
+    for _, row in frame.iterrows():
+        assert row["rkgp.total"] == pytest.approx(row["rkgp.bias"] + row["rkgp.variance"], rel=1e-12)
+        assert row["rkgp.qbar_L"] > 0
+    # NNGP does not depend on the width: one level per P
+    assert frame.groupby("P")["nngp.total"].nunique().eq(1).all()
+
+
+def test_plots_in_three_formats(tiny_sweep, tmp_path):
+    paths = plot_sweep(tiny_sweep, tmp_path / "fig", x="N1", formats=("png", "svg", "pdf"), decomposition=True)
+    names = sorted(p.name for p in paths)
+    assert names == sorted(["fig.png", "fig.svg", "fig.pdf", "fig_qbar.png", "fig_qbar.svg", "fig_qbar.pdf"])
+    for p in paths:
+        head = p.read_bytes()[:64]
+        assert {"png": head.startswith(b"\x89PNG"), "svg": b"<svg" in p.read_bytes()[:2000] or b"<?xml" in head,
+                "pdf": head.startswith(b"%PDF")}[p.suffix[1:]]
+    fig = plot_errors(tiny_sweep, "P")  # against P, one line per width
+    axis = fig.axes[0]
+    assert axis.get_xscale() == "log"
+    assert len(axis.get_legend().get_texts()) == 2 + 3  # theory, NNGP; three width groups
+    assert save_figure(fig, tmp_path / "p.svg")[0].suffix == ".svg"
+
+
+def test_plot_errors_are_clear(tiny_sweep, tmp_path):
+    from finwidth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no column 'width'"):
+        plot_errors(tiny_sweep, "width")
+    with pytest.raises(ConfigError, match="unknown figure format"):
+        save_figure(plot_errors(tiny_sweep), tmp_path / "f", ["jpg"])
+    with pytest.raises(ConfigError, match="no completed tasks"):
+        plot_errors(tiny_sweep.iloc[0:0])
