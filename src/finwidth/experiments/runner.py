@@ -186,6 +186,15 @@ def resolve_task_fn(ref: str | TaskFn | None) -> TaskFn:
     return fn
 
 
+def _cost_hint(task: Task) -> float:
+    """Rough relative cost of a task (for ordering only): a simulation step costs ~P·ΣN_l per replica."""
+    cfg = task.config
+    sim = cfg.simulation
+    if sim is None:
+        return float(cfg.data.n_train + cfg.data.n_test) ** 2  # kernel blocks; sub-second anyway
+    return float(sim.n_steps) * sim.replicas * (cfg.data.n_train + 1) * (sum(cfg.network.widths) + 1) + 1e12
+
+
 def execute_task(task_fn: TaskFn, store_root: str, key: str, config_json: str) -> dict[str, Any]:
     """Run one task on a worker and store its result; returns a small status record.
 
@@ -274,7 +283,8 @@ def run_sweep(
     if isinstance(spec, SweepSpec):
         store.save_spec(spec)
     store.cleanup_stale()
-    todo = [t for t in tasks if not store.is_done(t.key)]
+    # longest first: with a few workers, a long task started last would leave the others idle
+    todo = sorted((t for t in tasks if not store.is_done(t.key)), key=_cost_hint, reverse=True)
     report = SweepReport(total=len(tasks), skipped=len(tasks) - len(todo))
     if not todo:
         report.wall_s = time.time() - start
