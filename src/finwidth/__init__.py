@@ -17,6 +17,7 @@ __version__ = "0.1.0.dev0"
 # public name -> module that defines it (imported on first access)
 _LAZY = {
     "Network": "finwidth.network",
+    "ConvNetwork": "finwidth.convnet",
     "Activation": "finwidth.activations",
     "NNGP": "finwidth.theory.nngp",
     "RKGP": "finwidth.theory.rkgp",
@@ -29,7 +30,7 @@ _LAZY = {
     "ConfigError": "finwidth.errors",
     "DivergenceError": "finwidth.errors",
 }
-_SUBMODULES = {"data", "activations", "kernels", "theory", "simulate", "experiments", "errors", "network"}
+_SUBMODULES = {"data", "activations", "kernels", "theory", "simulate", "experiments", "errors", "network", "convnet"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 
