@@ -104,3 +104,25 @@ def test_plot_errors_are_clear(tiny_sweep, tmp_path):
         save_figure(plot_errors(tiny_sweep), tmp_path / "f", ["jpg"])
     with pytest.raises(ConfigError, match="no completed tasks"):
         plot_errors(tiny_sweep.iloc[0:0])
+
+
+def test_demo_verdicts_follow_the_numbers():
+    import io
+
+    import pandas as pd
+
+    from finwidth.experiments.demo import report
+
+    frame = pd.DataFrame({
+        "N1": [50, 200, 1000], "P": [100] * 3, "rkgp.total": [0.02, 0.04, 0.06], "nngp.total": [0.07] * 3,
+        "rkgp.qbar_L": [0.3, 0.6, 0.9], "sim.total": [0.01, 0.0392, 0.0601],
+        "sim.total_stderr": [0.0005, 0.0001, 0.0001], "sim.rhat_loss": [1.01, 1.02, 1.03],
+    })
+    out = io.StringIO()
+    rows = report(frame, simulated=True, n_steps=100, replicas=4, stream=out)
+    text = out.getvalue()
+    assert [round(r["z"], 6) for r in rows] == [-20.0, -8.0, 1.0]
+    assert "Consistent within 3 s.e.: N_1 = 1000." in text
+    assert "Within 3% of the theory: N_1 = 200 (deviations -2.0%" in text
+    assert "Theory fails at N_1 = 50 (α_1 = P/N_1 = 2): the sampled networks are 50.0% below it" in text
+    assert "100 BAOAB steps × 4 replicas" in text

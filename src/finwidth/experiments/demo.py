@@ -5,7 +5,8 @@ One hidden layer, erf, MNIST 0/1 (paper preset), P = 100, P_test = 1000, N_1 ∈
 infinite-width GP (NNGP) and a short BAOAB simulation of real networks (8 replicas). The sweep is
 the same as ``examples/demo.toml`` (a test checks that they agree) and is stored in ``OUT/store``,
 so an interrupted demo resumes. The verdict for each width is computed from the numbers: the
-simulation agrees with the theory when |z| ≤ 3, z = (sim − theory)/s.e.(sim).
+simulation is consistent with the theory when |z| ≤ 3, z = (sim − theory)/s.e.(sim); otherwise the
+relative deviation says whether the theory still describes the networks (within 3%) or fails.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any, TextIO
 
 from finwidth.experiments.spec import SweepSpec, parse_spec
 
-__all__ = ["DEMO_WIDTHS", "Z_AGREE", "demo_spec", "run_demo"]
+__all__ = ["DEMO_WIDTHS", "REL_AGREE", "Z_AGREE", "demo_spec", "report", "run_demo"]
 
 DEMO_WIDTHS = [50, 100, 200, 500, 1000]
 Z_AGREE = 3.0  # |z| below this: the simulation is consistent with the theory
+REL_AGREE = 0.03  # the demo's tolerance for "the theory describes the networks" when |z| > Z_AGREE
 
 # BAOAB at a step 0.3 (in the papers' Euler units) with the default low friction, the readout drawn
 # from its exact conditional at the start, first layer reduced to the span of the 100 inputs and
@@ -29,6 +31,7 @@ _SIMULATION = {
     "sampler": "baoab",
     "step_size": 0.3,
     "n_steps": 3000,
+    "record_every": 30,  # a record evaluates 1000 test points: every 3rd step (the default) costs 5x
     "replicas": 8,
     "seed": 0,
     "options": {"init": "readout_conditional"},
@@ -50,7 +53,7 @@ def demo_spec(*, quick: bool = False) -> SweepSpec:
 
 
 def _row(r: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"N1": int(r["N1"]), "theory": r.get("rkgp.total"), "nngp": r.get("nngp.total"),
+    out: dict[str, Any] = {"N1": int(r["N1"]), "P": int(r["P"]), "theory": r.get("rkgp.total"), "nngp": r.get("nngp.total"),
                            "qbar": r.get("rkgp.qbar_L")}
     sim, se = r.get("sim.total"), r.get("sim.total_stderr")
     out["sim"], out["se"] = sim, se
@@ -84,20 +87,24 @@ def report(frame: Any, *, simulated: bool, n_steps: int, replicas: int, stream: 
     if not simulated:
         print("Theory only (--quick). Without --quick the demo also samples real networks.", file=stream)
         return rows
-    agree = [r["N1"] for r in rows if r["z"] is not None and abs(r["z"]) <= Z_AGREE]
-    differ = [r for r in rows if r["z"] is not None and abs(r["z"]) > Z_AGREE]
     print(f"Simulations are short ({n_steps} BAOAB steps × {replicas} replicas, far fewer than the paper's 5e6 "
-          "Euler steps); the ± are standard errors across replicas and blocks, as measured.", file=stream)
-    if agree:
-        print(f"Theory and simulation agree within {Z_AGREE:g} s.e. at N_1 = {', '.join(map(str, agree))}.", file=stream)
-    for r in differ:
+          "Euler steps); ± are the measured standard errors (Rao–Blackwellised readout, blocks × replicas); "
+          "z = (sim − theory)/s.e.; max R̂ over the recorded observables.", file=stream)
+    done = [r for r in rows if r["z"] is not None]
+    consistent = [r["N1"] for r in done if abs(r["z"]) <= Z_AGREE]
+    close = [r for r in done if abs(r["z"]) > Z_AGREE and abs(r["dev"]) <= REL_AGREE]
+    off = [r for r in done if abs(r["z"]) > Z_AGREE and abs(r["dev"]) > REL_AGREE]
+    if consistent:
+        print(f"Consistent within {Z_AGREE:g} s.e.: N_1 = {', '.join(map(str, consistent))}.", file=stream)
+    if close:
+        devs = ", ".join(format(100 * r["dev"], "+.1f") + "%" for r in close)
+        print(f"Within {100 * REL_AGREE:g}% of the theory: N_1 = {', '.join(str(r['N1']) for r in close)} "
+              f"(deviations {devs}: statistically resolved; differences this small may come from 1/N_1 "
+              "corrections to the theory or from the time-step bias of a short BAOAB run).", file=stream)
+    for r in off:
         side = "below" if r["dev"] < 0 else "above"
-        print(f"At N_1 = {r['N1']} the simulation is {abs(100 * r['dev']):.1f}% {side} the theory (z = {r['z']:+.1f}): "
-              "the theory does not describe these networks at this width (P/N_1 = "
-              f"{100 / r['N1']:.2g}), unless the short run is unconverged (max R̂ = {_f(r['rhat'], '.2f')}).",
-              file=stream)
-    if not differ:
-        print("The simulation is consistent with the theory at every width.", file=stream)
+        print(f"Theory fails at N_1 = {r['N1']} (α_1 = P/N_1 = {r['P'] / r['N1']:.2g}): the sampled networks are "
+              f"{abs(100 * r['dev']):.1f}% {side} it (z = {r['z']:+.1f}, max R̂ = {_f(r['rhat'], '.2f')}).", file=stream)
     return rows
 
 

@@ -154,7 +154,7 @@ def plot_errors(
     if title:
         fig.suptitle(title)
     if note:
-        fig.text(0.01, 0.005, note, fontsize=7, color="0.3", va="bottom")
+        fig.supxlabel(note, fontsize=7, color="0.3")  # laid out below the axes labels
     return fig
 
 
@@ -200,7 +200,7 @@ def plot_qbar(frame: pd.DataFrame, x: str = "N1", *, title: str | None = None) -
     if not models and "sim.qbar_readout" not in frame.columns:
         raise ConfigError("no order parameters in the table: run an RKGP theory or a simulation")
     Figure = _figure_class()
-    fig = Figure(figsize=(4.8, 3.8), layout="constrained")
+    fig = Figure(figsize=(6.6, 3.8), layout="constrained")
     ax = fig.subplots()
     for (label, sub), i in zip(_groups(frame, x), range(10**6), strict=False):
         color = f"C{i % 10}"

@@ -11,6 +11,7 @@ survive the driver being killed; a restarted sweep recomputes only what is missi
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import importlib
 import multiprocessing
 import os
@@ -295,6 +296,8 @@ def run_sweep(
         kind = executor or ("serial" if len(todo) == 1 else "process")
         workers = max_workers if max_workers is not None else (min(_cpu_count(), len(todo)) if kind == "process" else None)
         executor, close = make_executor(kind, max_workers=workers, scheduler=scheduler)
+        if kind == "serial" and progress and task_fn is None:  # foreground: show each simulation's own bar
+            fn = functools.partial(fn, progress=True)
 
     from tqdm.auto import tqdm
 
