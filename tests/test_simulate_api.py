@@ -174,3 +174,15 @@ def test_bad_input_raises_config_error(change, match):
         finwidth.sample_posterior(Network([4], "erf"), X, y, **kw)
     with pytest.raises(ConfigError):
         finwidth.sample_posterior("not a network", X, y, temperature=0.1, step_size=0.1, n_steps=10)
+
+
+def test_predictions_without_test_labels_and_fixed_burn_in():
+    X, y, Xt, _ = _data(P=10, N0=8, Pt=7)
+    res = finwidth.sample_posterior(Network([12], "erf", bias=0.5), X, y, temperature=0.1, sampler="euler",
+                                    step_size=0.01, n_steps=300, record_every=3, burn_in=60, X_test=Xt,
+                                    replicas=2, dtype="float64")
+    assert res.generalization_error is None and res.variance_reduction is None
+    assert res.prediction_mean.shape == (7,) and res.prediction_mean_stderr.shape == (7,)
+    assert res.diagnostics.burn_in_steps == 60 and res.diagnostics.burn_in_rule == "user"
+    assert res.config["input_reduction"] is False  # rank 8 = N_0: nothing to reduce
+    assert np.isfinite(float(res.train_error)) and np.isfinite(res.train_error.stderr)
