@@ -227,20 +227,24 @@ class BatchedMLP:
         return f
 
     def potential_and_grad(self, params: Sequence[torch.Tensor], A0: torch.Tensor, y: torch.Tensor,
-                           *, need_grad: bool = True):
+                           *, need_grad: bool = True, need_energy: bool = True):
         """U per replica (float64, shape ``[R]``) and ∂U/∂θ for each parameter tensor.
 
-        Returns ``(U, grads, loss)`` with ``loss`` = ½ Σ_μ (y − f)² per replica (float64).
-        Backpropagation is written out with batched matmuls (no autograd graph).
+        Returns ``(U, grads, loss)`` with ``loss`` = ½ Σ_μ (y − f)² per replica (float64);
+        ``U`` and ``loss`` are None with ``need_energy=False`` (the float64 sums over all weights
+        are skipped on steps that do not need them). Backpropagation is written out with batched
+        matmuls (no autograd graph).
         """
         T = self.temperature
         f, cache = self.forward(params, A0, keep=True)
         resid = f - y  # [R, P]
-        loss = 0.5 * resid.double().pow(2).sum(-1)
-        prior = torch.zeros_like(loss)
-        for p, lam in zip(params, self.precisions):
-            prior = prior + (0.5 * T * lam) * p.double().pow(2).flatten(1).sum(-1)
-        U = loss + prior
+        U = loss = None
+        if need_energy:
+            loss = 0.5 * resid.double().pow(2).sum(-1)
+            prior = torch.zeros_like(loss)
+            for p, lam in zip(params, self.precisions):
+                prior = prior + (0.5 * T * lam) * p.double().pow(2).flatten(1).sum(-1)
+            U = loss + prior
         if not need_grad:
             return U, None, loss
         L = self.depth

@@ -1,8 +1,8 @@
 """Langevin-type samplers of exp(−U/T) over R replicas at once (full batch).
 
 All samplers share one interface: ``sampler.step()`` advances every replica by one step;
-``sampler.params`` are the current parameters; ``sampler.energy`` is U per replica (float64, the
-value at the start of the last step for Euler, at the current point for BAOAB and MALA).
+``sampler.params`` are the current parameters; ``sampler.energy`` is U per replica at the current
+point (float64; Euler and BAOAB compute it only when asked, MALA at every step).
 
 ``step_size`` is a time step of the dynamics on U at temperature T (the papers' Euler η):
 
@@ -15,6 +15,7 @@ value at the start of the last step for Euler, at the current point for BAOAB an
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -39,16 +40,37 @@ class _Base:
         self.T = float(target.temperature)
         self.gen = generator
         self.params: list[torch.Tensor] = []
-        self.energy: torch.Tensor | None = None
-        self.loss: torch.Tensor | None = None
+        self._energy: torch.Tensor | None = None
+        self._loss: torch.Tensor | None = None
+        # targets may skip the float64 energy sums on steps that only need the gradient
+        self._skip_energy_ok = "need_energy" in inspect.signature(target.potential_and_grad).parameters
 
-    def _eval(self, params):
+    def _eval(self, params, need_energy=True):
+        if self._skip_energy_ok:
+            return self.target.potential_and_grad(params, self.A0, self.y, need_energy=need_energy)
         return self.target.potential_and_grad(params, self.A0, self.y)
+
+    def _refresh(self):
+        self._energy, _, self._loss = self.target.potential_and_grad(self.params, self.A0, self.y, need_grad=False)
+
+    @property
+    def energy(self) -> torch.Tensor:
+        """U per replica at the current point (float64; computed on demand for Euler/BAOAB)."""
+        if self._energy is None:
+            self._refresh()
+        return self._energy
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """½ Σ (y − f)² per replica at the current point (float64)."""
+        if self._loss is None:
+            self._refresh()
+        return self._loss
 
     def start(self, params):
         """Set the current point (and derived caches)."""
         self.params = [p.clone() for p in params]
-        self.energy, self._grad, self.loss = self._eval(self.params)
+        self._energy, self._grad, self._loss = self._eval(self.params)
 
     def state(self) -> dict:
         return {"params": [p.clone() for p in self.params]}
@@ -66,10 +88,11 @@ class EulerSampler(_Base):
     name = "euler"
 
     def step(self) -> None:
-        self.energy, grads, self.loss = self._eval(self.params)
+        _, grads, _ = self._eval(self.params, need_energy=False)
         c = math.sqrt(2.0 * self.h * self.T)
         for p, g in zip(self.params, grads):
             p.add_(g, alpha=-self.h).add_(_noise(p, self.gen), alpha=c)
+        self._energy = self._loss = None
 
 
 class BAOABSampler(_Base):
@@ -108,7 +131,8 @@ class BAOABSampler(_Base):
             p.add_(m, alpha=h2)                                   # A
             m.mul_(self.c1).add_(_noise(m, self.gen), alpha=self.c2)  # O
             p.add_(m, alpha=h2)                                   # A
-        self.energy, self._grad, self.loss = self._eval(self.params)
+        _, self._grad, _ = self._eval(self.params, need_energy=False)
+        self._energy = self._loss = None
         for m, g in zip(self.momenta, self._grad):
             m.add_(g, alpha=-h2)                                  # B
 
@@ -161,8 +185,8 @@ class MALASampler(_Base):
             a = accept.view(shape)
             self.params[i] = torch.where(a, prop[i], self.params[i])
             self._grad[i] = torch.where(a, g1[i], self._grad[i])
-        self.energy = torch.where(accept, U1, self.energy)
-        self.loss = torch.where(accept, loss1, self.loss)
+        self._energy = torch.where(accept, U1, self._energy)
+        self._loss = torch.where(accept, loss1, self._loss)
         self.n_accepted += accept.double().cpu()
         self.n_proposed += 1
 
