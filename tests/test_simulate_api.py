@@ -101,7 +101,7 @@ finwidth.sample_posterior(Network([40], "erf"), X, np.tanh(X @ w / 4.5), tempera
 
 @pytest.mark.parametrize("sampler,h", [("baoab", 0.2), ("mala", 0.02)])
 def test_sigkill_then_resume_is_bit_identical(tmp_path, sampler, h):
-    n = 8000
+    n = 4000
     ck = tmp_path / "run.ckpt"
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(_CHILD.format(sampler=sampler, h=h, n=n)))
@@ -112,7 +112,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, sampler, h):
         while time.time() < deadline and proc.poll() is None:
             if ck.exists():
                 step = int(finwidth.simulate.checkpoint.load_checkpoint(ck)["run"]["step"])
-                if step >= 300:
+                if step >= 200:
                     break
             time.sleep(0.05)
         assert proc.poll() is None, f"child ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
@@ -121,7 +121,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, sampler, h):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert 300 <= step < n
+    assert 200 <= step < n
     resumed = finwidth.simulate.resume(ck)
     rng = np.random.default_rng(0)
     X, Xt = rng.standard_normal((12, 20)), rng.standard_normal((30, 20))
