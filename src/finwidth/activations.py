@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from finwidth.errors import ConfigError
+from finwidth.errors import ConfigError, ConvergenceError
 
 __all__ = [
     "Activation",
@@ -212,8 +212,11 @@ class Activation:
         order: int = 40,
         derivatives: tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]] | None = None,
         homogeneous_degree: int | None = None,
+        method: str = "series",
+        tol: float = 1e-10,
+        max_terms: int = 4096,
     ) -> QuadratureActivation:
-        """An activation whose κ is computed by Gauss–Hermite quadrature.
+        """An activation whose κ is computed numerically from σ (see :class:`QuadratureActivation`).
 
         Parameters
         ----------
@@ -221,25 +224,33 @@ class Activation:
             Registry key (the activation is not registered; call :func:`register_activation`).
         numpy_fn, torch_fn : callable
             σ, elementwise, on numpy arrays and on torch tensors. ``torch_fn`` may be None if
-            ``derivatives`` is given (then ``torch()`` raises).
+            ``derivatives`` is given (then ``torch()`` raises). σ must be smooth for the default
+            method (tanh, gelu, softplus, swish, erf, polynomials …).
         odd : bool
-            Whether σ is odd (then ``mean`` is exactly zero).
+            Whether σ is odd (then ``mean`` is exactly zero and only odd Hermite degrees enter).
         order : int
-            Gauss–Hermite nodes per dimension n; κ uses n² nodes per entry. The rule is exact
-            for polynomials and converges fast when σ(sqrt(c) x) is smooth on the node spacing
-            (node spacing ≈ 3 sqrt(c/n) in z): the error of E[σ(z)²] for tanh is 4e-7, 3e-4, 1e-2
-            at c = 1, 3, 10 with n = 40 and 3e-9, 2e-5, 3e-3 with n = 64; for gelu 1e-13, 1e-6,
-            3e-3 (n = 40) and <1e-16, 1e-9, 2e-4 (n = 64). σ with a kink (relu, step) converge
-            only algebraically: use the closed forms. Table in docs/kernels.md.
+            Gauss–Hermite nodes per dimension for ``method="product"`` (unused by the series).
         derivatives : (callable, callable), optional
-            σ' and σ'' on numpy arrays. If omitted, they come from torch autograd of
-            ``torch_fn``. They give the derivatives by Price's theorem:
-            ∂κ/∂c12 = E[σ'(z1) σ'(z2)], ∂κ/∂c11 = ½ E[σ''(z1) σ(z2)], dm/dc = ½ E[σ''(z)].
+            σ' and σ'' on numpy arrays; if omitted, torch autograd of ``torch_fn``. The
+            derivatives of κ come from them by Price's theorem: ∂κ/∂c12 = E[σ'(z1) σ'(z2)],
+            ∂κ/∂c11 = ½ E[σ''(z1) σ(z2)], dm/dc = ½ E[σ''(z)].
         homogeneous_degree : int, optional
             Declare it if κ is homogeneous (only a label; not checked).
+        method : {"series", "product"}
+            ``"series"`` (default): Mehler/Hermite series with per-point coefficients, O(K) per
+            entry, every entry within ``tol``·sqrt(κ(c11,c11,c11) κ(c22,c22,c22)) (derivatives
+            alike with σ', σ''), else :class:`~finwidth.errors.ConvergenceError`. ``"product"``:
+            the n×n Gauss–Hermite product rule, O(n²) per entry, no error control (use it only
+            for a σ with a kink that has no closed form; relu at n = 64: error ≈ 1e-3).
+        tol : float
+            Relative accuracy of the series, in [1e-13, 1e-2].
+        max_terms : int
+            Largest Hermite degree K the series may use (tanh needs K ≈ 65, 173, 523, 1003 for
+            κ at variances 1, 3, 10, 20 and tol = 1e-10; its derivatives about twice as many).
         """
         return QuadratureActivation(
-            name, numpy_fn, torch_fn, odd=odd, order=order, derivatives=derivatives, homogeneous_degree=homogeneous_degree
+            name, numpy_fn, torch_fn, odd=odd, order=order, derivatives=derivatives,
+            homogeneous_degree=homogeneous_degree, method=method, tol=tol, max_terms=max_terms,
         )
 
     def __repr__(self) -> str:
@@ -518,8 +529,14 @@ class _Step(Activation):
 
 
 # =========================================================================================
-# Gauss–Hermite quadrature path
+# generic path: Hermite (Mehler) series with per-point coefficients, or a 2-D product rule
 # =========================================================================================
+
+# |z| cut of the 1-D rules: every integrand is σ(√c z) h_k(z) φ(z) with |h_k(z)| √φ(z) ≲ 1
+# (Cramér's inequality), so what is left beyond it is below e^{-Z²/4} ≈ 2e-20 times |σ|
+_Z_MAX = 13.5
+_MAX_NODES = 1 << 16
+_N_CHECK = 16  # variances on which the 1-D step is verified by halving it
 
 
 def _hermite_rule(order: int) -> tuple[np.ndarray, np.ndarray]:
@@ -528,18 +545,131 @@ def _hermite_rule(order: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / w.sum()
 
 
+def _trapezoid_rule(h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes j·h, |j h| ≤ Z, and weights h φ(z) for E[g(z)], z ~ N(0, 1).
+
+    The trapezoidal rule on the whole line converges geometrically, as exp(−2π d/h), for
+    integrands analytic in the strip |Im z| < d (tanh(√c z): d = π/(2√c)).
+    """
+    J = int(math.ceil(_Z_MAX / h))
+    z = np.arange(-J, J + 1, dtype=np.float64) * h
+    return z, h * _INV_SQRT_2PI * np.exp(-0.5 * z * z)
+
+
+def _hermite_table(z: np.ndarray, K: int, ks: np.ndarray) -> np.ndarray:
+    """Rows h_k(z) = He_k(z)/sqrt(k!) for k in ``ks`` (≤ K), by the stable three-term recurrence."""
+    out = np.empty((ks.size, z.size))
+    row = {int(k): i for i, k in enumerate(ks)}
+    prev, cur = np.zeros_like(z), np.ones_like(z)
+    for k in range(K + 1):
+        if k in row:
+            out[row[k]] = cur
+        prev, cur = cur, (z * cur - math.sqrt(k) * prev) / math.sqrt(k + 1)
+    return out
+
+
+def _horner_flat(rho: np.ndarray, t1: np.ndarray, t2: np.ndarray, parity: int | None) -> np.ndarray:
+    """Σ_k t1[k] t2[k] ρ^k over the degrees k of one parity (x = ρ², times ρ if odd) or all (x = ρ)."""
+    odd = parity == 1
+    x = rho if parity is None else rho * rho
+    s = t1[-1] * t2[-1]
+    for j in range(t1.shape[0] - 2, -1, -1):
+        s *= x
+        s += t1[j] * t2[j]
+    if odd:
+        s *= rho
+    return s
+
+
+def _horner_block(rho: np.ndarray, a_row: np.ndarray, a_col: np.ndarray, parity: int | None) -> np.ndarray:
+    """As :func:`_horner_flat` for a_row[k, :, None] a_col[k, None, :] on an (r, c) block.
+
+    Per term: one in-place multiply and one rank-one BLAS update (``dger``, no temporary).
+    """
+    from scipy.linalg import blas
+
+    odd = parity == 1
+    x = rho if parity is None else rho * rho
+    # a C-ordered (r, c) array is the Fortran-ordered (c, r) array ``dger`` updates in place
+    st = np.multiply.outer(a_row[-1], a_col[-1]).T
+    xt = x.T
+    for j in range(a_row.shape[0] - 2, -1, -1):
+        st *= xt
+        st = blas.dger(1.0, a_col[j], a_row[j], a=st, overwrite_a=1)
+    s = st.T
+    if odd:
+        s *= rho
+    return s
+
+
+class _SeriesTable:
+    """Hermite coefficients α_k(c) = E[f(√c z) h_k(z)] of σ (and σ', σ'') at a set of variances.
+
+    Attributes: ``c`` (m,), ``coef`` {name: (n_terms, m)} over the degrees ``ks[name]`` (only odd
+    or even ones for a function of definite parity), ``second`` {name: E[f(√c z)²]}, ``cross``
+    E[σ σ''] (with derivatives), ``degree`` the highest degree kept.
+    """
+
+    def __init__(self, c: np.ndarray, ks: dict, coef: dict, second: dict, cross: np.ndarray | None):
+        self.c, self.ks, self.coef, self.second, self.cross = c, ks, coef, second, cross
+        self.degree = max(int(k[-1]) for k in ks.values())
+
+
+class _SeriesFactors:
+    """Per-point coefficients for :func:`finwidth.kernels.propagate`, extended on demand.
+
+    Row and column sets (test and train points) may need different truncations; a block uses
+    the larger one, so the table of the other set is recomputed once with more terms.
+    """
+
+    def __init__(self, act: QuadratureActivation, c: np.ndarray):
+        self.act = act
+        self.c = c
+        self.inv_sqrt = _inv_sqrt_or_zero(c)
+        self.table = act._series_table(c, derivatives=False)
+
+    def ensure(self, degree: int) -> None:
+        if self.table.degree < degree:
+            self.table = self.act._series_table(self.c, derivatives=False, min_terms=degree + 1)
+
+    def __getitem__(self, sl: slice) -> tuple[_SeriesFactors, slice]:
+        return (self, sl)
+
+
+def _factor_view(f: Any) -> tuple[_SeriesFactors, slice]:
+    return f if isinstance(f, tuple) else (f, slice(None))
+
+
 class QuadratureActivation(Activation):
-    """An activation whose Gaussian expectations use an n×n Gauss–Hermite product rule.
+    """An activation without a closed-form kernel map, from any smooth elementwise callable.
 
-    With x1, x2 iid N(0, 1), the Cholesky change of variables
+    ``method="series"`` (default) uses Mehler's formula. With ρ = c12/sqrt(c11 c22) and the
+    orthonormal Hermite polynomials h_k = He_k/sqrt(k!),
 
-        z1 = sqrt(c11) x1,   z2 = (c12/sqrt(c11)) x1 + sqrt(c22 − c12²/c11) x2
+        κ(c11, c12, c22) = Σ_k α_k(c11) α_k(c22) ρ^k,   α_k(c) = E[σ(√c z) h_k(z)],  z ~ N(0, 1).
 
-    turns κ into a product-rule sum of n² terms. Derivatives follow from Price's theorem,
-    ∂κ/∂c12 = E[σ'(z1) σ'(z2)], ∂κ/∂c11 = ½ E[σ''(z1) σ(z2)], ∂κ/∂c22 = ½ E[σ(z1) σ''(z2)],
-    so they are finite at c12² = c11 c22. Work is blocked so temporaries stay near
-    ``_CHUNK`` doubles; cost is O(n²) σ evaluations per entry. Construct with
-    :meth:`Activation.from_callable`.
+    The α_k of each distinct variance come from a 1-D trapezoidal rule (cost O(n K) per point,
+    one matrix product); the pairwise part is a Horner polynomial in ρ (O(K) per entry; only the
+    odd k for odd σ). Truncation is chosen per call from Parseval: with the tail
+    T_K(c) = E[σ(√c z)²] − Σ_{k≤K} α_k(c)², Cauchy–Schwarz bounds the error of every entry,
+    |ρ| ≤ 1, by sqrt(T_K(c11) T_K(c22)); K is the smallest with T_K ≤ ``tol``·E[σ²] at every
+    variance, so |error| ≤ tol·sqrt(κ(c11,c11,c11) κ(c22,c22,c22)). Derivatives are series of the
+    same kind by Price's theorem, ∂κ/∂c12 = Σ α'_k(c11) α'_k(c22) ρ^k with α'_k from σ', and
+    ∂κ/∂c11 = ½ Σ α''_k(c11) α_k(c22) ρ^k with α''_k from σ'' (same error bound with σ', σ''),
+    so g11(a, b, c) = g22(c, b, a) holds exactly. κ is one truncated series for all ρ (smooth, so
+    finite differences work at any step); the 1-D expectations ``kappa_diag``, ``mean`` and their
+    derivatives use the 1-D rule directly (``kappa(c, c, c)`` agrees with ``kappa_diag(c)`` to tol).
+
+    The 1-D step h is verified by halving it on up to 16 variances (the largest ones and
+    quantiles): the change must stay below tol/100 of the scale. σ that is not smooth (a kink
+    or a jump) makes the series converge algebraically: ``ConvergenceError`` says so and points
+    to the closed forms or ``method="product"``.
+
+    ``method="product"`` is the n×n Gauss–Hermite product rule (``order`` = n) after the Cholesky
+    change of variables z1 = sqrt(c11) x1, z2 = (c12/sqrt(c11)) x1 + sqrt(c22 − c12²/c11) x2: no
+    error control, algebraic convergence for kinks (relu: ~1e-3 at n = 64), O(n²) per entry.
+
+    Construct with :meth:`Activation.from_callable`.
     """
 
     _CHUNK = 1 << 21  # doubles in the largest temporary (16 MiB)
@@ -554,6 +684,9 @@ class QuadratureActivation(Activation):
         order: int = 40,
         derivatives: tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]] | None = None,
         homogeneous_degree: int | None = None,
+        method: str = "series",
+        tol: float = 1e-10,
+        max_terms: int = 4096,
     ):
         if not isinstance(name, str) or not name:
             raise ConfigError(f"an activation needs a non-empty name, got {name!r}")
@@ -569,14 +702,29 @@ class QuadratureActivation(Activation):
             raise ConfigError(f"derivatives of activation {name!r} must be a pair of callables (σ', σ'')")
         if isinstance(order, bool) or not isinstance(order, int) or not 2 <= order <= 200:
             raise ConfigError(f"quadrature order must be an integer in [2, 200], got {order!r}")
+        if method not in ("series", "product"):
+            raise ConfigError(f"method must be 'series' (Hermite series) or 'product' (2-D rule), got {method!r}")
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 1e-13 <= tol <= 1e-2:
+            raise ConfigError(f"tol (relative accuracy of the series) must be in [1e-13, 1e-2], got {tol!r}")
+        if isinstance(max_terms, bool) or not isinstance(max_terms, int) or not 8 <= max_terms <= 16384:
+            raise ConfigError(f"max_terms must be an integer in [8, 16384], got {max_terms!r}")
         self.name = name
         self.odd = bool(odd)
         self.homogeneous_degree = homogeneous_degree
         self.order = order
+        self.method = method
+        self.tol = float(tol)
+        self.max_terms = max_terms
         self._np = numpy_fn
         self._th = torch_fn
         self._derivs = derivatives
         self._x, self._w = _hermite_rule(order)
+        self._tables: dict = {}
+
+    def __getstate__(self):  # type: ignore[no-untyped-def]
+        state = self.__dict__.copy()
+        state["_tables"] = {}  # a cache
+        return state
 
     # σ and its derivatives ----------------------------------------------------------------
     def numpy(self, x):  # type: ignore[no-untyped-def]
@@ -610,7 +758,221 @@ class QuadratureActivation(Activation):
             h = torch.zeros_like(t)
         return g.detach().numpy(), h.detach().numpy()
 
-    # quadrature ---------------------------------------------------------------------------
+    def _funcs(self, derivatives: bool, x: np.ndarray) -> dict:
+        if not derivatives:
+            return {"s": self.numpy(x)}
+        if self._derivs is None:
+            d1, d2 = self._autograd(x)
+        else:
+            d1, d2 = self._d1(x), self._d2(x)
+        return {"s": self.numpy(x), "d1": d1, "d2": d2}
+
+    # 1-D rules ----------------------------------------------------------------------------
+    def _fail(self, what: str, suggestion: str) -> ConvergenceError:
+        return ConvergenceError(f"activation {self.name!r}: {what}", suggestion=suggestion)
+
+    def _parity(self, name: str) -> int | None:
+        """Parity of the Hermite degrees of σ ("s"), σ' ("d1"), σ'' ("d2"): 1 odd, 0 even, None all."""
+        if not self.odd:
+            return None
+        return 0 if name == "d1" else 1  # σ odd: σ' even, σ'' odd
+
+    def _project(self, c: np.ndarray, h: float, K: int, derivatives: bool) -> _SeriesTable:
+        """Coefficients and second moments at all variances c with the trapezoidal step h."""
+        z, w = _trapezoid_rule(h)
+        names = ("s", "d1", "d2") if derivatives else ("s",)
+        ks, H = {}, {}
+        for k in names:
+            par = self._parity(k)
+            ks[k] = np.arange(K + 1) if par is None else np.arange(par, K + 1, 2)
+            key = (h, K, par)
+            if key not in self._tables:
+                if len(self._tables) > 8:
+                    self._tables.clear()
+                self._tables[key] = (_hermite_table(z, K, ks[k]) * w).T.copy()  # (n, n_terms)
+            H[k] = self._tables[key]
+        coef = {k: np.empty((ks[k].size, c.size)) for k in names}
+        second = {k: np.empty(c.size) for k in names}
+        cross = np.empty(c.size) if derivatives else None
+        edge = math.exp(-0.25 * z[-1] ** 2)
+        step = max(1, self._CHUNK // (4 * z.size))
+        for s0 in range(0, c.size, step):
+            e = slice(s0, s0 + step)
+            F = self._funcs(derivatives, np.sqrt(c[e])[:, None] * z[None, :])
+            for k in names:
+                f = F[k]
+                if not np.all(np.isfinite(f)):
+                    raise self._fail(f"σ{'' if k == 's' else ' derivative'} is not finite at some node",
+                                     "check the callable on large |x|; finwidth evaluates it up to 13.5·sqrt(c)")
+                second[k][e] = (f * f) @ w
+                coef[k][:, e] = (f @ H[k]).T
+                # the cut at |z| = Z must leave nothing: |f(±√c Z)| e^{-Z²/4} ≪ tol·scale
+                tip = np.maximum(np.abs(f[:, 0]), np.abs(f[:, -1])) * edge
+                if np.any(tip > 1e-2 * self.tol * np.sqrt(second[k][e]) + 1e-300):
+                    raise self._fail("σ grows too fast for the Gaussian cut at |z| = 13.5",
+                                     "use pre-activation variances closer to 1")
+            if derivatives:
+                cross[e] = (F["s"] * F["d2"]) @ w  # type: ignore[index]
+        return _SeriesTable(c, ks, coef, second, cross)
+
+    def _verified_table(self, c: np.ndarray, K: int, derivatives: bool) -> _SeriesTable:
+        """``_project`` with a step that halving it does not change beyond tol/100 (checked)."""
+        cmax = float(c.max())
+        h = min(0.35, 2.0 / math.sqrt(2 * K + 1), 0.18 / math.sqrt(max(cmax, 1e-300)))
+        order = np.argsort(c)
+        check = np.unique(np.concatenate([order[-_N_CHECK // 2 :], order[np.linspace(0, c.size - 1, _N_CHECK // 2).astype(int)]]))
+        while True:
+            table = self._project(c, h, K, derivatives)
+            fine = self._project(c[check], h / 2, K, derivatives)
+            worst = 0.0
+            for k in table.coef:
+                scale = np.sqrt(fine.second[k]) + 1e-300
+                dc = np.max(np.abs(table.coef[k][:, check] - fine.coef[k]), axis=0)
+                ds = np.abs(table.second[k][check] - fine.second[k]) / scale
+                worst = max(worst, float(np.max(np.maximum(dc / scale, ds))))
+            if worst <= 1e-2 * self.tol:
+                return table
+            h /= 2
+            if 2 * _Z_MAX / h > _MAX_NODES:
+                raise self._fail(
+                    f"the 1-D rule does not converge (relative change {worst:.2g} at {int(2 * _Z_MAX / h)} nodes); "
+                    "σ is not smooth (a kink or a jump?)",
+                    "a closed form (relu, step, sign), or method='product' (2-D Gauss–Hermite, no error control)",
+                )
+
+    def _series_table(self, c: np.ndarray, *, derivatives: bool, min_terms: int = 0) -> _SeriesTable:
+        """Coefficients at the variances c, truncated at the fewest degrees K meeting ``tol``.
+
+        ``min_terms`` is a lower bound on K + 1.
+        """
+        c = np.asarray(c, dtype=np.float64).ravel()
+        K = max(32, min_terms)
+        while True:
+            table = self._verified_table(c, K, derivatives)
+            need = 0  # the degree K every series needs
+            worst = 0.0
+            for k, A in table.coef.items():
+                e2 = table.second[k]
+                tail = e2[None, :] - np.cumsum(A * A, axis=0)
+                ok = tail <= self.tol * e2[None, :]
+                met = ok.any(axis=0)
+                if not met.all():
+                    worst = max(worst, float(np.max(tail[-1][~met] / e2[~met])))
+                    need = -1
+                elif need >= 0:
+                    need = max(need, int(table.ks[k][int(np.max(np.argmax(ok, axis=0)))]))
+            if need >= 0:
+                top = max(need, min_terms - 1, 0)
+                for k in table.coef:
+                    n = int(np.searchsorted(table.ks[k], top, side="right"))
+                    table.ks[k] = table.ks[k][:n]
+                    table.coef[k] = table.coef[k][:n]
+                table.degree = top
+                return table
+            if K >= self.max_terms:
+                raise self._fail(
+                    f"the Hermite series needs more than max_terms = {self.max_terms} terms at variance "
+                    f"{float(c.max()):.3g} (relative tail {worst:.2g} > tol = {self.tol:.2g})",
+                    "smaller pre-activation variances (normalise the inputs or raise the priors λ), a larger "
+                    "max_terms or tol in Activation.from_callable, a closed form if σ has a kink (relu, step), "
+                    "or method='product'",
+                )
+            K = min(2 * K, self.max_terms)
+
+    def _moment(self, c: np.ndarray, g: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """E[g(√c z)] by the trapezoidal rule, step halved until the change is below tol/100."""
+        flat = np.asarray(c, dtype=np.float64).ravel()
+        cmax = float(flat.max()) if flat.size else 0.0
+        h = min(0.35, 0.18 / math.sqrt(max(cmax, 1e-300)))
+        z, w = _trapezoid_rule(h)
+        X = np.sqrt(flat)[:, None] * z[None, :]
+        coarse = g(X) @ w
+        while True:
+            z2, w2 = _trapezoid_rule(h / 2)
+            G = g(np.sqrt(flat)[:, None] * z2[None, :])
+            fine, scale = G @ w2, np.abs(G) @ w2
+            if not np.all(np.isfinite(fine)):
+                raise self._fail("a Gaussian expectation of σ is not finite", "check the callable for NaN/inf")
+            if np.all(np.abs(fine - coarse) <= 1e-2 * self.tol * scale + 1e-300):
+                return fine.reshape(np.shape(c))
+            h /= 2
+            coarse = fine
+            if 2 * _Z_MAX / h > _MAX_NODES:
+                raise self._fail(
+                    "the 1-D rule does not converge; σ is not smooth (a kink or a jump?)",
+                    "a closed form (relu, step, sign), or method='product'",
+                )
+
+    # series evaluation ---------------------------------------------------------------------
+    def _pairs(self, c11, c12, c22, derivatives: bool):  # type: ignore[no-untyped-def]
+        """Broadcast shape, the coefficient table, each entry's two variance indices in it, and ρ."""
+        shape = np.broadcast_shapes(c11.shape, c12.shape, c22.shape)
+        # coefficients once per distinct variance (both roles share one table: exact symmetry)
+        uniq, inv = np.unique(np.concatenate([c11.ravel(), c22.ravel()]), return_inverse=True)
+        table = self._series_table(uniq, derivatives=derivatives)
+        i1 = np.broadcast_to(inv[: c11.size].reshape(c11.shape), shape).ravel()
+        i2 = np.broadcast_to(inv[c11.size :].reshape(c22.shape), shape).ravel()
+        a11 = np.broadcast_to(c11, shape).ravel()
+        a12 = np.broadcast_to(c12, shape).ravel()
+        a22 = np.broadcast_to(c22, shape).ravel()
+        return shape, table, i1, i2, _correlation(a11, a12, a22)
+
+    def _series_sum(self, table, name1, name2, i1, i2, rho):  # type: ignore[no-untyped-def]
+        A1, A2 = table.coef[name1], table.coef[name2]
+        parity = self._parity(name1)
+        out = np.empty(rho.size)
+        step = max(1, self._CHUNK // (2 * A1.shape[0]))
+        for s0 in range(0, rho.size, step):
+            e = slice(s0, s0 + step)
+            out[e] = _horner_flat(rho[e], A1[:, i1[e]], A2[:, i2[e]], parity)
+        return out
+
+    def _kappa(self, c11, c12, c22):  # type: ignore[no-untyped-def]
+        if self.method == "product":
+            return self._expect2(self.numpy, self.numpy, c11, c12, c22)
+        if np.broadcast(c11, c12, c22).size == 0:
+            return np.zeros(np.broadcast_shapes(c11.shape, c12.shape, c22.shape))
+        shape, table, i1, i2, rho = self._pairs(c11, c12, c22, False)
+        return self._series_sum(table, "s", "s", i1, i2, rho).reshape(shape)
+
+    def _kappa_grad(self, c11, c12, c22):  # type: ignore[no-untyped-def]
+        if self.method == "product":
+            g12 = self._expect2(self._d1, self._d1, c11, c12, c22)
+            g11 = 0.5 * self._expect2(self._d2, self.numpy, c11, c12, c22)
+            # swap the roles so σ'' sits on the outer variable again
+            g22 = 0.5 * self._expect2(self._d2, self.numpy, c22, c12, c11)
+            return g12, g11, g22
+        if np.broadcast(c11, c12, c22).size == 0:
+            z = np.zeros(np.broadcast_shapes(c11.shape, c12.shape, c22.shape))
+            return z, z.copy(), z.copy()
+        shape, table, i1, i2, rho = self._pairs(c11, c12, c22, True)
+        g12 = self._series_sum(table, "d1", "d1", i1, i2, rho)
+        g11 = 0.5 * self._series_sum(table, "d2", "s", i1, i2, rho)
+        g22 = 0.5 * self._series_sum(table, "s", "d2", i1, i2, rho)
+        return g12.reshape(shape), g11.reshape(shape), g22.reshape(shape)
+
+    def _factors(self, diag):  # type: ignore[no-untyped-def]
+        if self.method == "product":
+            return None
+        return _SeriesFactors(self, np.asarray(diag, dtype=np.float64))
+
+    def _kappa_block(self, block, d_row, d_col, f_row, f_col):  # type: ignore[no-untyped-def]
+        if self.method == "product":
+            return self._kappa(d_row[:, None], block, d_col[None, :])
+        (fr, sr), (fc, sc) = _factor_view(f_row), _factor_view(f_col)
+        deg = max(fr.table.degree, fc.table.degree)
+        fr.ensure(deg)
+        fc.ensure(deg)
+        n = int(np.searchsorted(fr.table.ks["s"], deg, side="right"))
+        rho = block
+        rho *= fr.inv_sqrt[sr][:, None]
+        rho *= fc.inv_sqrt[sc][None, :]
+        np.clip(rho, -1.0, 1.0, out=rho)
+        a_row = np.ascontiguousarray(fr.table.coef["s"][:n, sr])
+        a_col = np.ascontiguousarray(fc.table.coef["s"][:n, sc])
+        return _horner_block(rho, a_row, a_col, self._parity("s"))
+
+    # 2-D product rule (method="product") -------------------------------------------------------
     def _expect2(self, f1, f2, c11, c12, c22):  # type: ignore[no-untyped-def]
         """E[f1(z1) f2(z2)] by the product rule, broadcasting (c11, c12, c22)."""
         shape = np.broadcast_shapes(c11.shape, c12.shape, c22.shape)
@@ -634,22 +996,15 @@ class QuadratureActivation(Activation):
         return out.reshape(shape)
 
     def _expect1(self, f, c):  # type: ignore[no-untyped-def]
+        if self.method == "series":
+            return self._moment(c, f)
         c = np.asarray(c)
         return (f(np.sqrt(c)[..., None] * self._x) @ self._w).reshape(c.shape)
 
-    def _kappa(self, c11, c12, c22):  # type: ignore[no-untyped-def]
-        return self._expect2(self.numpy, self.numpy, c11, c12, c22)
-
+    # 1-D expectations ----------------------------------------------------------------------------
     def _kappa_diag(self, c):  # type: ignore[no-untyped-def]
         f = self.numpy
         return self._expect1(lambda z: f(z) ** 2, c)
-
-    def _kappa_grad(self, c11, c12, c22):  # type: ignore[no-untyped-def]
-        g12 = self._expect2(self._d1, self._d1, c11, c12, c22)
-        g11 = 0.5 * self._expect2(self._d2, self.numpy, c11, c12, c22)
-        # swap the roles so σ'' sits on the outer variable again
-        g22 = 0.5 * self._expect2(self._d2, self.numpy, c22, c12, c11)
-        return g12, g11, g22
 
     def _kappa_diag_grad(self, c):  # type: ignore[no-untyped-def]
         f, d1, d2 = self.numpy, self._d1, self._d2
