@@ -12,8 +12,9 @@ For an activation σ and a centred Gaussian pair (z1, z2) ~ N(0, [[c11, c12], [c
 
 Closed forms (see docs/kernels.md and theory/renormalized-kernels.md §7): ``linear``, ``erf`` (plain
 erf, not erf(√π x/2)), ``relu`` (arc-cosine kernel of order 1), ``quadratic`` (x²), ``sign``,
-``step`` (Heaviside). ``tanh`` and ``gelu`` use the Gauss–Hermite quadrature path, which is also
-available for any elementwise callable through :meth:`Activation.from_callable`.
+``step`` (Heaviside). ``tanh`` and ``gelu`` use the Hermite (Mehler) series path with verified
+accuracy (:class:`QuadratureActivation`), which is also available for any smooth elementwise
+callable through :meth:`Activation.from_callable`.
 
 All kernel arithmetic is float64 and broadcasts like numpy ufuncs.
 """
