@@ -47,7 +47,7 @@ def test_kernel_gradient_matches_finite_differences(act):
     a = get_activation(act)
     Z = rng.standard_normal((7, 2, 3))
     G = rng.standard_normal((3, 3))
-    # pre-activation variances ≲ 1: the Gauss–Hermite derivatives of tanh lose accuracy at c ≈ 4
+    # pre-activation variances of order 0.1–1, the regime of the sampled networks in these tests
     Sigma = 0.2 * (G @ G.T / 3 + 0.2 * np.eye(3))
     M = rng.standard_normal((7, 7))
     M = M + M.T
