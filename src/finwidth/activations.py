@@ -450,6 +450,21 @@ class _Quadratic(Activation):
         return np.ones_like(c)
 
 
+
+def _arcsin_kernel_grad(c11, c12, c22, amplitude):  # type: ignore[no-untyped-def]
+    """(∂κ/∂c12, ∂κ/∂c11, ∂κ/∂c22) of κ = amplitude·arcsin(u) + const, u = c12/√(c11 c22).
+
+    The kernels of the sign and step functions; ∂κ/∂u diverges at u = ±1 and is returned as inf.
+    """
+    u = _correlation(c11, c12, c22)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dk_du = amplitude / np.sqrt(np.maximum(1.0 - u * u, 0.0))
+        g12 = dk_du / np.sqrt(c11 * c22)
+        g11 = -dk_du * u / (2.0 * c11)
+        g22 = -dk_du * u / (2.0 * c22)
+    return g12, g11, g22
+
+
 class _Sign(Activation):
     """σ = sign(x): κ = (2/π) arcsin(u). ∂κ/∂c12 diverges at u = ±1 (returned as inf)."""
 
@@ -474,14 +489,7 @@ class _Sign(Activation):
         return np.where(c > 0, 1.0, 0.0)
 
     def _kappa_grad(self, c11, c12, c22):  # type: ignore[no-untyped-def]
-        u = _correlation(c11, c12, c22)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            root = np.sqrt(np.maximum(1.0 - u * u, 0.0))
-            dk_du = _TWO_OVER_PI / root
-            g12 = dk_du / np.sqrt(c11 * c22)
-            g11 = -dk_du * u / (2.0 * c11)
-            g22 = -dk_du * u / (2.0 * c22)
-        return g12, g11, g22
+        return _arcsin_kernel_grad(c11, c12, c22, _TWO_OVER_PI)
 
     def _kappa_diag_grad(self, c):  # type: ignore[no-untyped-def]
         return np.zeros_like(c)
@@ -510,14 +518,7 @@ class _Step(Activation):
         return np.where(c > 0, 0.5, 0.0)
 
     def _kappa_grad(self, c11, c12, c22):  # type: ignore[no-untyped-def]
-        u = _correlation(c11, c12, c22)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            root = np.sqrt(np.maximum(1.0 - u * u, 0.0))
-            dk_du = _INV_2PI / root
-            g12 = dk_du / np.sqrt(c11 * c22)
-            g11 = -dk_du * u / (2.0 * c11)
-            g22 = -dk_du * u / (2.0 * c22)
-        return g12, g11, g22
+        return _arcsin_kernel_grad(c11, c12, c22, _INV_2PI)
 
     def _kappa_diag_grad(self, c):  # type: ignore[no-untyped-def]
         return np.zeros_like(c)

@@ -228,16 +228,21 @@ def parse_cifar10_bin(data: bytes, *, source: str = "<bytes>") -> tuple[np.ndarr
     return images, labels
 
 
-@functools.lru_cache(maxsize=16)
-def _read_cifar10_bin_cached(key: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar10_batch(key: tuple[str, int, int], parse) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Read one CIFAR-10 batch file and parse it with ``parse(bytes, source=...)``; arrays read-only."""
     path = Path(key[0])
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    images, labels = parse_cifar10_bin(data, source=str(path))
+    images, labels = parse(data, source=str(path))
     _frozen(images, labels)
     return images, labels
+
+
+@functools.lru_cache(maxsize=16)
+def _read_cifar10_bin_cached(key: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    return _read_cifar10_batch(key, parse_cifar10_bin)
 
 
 def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -338,14 +343,7 @@ def parse_cifar10_pickle(data: bytes, *, source: str = "<bytes>") -> tuple[np.nd
 
 @functools.lru_cache(maxsize=16)
 def _read_cifar10_pickle_cached(key: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(key[0])
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    images, labels = parse_cifar10_pickle(data, source=str(path))
-    _frozen(images, labels)
-    return images, labels
+    return _read_cifar10_batch(key, parse_cifar10_pickle)
 
 
 def read_cifar10_pickle(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
