@@ -118,7 +118,7 @@ def test_gibbs_rejects_bad_inputs():
         gibbs_deep_linear(Network([3], "erf"), X, np.zeros(4), temperature=1.0, n_sweeps=2)
     with pytest.raises(ConfigError, match="bias"):
         gibbs_deep_linear(Network([3], "linear", bias=0.1), X, np.zeros(4), temperature=1.0, n_sweeps=2)
-    with pytest.raises(ConfigError, match="rows"):
+    with pytest.raises(ConfigError, match="3 entries but there are 4 inputs"):
         gibbs_deep_linear(Network([3], "linear"), X, np.zeros(3), temperature=1.0, n_sweeps=2)
     bad = X.copy()
     bad[0, 0] = np.nan

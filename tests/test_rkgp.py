@@ -283,13 +283,13 @@ def test_bad_configuration(kwargs, match):
 def test_bad_data():
     X, y, Xt, _ = _data()
     m = RKGP(Network([5], "erf"), 0.1)
-    with pytest.raises(ConfigError, match="shape"):
+    with pytest.raises(ConfigError, match="39 entries but there are 40 inputs"):
         m.fit(X, y[:-1])
     bad = X.copy()
     bad[3, 2] = np.inf
     with pytest.raises(ConfigError, match="NaN or inf"):
         m.fit(bad, y)
-    with pytest.raises(ConfigError, match="2-d"):
+    with pytest.raises(ConfigError, match="2-D"):
         m.fit(X[:, 0], y)
     with pytest.raises(ConfigError, match="not fitted"):
         m.predict(Xt)

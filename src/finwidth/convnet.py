@@ -105,9 +105,9 @@ class ConvNetwork:
 
     def patches(self, X: Any, what: str = "X") -> np.ndarray:
         """Cut inputs into patches: (n, N_0) -> (n, Ñ, S), float64, validated."""
-        from finwidth.kernels import _as_inputs
+        from finwidth.kernels import as_inputs
 
-        Xa = _as_inputs(X, what)
+        Xa = as_inputs(X, what)
         if Xa.shape[1] != self.input_size:
             raise ConfigError(f"{what} has {Xa.shape[1]} features but the network's input_size is {self.input_size}")
         return Xa.reshape(Xa.shape[0], self.n_patches, self.patch_size)

@@ -71,7 +71,8 @@ class KernelBlocks:
         )
 
 
-def _as_inputs(X: Any, what: str) -> np.ndarray:
+def as_inputs(X: Any, what: str = "X") -> np.ndarray:
+    """Inputs as a C-contiguous float64 (n_points, n_features) array; ConfigError naming the problem."""
     try:
         arr = np.asarray(X)
     except Exception as exc:  # pragma: no cover - exotic objects
@@ -133,7 +134,7 @@ def input_kernel(network: Network, X: Any, X_test: Any = None) -> KernelBlocks:
     ConfigError
         Wrong shapes, NaN/inf, non-numeric input, or a feature-count mismatch.
     """
-    Xa = _as_inputs(X, "X")
+    Xa = as_inputs(X, "X")
     lam0 = float(network.priors[0])
     b0 = float(network.bias_variances()[0])
     n0 = Xa.shape[1]
@@ -145,7 +146,7 @@ def input_kernel(network: Network, X: Any, X_test: Any = None) -> KernelBlocks:
         C += b0
     blocks = KernelBlocks(C)
     if X_test is not None:
-        Xt = _as_inputs(X_test, "X_test")
+        Xt = as_inputs(X_test, "X_test")
         if Xt.shape[1] != n0:
             raise ConfigError(
                 f"X_test has {Xt.shape[1]} features but X has {n0}; both must be (n_points, N_0) with the same N_0"
@@ -365,7 +366,7 @@ def layer_diagonals(network: Network, X: Any) -> np.ndarray:
     Row l is K_l(x^μ, x^μ); row 0 is |x^μ|²/(λ_0 N_0) + σ_b0².
     """
     _check_network(network)
-    Xa = _as_inputs(X, "X")
+    Xa = as_inputs(X, "X")
     bias = network.bias_variances()
     out = np.empty((network.depth + 1, Xa.shape[0]))
     out[0] = np.einsum("ij,ij->i", Xa, Xa) / (network.priors[0] * Xa.shape[1]) + bias[0]
@@ -407,8 +408,8 @@ def nngp_cross(
     (test_train (P_t, P), test_diag (P_t,)) for K_L, or a list of L+1 such pairs.
     """
     _check_network(network)
-    Xa = _as_inputs(X, "X")
-    Xt = _as_inputs(X_test, "X_test")
+    Xa = as_inputs(X, "X")
+    Xt = as_inputs(X_test, "X_test")
     if Xt.shape[1] != Xa.shape[1]:
         raise ConfigError(
             f"X_test has {Xt.shape[1]} features but X has {Xa.shape[1]}; both must be (n_points, N_0) with the same N_0"

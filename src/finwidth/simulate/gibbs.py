@@ -71,15 +71,6 @@ class GibbsSamples:
         return rm.mean(axis=0), rm.std(axis=0, ddof=1) / math.sqrt(R)
 
 
-def _check_array(a, name: str, ndim: int) -> np.ndarray:
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim != ndim:
-        raise ConfigError(f"{name} must be a {ndim}-d array, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{name} contains NaN or inf")
-    return arr
-
-
 def gibbs_deep_linear(
     network,
     X,
@@ -131,11 +122,12 @@ def gibbs_deep_linear(
         raise ConfigError(f"the Gibbs sampler is exact only for linear networks, got activation {network.activation.name!r}")
     if network.bias is not None:
         raise ConfigError("the Gibbs sampler does not support biases (use a network with bias=None)")
-    X = _check_array(X, "X", 2)
-    y = _check_array(y, "y", 1)
-    if X.shape[0] != y.shape[0]:
-        raise ConfigError(f"X has {X.shape[0]} rows but y has {y.shape[0]} entries")
-    Xt = None if X_test is None else _check_array(X_test, "X_test", 2)
+    from finwidth.kernels import as_inputs
+    from finwidth.theory.gp import validate_targets
+
+    X = as_inputs(X, "X")
+    y = validate_targets(y, X.shape[0], "y")
+    Xt = None if X_test is None else as_inputs(X_test, "X_test")
     if Xt is not None and Xt.shape[1] != X.shape[1]:
         raise ConfigError(f"X_test has {Xt.shape[1]} features, X has {X.shape[1]}")
     T = float(temperature)

@@ -272,11 +272,11 @@ class AdaptiveKernel:
 
     def _inputs(self, X: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
         """Patches in the coordinates of the unknown Σ, and the out-of-span variance (FCN)."""
-        from finwidth.kernels import _as_inputs
+        from finwidth.kernels import as_inputs
 
         if self._conv:
             return self.network.patches(X, what), None
-        Xa = _as_inputs(X, what)
+        Xa = as_inputs(X, what)
         if Xa.shape[1] != self._n_inputs:
             raise ConfigError(f"{what} has {Xa.shape[1]} features, the training inputs had {self._n_inputs}")
         Z = Xa @ self.basis_
@@ -398,11 +398,11 @@ class AdaptiveKernel:
             A continuation stage failed even with the finest width steps; the message gives the
             width reached, the residual and what to try.
         """
-        from finwidth.kernels import _as_inputs
+        from finwidth.kernels import as_inputs
         from finwidth.simulate.networks import InputReduction
         from finwidth.theory.gp import validate_targets
 
-        Xa = _as_inputs(X, "X")
+        Xa = as_inputs(X, "X")
         yv = validate_targets(y, Xa.shape[0])
         if self._conv:
             self._Z = self.network.patches(Xa)

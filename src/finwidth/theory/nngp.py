@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from finwidth.errors import ConfigError
-from finwidth.kernels import _as_inputs, layer_diagonals, nngp, nngp_cross
+from finwidth.kernels import as_inputs, layer_diagonals, nngp, nngp_cross
 from finwidth.theory.gp import (
     ErrorDecomposition,
     GPFit,
@@ -89,7 +89,7 @@ class NNGP:
         -------
         self
         """
-        Xa = _as_inputs(X, "X")
+        Xa = as_inputs(X, "X")
         yv = validate_targets(y, Xa.shape[0])
         blocks = nngp(self.network, Xa, block_size=self.block_size)
         K = blocks.train  # type: ignore[union-attr]
@@ -111,7 +111,7 @@ class NNGP:
     def test_kernels(self, X_test: Any, *, full: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """K_L(X_test, X_train), K_L(x*, x*) and, if ``full``, the (P_t, P_t) test kernel."""
         self._check_fitted()
-        Xt = _as_inputs(X_test, "X_test")
+        Xt = as_inputs(X_test, "X_test")
         Ks, kd = nngp_cross(self.network, self.X_train_, Xt, train_diags=self.train_diags_, block_size=self.block_size)  # type: ignore[misc]
         Ktt = None
         if full:
@@ -132,7 +132,7 @@ class NNGP:
 
     def generalization_error(self, X_test: Any, y_test: Any) -> ErrorDecomposition:
         """ε_g = mean[(y − ⟨f⟩)²] + mean[Var f] over the test set (bias + variance, no noise)."""
-        Xt = _as_inputs(X_test, "X_test")
+        Xt = as_inputs(X_test, "X_test")
         yt = validate_targets(y_test, Xt.shape[0], "y_test")
         mean, var = self.predict(Xt, return_var=True)
         return generalization_error(yt, mean, var)

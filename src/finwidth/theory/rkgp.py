@@ -39,7 +39,9 @@ import numpy as np
 from scipy import linalg, optimize
 
 from finwidth.errors import ConfigError, ConvergenceError
+from finwidth.kernels import as_inputs as _as_X
 from finwidth.theory import spectral
+from finwidth.theory.gp import validate_noise, validate_targets
 
 __all__ = ["RKGP", "WidthCriterion"]
 
@@ -69,28 +71,6 @@ class WidthCriterion:
     finite_width_better: bool
     pi_t0: float
     student_t_factor: float | None
-
-
-def _as_X(X, name: str) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim == 1:
-        raise ConfigError(f"{name} must be 2-d (n_samples, n_features); got a 1-d array of length {X.shape[0]}")
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ConfigError(f"{name} must be a non-empty 2-d array (n_samples, n_features), got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ConfigError(f"{name} contains NaN or inf")
-    return X
-
-
-def _as_y(y, P: int, name: str = "y") -> np.ndarray:
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != P:
-        raise ConfigError(f"{name} must have shape ({P},) (one output), got {y.shape}")
-    if not np.all(np.isfinite(y)):
-        raise ConfigError(f"{name} contains NaN or inf")
-    return y
 
 
 class RKGP:
@@ -136,12 +116,7 @@ class RKGP:
 
         if not isinstance(network, Network):
             raise ConfigError(f"network must be a finwidth.Network, got {type(network).__name__}")
-        try:
-            T = float(temperature)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"temperature must be a number, got {temperature!r}") from exc
-        if not math.isfinite(T) or T < 0:
-            raise ConfigError(f"temperature must be finite and ≥ 0, got {temperature!r}")
+        T = validate_noise(temperature)
         if renormalization not in ("product", "nested"):
             raise ConfigError(f"renormalization must be 'product' or 'nested', got {renormalization!r}")
         act = network.activation
@@ -180,7 +155,7 @@ class RKGP:
         from finwidth import kernels
 
         X = _as_X(X, "X")
-        y = _as_y(y, X.shape[0])
+        y = validate_targets(y, X.shape[0])
         net = self.network
         P = X.shape[0]
         L = net.depth
@@ -523,7 +498,7 @@ class RKGP:
         from finwidth.theory.gp import generalization_error
 
         X_test = _as_X(X_test, "X_test")
-        y_test = _as_y(y_test, X_test.shape[0], "y_test")
+        y_test = validate_targets(y_test, X_test.shape[0], "y_test")
         mean, var = self.predict(X_test, return_var=True)
         return generalization_error(y_test, mean, var)
 
