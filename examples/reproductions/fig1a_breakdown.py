@@ -59,7 +59,7 @@ RUNS = [
 ]
 # long MALA runs (exact stationary law; overdamped, so slower than BAOAB per unit time)
 RUNS += [("M", 50, 1e-3, "mala", 0.06, "readout_conditional", 200000, 500, 7),
-         ("M", 100, 1e-3, "mala", 0.06, "readout_conditional", 150000, 500, 7)]
+         ("M", 100, 1e-3, "mala", 0.06, "readout_conditional", 100000, 500, 7)]
 # coarse map; at T = 1e-3 the N_1 = 50, 100 points are the part-A runs above and N_1 = 200 is in the row
 RUNS += [("B", 25, 1e-3, "baoab", 0.1, "readout_conditional", 10000, 50, 10)]
 RUNS += [("B", N1, T, "baoab", 0.1, "readout_conditional", 5000, 25, 10)
