@@ -269,11 +269,10 @@ class _Run:
 
     # ---------------------------------------------------------------- init / state
     def initialize(self):
-        params = self.model.init_params(self.cfg["replicas"], self.gen,
-                                        "prior" if self.cfg["init"] == "prior" else "normal")
+        mode = "normal" if self.cfg["init"] == "normal" else "prior"
+        params = self.model.init_params(self.cfg["replicas"], self.gen, mode)
         if self.cfg["init"] == "readout_conditional":
             # hidden layers from the prior, then the readout from its exact conditional posterior
-            params = self.model.init_params(self.cfg["replicas"], self.gen, "prior")
             _, cache = self.model.forward(params, self.A0, keep=True)
             a, b = sample_readout_conditional(cache["acts"][-1], self.y64, self.network.priors[-1],
                                               self.cfg["temperature"], self.gen, self.bias_var_out)
