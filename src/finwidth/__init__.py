@@ -24,6 +24,7 @@ _LAZY = {
     "BPKR": "finwidth.theory.bpkr",
     "AdaptiveKernel": "finwidth.theory.adaptive",
     "sample_posterior": "finwidth.simulate",
+    "PosteriorSamples": "finwidth.simulate",
     "FinwidthError": "finwidth.errors",
     "ConvergenceError": "finwidth.errors",
     "DataError": "finwidth.errors",
