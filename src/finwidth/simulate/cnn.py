@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from finwidth.errors import ConfigError
-from finwidth.simulate.meanfield import _check_scaling, _check_temperature
-from finwidth.simulate.networks import activation_pair, as_torch_dtype
+from finwidth.simulate.meanfield import _check_scaling, _check_temperature, _init_weights
+from finwidth.simulate.networks import activation_pair, as_torch_dtype, gibbs_energy
 
 __all__ = ["TwoLayerCNN"]
 
@@ -54,17 +54,21 @@ class TwoLayerCNN:
         self.in_scale = 1.0 / math.sqrt(self.patch_size)
         C, Nt = self.width, self.n_patches
         self.out_scale = 1.0 / (C * math.sqrt(Nt)) if scaling == "mean_field" else 1.0 / math.sqrt(C * Nt)
+        # standard form of the readout: f = Φ a' / sqrt(C Ñ) with Φ the C·Ñ features (channel-major),
+        # a' = a sqrt(C Ñ) s_out ~ N(0, 1/λ'), λ' = λ_1/(C Ñ s_out²) (λ_1 C in mean field)
+        self.readout_size = C * Nt
+        self.readout_scale = self.out_scale * math.sqrt(C * Nt)
+        self.readout_precision = self.precisions[1] / self.readout_scale ** 2
+        self.readout_bias_var = 0.0
 
     def prepare_inputs(self, X) -> torch.Tensor:
         Z = self.network.patches(np.asarray(X, dtype=np.float64))
         return torch.as_tensor(Z, dtype=self.dtype, device=self.device)
 
-    def init_params(self, replicas: int, generator: torch.Generator) -> list[torch.Tensor]:
-        """A draw from the prior."""
-        kw = dict(generator=generator, device=self.device, dtype=self.dtype)
-        W = torch.randn((replicas, self.width, self.patch_size), **kw) / math.sqrt(self.precisions[0])
-        a = torch.randn((replicas, self.width, self.n_patches), **kw) / math.sqrt(self.precisions[1])
-        return [W, a]
+    def init_params(self, replicas: int, generator: torch.Generator, mode: str = "prior") -> list[torch.Tensor]:
+        """``[W, a]`` drawn from the prior (``mode="prior"``) or N(0, 1) (``"normal"``)."""
+        return _init_weights([(self.width, self.patch_size), (self.width, self.n_patches)], self.precisions,
+                             replicas, generator, mode, self.device, self.dtype)
 
     def preactivations(self, params, A0: torch.Tensor) -> torch.Tensor:
         """h_{c,i} = w_c·x_i/sqrt(S), shape ``[R, n, Ñ, C]``."""
@@ -76,16 +80,30 @@ class TwoLayerCNN:
         f = torch.einsum("rnic,rci->rn", s, params[1]) * self.out_scale
         return (f, (s, d)) if keep else f
 
-    def potential_and_grad(self, params, A0: torch.Tensor, y: torch.Tensor, *, need_grad: bool = True):
-        """U (float64, ``[R]``), [∂U/∂W, ∂U/∂a] and the loss ½Σ(y − f)² (float64)."""
+    def readout_features(self, params, A0: torch.Tensor, extra_h1=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f, Φ)`` with Φ_{(c,i)} = σ(h_{c,i}) ``[R, n, C·Ñ]`` (channel-major, the order of ``a.flatten``):
+        f = Φ a' / sqrt(C Ñ) in the standard readout form (``readout_precision`` λ')."""
+        if extra_h1 is not None:
+            raise ConfigError("TwoLayerCNN does not simulate a reduced first layer (input_reduction)")
+        f, (s, _) = self.forward(params, A0, keep=True)
+        return f, s.transpose(-1, -2).flatten(-2)
+
+    def set_readout(self, params: list, a_std: torch.Tensor) -> None:
+        """Put a standard-form readout a' ``[R, 1, C·Ñ]`` into ``params`` as a = a'/(s_out sqrt(C Ñ))."""
+        a = a_std.reshape(a_std.shape[0], self.width, self.n_patches) / self.readout_scale
+        params[1] = a.to(self.dtype)
+
+    def potential_and_grad(self, params, A0: torch.Tensor, y: torch.Tensor, *, need_grad: bool = True,
+                           need_energy: bool = True):
+        """U (float64, ``[R]``), [∂U/∂W, ∂U/∂a] and the loss ½Σ(y − f)² (float64); U and loss are
+        None with ``need_energy=False`` (gradient-only Langevin steps)."""
         T = self.temperature
         W, a = params
         f, (s, d) = self.forward(params, A0, keep=True)
         resid = f - y
-        loss = 0.5 * resid.double().pow(2).sum(-1)
-        prior = 0.5 * T * (self.precisions[0] * W.double().pow(2).sum((-1, -2))
-                           + self.precisions[1] * a.double().pow(2).sum((-1, -2)))
-        U = loss + prior
+        U = loss = None
+        if need_energy or not need_grad:
+            U, loss = gibbs_energy(resid, params, self.precisions, T)
         if not need_grad:
             return U, None, loss
         ga = torch.einsum("rn,rnic->rci", resid, s) * self.out_scale

@@ -30,7 +30,7 @@ import torch
 
 from finwidth.errors import ConfigError, DivergenceError
 from finwidth.simulate import diagnostics as diag
-from finwidth.simulate.networks import activation_pair, as_torch_dtype
+from finwidth.simulate.networks import activation_pair, as_torch_dtype, gibbs_energy
 
 __all__ = ["TwoLayerFCN", "WeightPosterior", "sample_weights"]
 
@@ -41,6 +41,17 @@ def _check_scaling(scaling: str) -> str:
     if scaling not in _SCALINGS:
         raise ConfigError(f"scaling must be 'mean_field' or 'standard', got {scaling!r}")
     return scaling
+
+
+def _init_weights(shapes, precisions, replicas, generator, mode, device, dtype) -> list[torch.Tensor]:
+    """Weights N(0, 1/λ) (``mode="prior"``) or N(0, 1) (``"normal"``, the papers' initialisation)."""
+    if mode not in ("prior", "normal"):
+        raise ConfigError(f"init mode must be 'prior' or 'normal', got {mode!r}")
+    out = []
+    for shape, lam in zip(shapes, precisions):
+        t = torch.randn((replicas, *shape), generator=generator, device=device, dtype=dtype)
+        out.append(t.mul_(1.0 / math.sqrt(lam)) if mode == "prior" else t)
+    return out
 
 
 def _check_temperature(temperature) -> float:
@@ -89,6 +100,12 @@ class TwoLayerFCN:
         self.act = activation_pair(network.activation)
         self.in_scale = 1.0 / math.sqrt(self.n_inputs)
         self.out_scale = 1.0 / self.width if scaling == "mean_field" else 1.0 / math.sqrt(self.width)
+        # standard form of the readout: f = Φ a' / sqrt(N), a' = a sqrt(N) s_out ~ N(0, 1/λ'), λ' = λ_1/(N s_out²)
+        # (λ_1 N in mean field: the function-space map to a standard network)
+        self.readout_size = self.width
+        self.readout_scale = self.out_scale * math.sqrt(self.width)
+        self.readout_precision = self.precisions[1] / self.readout_scale ** 2
+        self.readout_bias_var = 0.0
 
     def prepare_inputs(self, X) -> torch.Tensor:
         X = np.asarray(X, dtype=np.float64)
@@ -96,12 +113,10 @@ class TwoLayerFCN:
             raise ConfigError(f"inputs must be a finite (n, {self.n_inputs}) array, got shape {X.shape}")
         return torch.as_tensor(X, dtype=self.dtype, device=self.device)
 
-    def init_params(self, replicas: int, generator: torch.Generator) -> list[torch.Tensor]:
-        """A draw from the prior."""
-        kw = dict(generator=generator, device=self.device, dtype=self.dtype)
-        W = torch.randn((replicas, self.width, self.n_inputs), **kw) / math.sqrt(self.precisions[0])
-        a = torch.randn((replicas, 1, self.width), **kw) / math.sqrt(self.precisions[1])
-        return [W, a]
+    def init_params(self, replicas: int, generator: torch.Generator, mode: str = "prior") -> list[torch.Tensor]:
+        """``[W, a]`` drawn from the prior (``mode="prior"``) or N(0, 1) (``"normal"``)."""
+        return _init_weights([(self.width, self.n_inputs), (1, self.width)], self.precisions, replicas, generator,
+                             mode, self.device, self.dtype)
 
     def preactivations(self, params, A0: torch.Tensor) -> torch.Tensor:
         """h = x·w/sqrt(N_0), shape ``[R, n, N]``."""
@@ -113,16 +128,29 @@ class TwoLayerFCN:
         f = torch.matmul(s, params[1].transpose(-1, -2)).squeeze(-1) * self.out_scale
         return (f, (s, d)) if keep else f
 
-    def potential_and_grad(self, params, A0: torch.Tensor, y: torch.Tensor, *, need_grad: bool = True):
-        """U (float64, ``[R]``), [∂U/∂W, ∂U/∂a] and the loss ½Σ(y − f)² (float64)."""
+    def readout_features(self, params, A0: torch.Tensor, extra_h1=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f, Φ)`` with Φ = σ(h) ``[R, n, N]``: f = Φ a' / sqrt(N) in the standard readout form
+        (``readout_precision`` λ', see ``__init__``)."""
+        if extra_h1 is not None:
+            raise ConfigError("TwoLayerFCN does not simulate a reduced first layer (input_reduction)")
+        f, (s, _) = self.forward(params, A0, keep=True)
+        return f, s
+
+    def set_readout(self, params: list, a_std: torch.Tensor) -> None:
+        """Put a standard-form readout a' ``[R, 1, N]`` into ``params`` as a = a'/(s_out sqrt(N))."""
+        params[1] = (a_std / self.readout_scale).to(self.dtype)
+
+    def potential_and_grad(self, params, A0: torch.Tensor, y: torch.Tensor, *, need_grad: bool = True,
+                           need_energy: bool = True):
+        """U (float64, ``[R]``), [∂U/∂W, ∂U/∂a] and the loss ½Σ(y − f)² (float64); U and loss are
+        None with ``need_energy=False`` (gradient-only Langevin steps)."""
         T = self.temperature
         W, a = params
         f, (s, d) = self.forward(params, A0, keep=True)
         resid = f - y
-        loss = 0.5 * resid.double().pow(2).sum(-1)
-        prior = 0.5 * T * (self.precisions[0] * W.double().pow(2).sum((-1, -2))
-                           + self.precisions[1] * a.double().pow(2).sum((-1, -2)))
-        U = loss + prior
+        U = loss = None
+        if need_energy or not need_grad:
+            U, loss = gibbs_energy(resid, params, self.precisions, T)
         if not need_grad:
             return U, None, loss
         ga = torch.matmul(resid.unsqueeze(1), s) * self.out_scale                      # [R, 1, N]

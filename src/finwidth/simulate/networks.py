@@ -32,6 +32,7 @@ __all__ = [
     "LinearRegressionTarget",
     "activation_pair",
     "as_torch_dtype",
+    "gibbs_energy",
 ]
 
 _SQRT_2_OVER_PI = 2.0 / math.sqrt(math.pi)
@@ -45,6 +46,33 @@ def as_torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return table[dtype]
     except (KeyError, TypeError):
         raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+
+
+def gibbs_energy(resid: torch.Tensor, params: Sequence[torch.Tensor], precisions: Sequence[float],
+                 temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Langevin potential U and the loss per replica, float64 (DESIGN.md §2).
+
+    Parameters
+    ----------
+    resid : torch.Tensor
+        f − y on the training set, shape ``[R, P]`` (any float dtype).
+    params : sequence of torch.Tensor
+        Parameter tensors with the replica as leading dimension.
+    precisions : sequence of float
+        Prior precision of each parameter tensor (λ_l, or 1/σ_b² for a bias).
+    temperature : float
+        T (multiplies the prior term).
+
+    Returns
+    -------
+    U, loss : torch.Tensor
+        ``loss`` = ½ Σ_μ (y − f)², ``U`` = loss + (T/2) Σ_i λ_i ‖θ_i‖², both float64 ``[R]``.
+    """
+    loss = 0.5 * resid.double().pow(2).sum(-1)
+    U = loss.clone()
+    for p, lam in zip(params, precisions):
+        U += (0.5 * temperature * lam) * p.double().pow(2).flatten(1).sum(-1)
+    return U, loss
 
 
 def activation_pair(activation) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
@@ -166,6 +194,10 @@ class BatchedMLP:
         bias_var = network.bias_variances()
         self.bias_layers = [l for l in range(self.depth + 1) if bias_var[l] > 0]
         self.precisions = [float(p) for p in network.priors] + [1.0 / bias_var[l] for l in self.bias_layers]
+        # the readout in the standard form f = Φ a / sqrt(M), a ~ N(0, 1/λ) (see ``readout_features``)
+        self.readout_size = network.widths[-1]
+        self.readout_precision = float(network.priors[-1])
+        self.readout_bias_var = float(bias_var[self.depth])
 
     # ---------------------------------------------------------------- parameters
     def n_params(self) -> list[int]:
@@ -226,6 +258,21 @@ class BatchedMLP:
             return f, {"acts": acts, "dacts": dacts}
         return f
 
+    def readout_features(self, params: Sequence[torch.Tensor], A0: torch.Tensor,
+                         extra_h1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f, Φ)``: outputs ``[R, n]`` and last hidden features Φ = σ(h^(L)) ``[R, n, N_L]``.
+
+        The readout is already standard, f = Φ a / sqrt(N_L) [+ b] with a ~ N(0, 1/λ_L): the form that
+        :class:`finwidth.simulate.observables.ReadoutConditional` takes (``readout_precision`` = λ_L,
+        ``readout_size`` = N_L).
+        """
+        f, cache = self.forward(params, A0, extra_h1, keep=True)
+        return f, cache["acts"][-1]
+
+    def set_readout(self, params: list[torch.Tensor], a: torch.Tensor) -> None:
+        """Put a standard-form readout ``[R, 1, N_L]`` (from the conditional sampler) into ``params``."""
+        params[self.depth] = a.to(self.dtype)
+
     def potential_and_grad(self, params: Sequence[torch.Tensor], A0: torch.Tensor, y: torch.Tensor,
                            *, need_grad: bool = True, need_energy: bool = True):
         """U per replica (float64, shape ``[R]``) and ∂U/∂θ for each parameter tensor.
@@ -240,11 +287,7 @@ class BatchedMLP:
         resid = f - y  # [R, P]
         U = loss = None
         if need_energy:
-            loss = 0.5 * resid.double().pow(2).sum(-1)
-            prior = torch.zeros_like(loss)
-            for p, lam in zip(params, self.precisions):
-                prior = prior + (0.5 * T * lam) * p.double().pow(2).flatten(1).sum(-1)
-            U = loss + prior
+            U, loss = gibbs_energy(resid, params, self.precisions, T)
         if not need_grad:
             return U, None, loss
         L = self.depth
@@ -288,8 +331,7 @@ class LinearRegressionTarget:
         s = 1.0 / math.sqrt(self.n)
         f = torch.matmul(w, self.features.T) * s
         resid = f - y
-        loss = 0.5 * resid.double().pow(2).sum(-1)
-        U = loss + 0.5 * self.temperature * self.precisions[0] * w.double().pow(2).sum(-1)
+        U, loss = gibbs_energy(resid, params, self.precisions, self.temperature)
         if not need_grad:
             return U, None, loss
         g = torch.matmul(resid, self.features) * s + self.temperature * self.precisions[0] * w
