@@ -27,6 +27,7 @@ __all__ = ["Diagnostics", "ErrorEstimate", "Estimate", "PosteriorSamples", "resu
 _N_CHUNKS = 64          # time chunks of the per-test-point accumulators (burn-in granularity)
 _BLOCK_TAU = 10.0       # error-bar blocks are at least this many autocorrelation times long
 _BLOWUP = 1e4           # energy above this multiple of its reference scale counts as divergence
+_SCALINGS = ("standard", "mean_field")
 
 
 class Estimate(float):
@@ -124,7 +125,10 @@ class PosteriorSamples:
     train_error, train_error_raw : Estimate
         Posterior mean of the training MSE (1/P) Σ_μ (y − f)².
     qbar_readout, qbar_readout_raw : Estimate
-        λ_L ⟨|a|²⟩ / N_L, the readout-norm estimate of Q̄_L (BPKR §A.9).
+        λ_L ⟨|a|²⟩ / M with M the number of readout weights (N_L; C·Ñ for a ``ConvNetwork``): the
+        readout-norm estimate of Q̄_L (BPKR §A.9) for standard and mean-field FCNs (in mean field it
+        is Q̄_1 of the equivalent standard network with readout precision λ_1 N); for the CNN the
+        posterior-to-prior ratio of the readout norm, averaged over channels and patches.
     layer_norms : list[Estimate]
         ⟨‖W^(l)‖²⟩ for l = 0..L (under input reduction, layer 0 adds the exact prior
         expectation N_1 (N_0 − r)/λ_0 of the orthogonal part).
@@ -196,6 +200,40 @@ def _resolve_device(device) -> torch.device:
     return dev
 
 
+def _two_layer(network, scaling: str) -> bool:
+    """True when the run uses the two-layer models (mean-field FCN or CNN) instead of BatchedMLP."""
+    from finwidth.convnet import ConvNetwork
+
+    return isinstance(network, ConvNetwork) or scaling == "mean_field"
+
+
+def _readout_count(network) -> int:
+    """Number of readout weights M per replica: N_L, or C·Ñ for a ConvNetwork (one per channel and patch)."""
+    from finwidth.convnet import ConvNetwork
+
+    return network.channels * network.n_patches if isinstance(network, ConvNetwork) else network.widths[-1]
+
+
+def _build_model(network, n_inputs: int, temperature: float, scaling: str, *, first_layer_inputs=None,
+                 device="cpu", dtype=torch.float32):
+    """The sampler model of a network spec: ``BatchedMLP`` (standard scaling, any depth),
+    ``TwoLayerFCN`` (``scaling="mean_field"``) or ``TwoLayerCNN`` (a ``ConvNetwork``, either scaling)."""
+    from finwidth.convnet import ConvNetwork
+
+    if isinstance(network, ConvNetwork):
+        from finwidth.simulate.cnn import TwoLayerCNN
+
+        return TwoLayerCNN(network, temperature, scaling=scaling, device=device, dtype=dtype)
+    if scaling == "mean_field":
+        from finwidth.simulate.meanfield import TwoLayerFCN
+
+        if network.depth != 1 or network.bias is not None:
+            raise ConfigError(f"scaling='mean_field' is implemented for one hidden layer without biases, got depth "
+                              f"{network.depth}{' with biases' if network.bias is not None else ''}")
+        return TwoLayerFCN(network, n_inputs, temperature, scaling="mean_field", device=device, dtype=dtype)
+    return BatchedMLP(network, n_inputs, temperature, device=device, dtype=dtype, first_layer_inputs=first_layer_inputs)
+
+
 # ------------------------------------------------------------------------------------ the run
 class _Run:
     """One sampling run: model, sampler, recording, checkpoints. Restartable from ``state()``."""
@@ -206,28 +244,31 @@ class _Run:
         self.dtype = as_torch_dtype(cfg["dtype"])
         X, y = data["X"], data["y"]
         self.P, self.N0 = X.shape
-        L = network.depth
+        scaling = cfg.get("scaling", "standard")  # absent in checkpoints of finwidth before the two-layer models
+        self.two_layer = _two_layer(network, scaling)
+        L = 1 if self.two_layer else network.depth
         self.L = L
         self.red = InputReduction.from_inputs(X) if cfg["input_reduction"] else None
         A0 = self.red.reduce(X) if self.red else X
-        self.model = BatchedMLP(network, self.N0, cfg["temperature"], device=self.device, dtype=self.dtype,
-                                first_layer_inputs=A0.shape[1])
+        self.model = _build_model(network, self.N0, cfg["temperature"], scaling, first_layer_inputs=A0.shape[1],
+                                  device=self.device, dtype=self.dtype)
         t = dict(device=self.device, dtype=self.dtype)
-        self.A0 = torch.as_tensor(A0, **t)
+        prep = self.model.prepare_inputs if self.two_layer else (lambda Z: torch.as_tensor(Z, **t))
+        self.A0 = prep(A0)
         self.y = torch.as_tensor(y, **t)
         self.y64 = torch.as_tensor(y, dtype=torch.float64, device=self.device)
         Xt = data.get("X_test")
         self.has_test = Xt is not None
         self.has_ytest = data.get("y_test") is not None
         if self.has_test:
-            self.A0t = torch.as_tensor(self.red.reduce(Xt) if self.red else Xt, **t)
+            self.A0t = prep(self.red.reduce(Xt) if self.red else Xt)
             F = self.red.perp_factor(Xt) if self.red else None
             self.perp = None if F is None or F.shape[1] == 0 else torch.as_tensor(F, **t)
             self.Pt = Xt.shape[0]
             if self.has_ytest:
                 self.yt64 = torch.as_tensor(data["y_test"], dtype=torch.float64, device=self.device)
         self.rb = bool(cfg["rao_blackwell"])
-        self.bias_var_out = network.bias_variances()[L]
+        self.bias_var_out = self.model.readout_bias_var
         R = cfg["replicas"]
         n_rec = cfg["n_steps"] // cfg["record_every"]
         self.n_rec = n_rec
@@ -273,10 +314,10 @@ class _Run:
         params = self.model.init_params(self.cfg["replicas"], self.gen, mode)
         if self.cfg["init"] == "readout_conditional":
             # hidden layers from the prior, then the readout from its exact conditional posterior
-            _, cache = self.model.forward(params, self.A0, keep=True)
-            a, b = sample_readout_conditional(cache["acts"][-1], self.y64, self.network.priors[-1],
+            _, Phi = self.model.readout_features(params, self.A0)
+            a, b = sample_readout_conditional(Phi, self.y64, self.model.readout_precision,
                                               self.cfg["temperature"], self.gen, self.bias_var_out)
-            params[self.L] = a.to(self.dtype)
+            self.model.set_readout(params, a)
             if b is not None:
                 params[-1] = b.to(self.dtype)
         self.sampler.start(params)
@@ -284,7 +325,7 @@ class _Run:
 
     def _set_blowup(self):
         U0 = float(self.sampler.energy.max())
-        ref = 0.5 * float((self.y64 ** 2).sum()) + self.cfg["temperature"] * sum(self.model.n_params())
+        ref = 0.5 * float((self.y64 ** 2).sum()) + self.cfg["temperature"] * sum(p[0].numel() for p in self.sampler.params)
         self.U_max = _BLOWUP * max(U0, ref) if math.isfinite(U0) else math.inf
         self.U_init = U0
 
@@ -309,7 +350,8 @@ class _Run:
 
     def checkpoint_payload(self) -> dict:
         d = self.data
-        return {"network": self.network.to_dict(), "cfg": self.cfg,
+        kind = "conv" if type(self.network).__name__ == "ConvNetwork" else "fcn"
+        return {"network": self.network.to_dict(), "network_kind": kind, "cfg": self.cfg,
                 "data": {k: (None if v is None else np.asarray(v)) for k, v in d.items()}, "run": self.state()}
 
     # ---------------------------------------------------------------- recording
@@ -325,8 +367,7 @@ class _Run:
     def record(self, k: int):
         params = self.sampler.params
         tr = self.traces
-        f, cache = self.model.forward(params, self.A0, keep=True)
-        Phi = cache["acts"][-1]
+        f, Phi = self.model.readout_features(params, self.A0)
         f64 = f.double()
         U, _, loss = self.model.potential_and_grad(params, self.A0, self.y, need_grad=False)
         tr["energy"][k] = U.cpu().numpy()
@@ -338,16 +379,22 @@ class _Run:
         tr["readout_norm_raw"][k] = tr["layer_norms"][k][:, self.L]
         rc = None
         if self.rb:
-            rc = ReadoutConditional(Phi, self.y64, self.network.priors[-1], self.cfg["temperature"], self.bias_var_out)
+            rc = ReadoutConditional(Phi, self.y64, self.model.readout_precision, self.cfg["temperature"],
+                                    self.bias_var_out)
             mu, v = rc.predict(Phi)
             tr["train_mse_rb"][k] = ((self.y64 - mu) ** 2 + v).mean(-1).cpu().numpy()
-            tr["readout_norm_rb"][k] = rc.norm2.cpu().numpy()
+            # E|a'|² of the standard-form readout, back in the model's own units (a = a'/readout_scale)
+            tr["readout_norm_rb"][k] = (rc.norm2 / self.model.readout_scale ** 2).cpu().numpy()
         if not self.has_test:
             return
-        ft, ct = self.model.forward(params, self.A0t, self._perp_term(), keep=True)
+        perp = self._perp_term()
+        if rc is None:
+            ft = self.model.forward(params, self.A0t) if perp is None else self.model.forward(params, self.A0t, perp)
+        else:
+            ft, Phit = self.model.readout_features(params, self.A0t, perp)
         ft = ft.double()
         if rc is not None:
-            mut, vt = rc.predict(ct["acts"][-1])
+            mut, vt = rc.predict(Phit)
         if self.has_ytest:
             tr["test_mse_raw"][k] = ((self.yt64 - ft) ** 2).mean(-1).cpu().numpy()
             if rc is not None:
@@ -506,7 +553,7 @@ def _estimate(run, acceptance=None) -> PosteriorSamples:
 
     train = scalar_estimate(tr[train_key])
     train_raw = scalar_estimate(tr["train_mse_raw"])
-    lamN = run.network.priors[-1] / run.network.widths[-1]
+    lamN = run.network.priors[-1] / _readout_count(run.network)
     qbar = scalar_estimate(tr[norm_key], lamN)
     qbar_raw = scalar_estimate(tr["readout_norm_raw"], lamN)
     layer_norms = [scalar_estimate(tr["layer_norms"][:, :, l]) for l in range(run.L + 1)]
@@ -564,7 +611,8 @@ def _estimate(run, acceptance=None) -> PosteriorSamples:
 def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=None, n_steps, burn_in=None,
                      replicas=8, record_every=None, X_test=None, y_test=None, seed=0, device="cpu",
                      dtype="float32", checkpoint=None, checkpoint_every=None, friction=None, init="normal",
-                     input_reduction="auto", rao_blackwell=True, progress=False) -> PosteriorSamples:
+                     input_reduction="auto", rao_blackwell=True, progress=False,
+                     scaling="standard") -> PosteriorSamples:
     """Sample the Bayesian posterior of a finite-width network and measure ε_g, Q̄_L and more.
 
     Target: p(θ|D) ∝ exp[−(1/2T) Σ_μ (y^μ − f(x^μ))² − Σ_l λ_l ‖W^(l)‖²/2] (DESIGN.md §2), full batch,
@@ -572,8 +620,10 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
 
     Parameters
     ----------
-    network : finwidth.Network
-        Widths, activation, priors λ_0..λ_L (precisions) and optional bias variances.
+    network : finwidth.Network or finwidth.convnet.ConvNetwork
+        Widths, activation, priors λ_0..λ_L (precisions) and optional bias variances; or the
+        two-layer CNN with non-overlapping patches (simulated by
+        :class:`finwidth.simulate.cnn.TwoLayerCNN`).
     X : array (P, N_0), y : array (P,)
         Training data (float64 is converted to ``dtype`` on ``device``).
     temperature : float
@@ -615,19 +665,34 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
     init : {"normal", "prior", "readout_conditional"}
         ``"normal"``: all weights N(0, 1) as in the papers' code; ``"prior"``: from the prior;
         ``"readout_conditional"``: hidden layers from the prior and the readout drawn exactly from
-        its conditional posterior (starts near the data fit, shortens burn-in).
+        its conditional posterior (starts near the data fit, shortens burn-in). The same for every
+        model (N(0, 1) for all weights also in mean-field scaling).
     input_reduction : bool or "auto"
         Simulate only the first-layer weights in the span of the training inputs (exact; see
         docs/sampling.md). ``"auto"`` uses it when the inputs' rank r is below N_0.
     rao_blackwell : bool
         Use the readout's exact conditional posterior for test/train errors, predictions and
-        Q̄_L (exact, lower variance). Raw estimates are always reported too.
+        Q̄_L (exact, lower variance). Raw estimates are always reported too. For the two-layer models
+        the readout is written in the standard form f = Φ a'/sqrt(M), a' ~ N(0, 1/λ') (λ' = λ_1 N for
+        the mean-field FCN, λ_1 C for the mean-field CNN), so the same conditional applies.
     progress : bool
         Show a tqdm progress bar.
+    scaling : {"standard", "mean_field"}
+        Output scale of the readout. ``"standard"``: f = a·σ(h)/sqrt(N) (DESIGN.md §2).
+        ``"mean_field"``: f = a·σ(h)/N for a ``Network`` with one hidden layer and no biases
+        (:class:`finwidth.simulate.meanfield.TwoLayerFCN`), f = Σ_{c,i} a_ci σ(h_ci)/(C sqrt(Ñ)) for
+        a ``ConvNetwork`` (standard: 1/sqrt(C Ñ)). The prior a ~ N(0, 1/λ_L) is the same in both:
+        a mean-field FCN is the standard one with readout precision λ_1 N in function space, but its
+        Langevin dynamics (hence step sizes) differ. The two-layer models have no input reduction
+        (``input_reduction=True`` is an error) and no ``sampler="gibbs"``.
 
     Returns
     -------
     PosteriorSamples
+        ``qbar_readout`` is λ_L ⟨|a|²⟩/M with M the number of readout weights (N_L; C·Ñ for the
+        CNN): the posterior readout norm over its prior value, 1 in the prior and at infinite width.
+        For the standard FCN it is Q̄_L (BPKR §A.9); for the mean-field FCN it equals Q̄_1 of the
+        equivalent standard network (readout precision λ_1 N).
 
     Raises
     ------
@@ -636,12 +701,19 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
     DivergenceError
         NaN/inf or energy blow-up during the run; the message suggests a step size.
     """
+    from finwidth.convnet import ConvNetwork
     from finwidth.network import Network
 
-    if not isinstance(network, Network):
-        raise ConfigError(f"network must be a finwidth.Network, got {type(network).__name__}")
+    if not isinstance(network, (Network, ConvNetwork)):
+        raise ConfigError(f"network must be a finwidth.Network or finwidth.convnet.ConvNetwork, "
+                          f"got {type(network).__name__}")
+    if scaling not in _SCALINGS:
+        raise ConfigError(f"scaling must be 'standard' or 'mean_field', got {scaling!r}")
+    two_layer = _two_layer(network, scaling)
     X = _array(X, "X", 2)
     P, N0 = X.shape
+    if isinstance(network, ConvNetwork) and N0 != network.input_size:
+        raise ConfigError(f"X has {N0} features but the ConvNetwork's input_size is {network.input_size}")
     y = _array(y, "y", 1, n_rows=P)
     Xt = None if X_test is None else _array(X_test, "X_test", 2, n_cols=N0)
     if y_test is not None and Xt is None:
@@ -671,7 +743,16 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         raise ConfigError(f"init must be 'normal', 'prior' or 'readout_conditional', got {init!r}")
     if input_reduction not in (True, False, "auto"):
         raise ConfigError(f"input_reduction must be True, False or 'auto', got {input_reduction!r}")
-    if input_reduction == "auto":
+    what = "the CNN" if isinstance(network, ConvNetwork) else "scaling='mean_field'"
+    if two_layer:
+        if input_reduction is True:
+            raise ConfigError(f"input_reduction=True is not available for {what} (the two-layer models simulate "
+                              f"the full first layer); use input_reduction='auto' or False")
+        input_reduction = False
+        if sampler == "gibbs":
+            raise ConfigError(f"sampler='gibbs' is not available for {what}; for a linear mean-field FCN, sample "
+                              f"the equivalent standard network (readout prior λ_1·N) with Gibbs")
+    elif input_reduction == "auto":
         input_reduction = bool(InputReduction.from_inputs(X).rank < N0)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
@@ -687,7 +768,7 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
                replicas=replicas, record_every=record_every, seed=int(seed), device=str(device),
                dtype=str(dtype).replace("torch.", ""), checkpoint=None if checkpoint is None else str(checkpoint),
                checkpoint_every=checkpoint_every, friction=friction, init=init,
-               input_reduction=bool(input_reduction), rao_blackwell=bool(rao_blackwell))
+               input_reduction=bool(input_reduction), rao_blackwell=bool(rao_blackwell), scaling=scaling)
     data = {"X": X, "y": y, "X_test": Xt, "y_test": yt}
     if sampler == "gibbs":
         from finwidth.simulate.gibbs_adapter import run_gibbs
@@ -706,11 +787,15 @@ def resume(checkpoint_path, *, progress=False) -> PosteriorSamples:
     uninterrupted run (bit-identical on the same machine and thread count), with no record lost
     or duplicated. A finished run just returns its result.
     """
+    from finwidth.convnet import ConvNetwork
     from finwidth.network import Network
 
     state = load_checkpoint(checkpoint_path)
     try:
-        net = Network(**state["network"])
+        kind = state.get("network_kind", "fcn")  # older checkpoints: always a Network
+        if kind not in ("fcn", "conv"):
+            raise ValueError(f"unknown network kind {kind!r}")
+        net = (ConvNetwork if kind == "conv" else Network)(**state["network"])
         cfg, data = state["cfg"], state["data"]
         cfg["checkpoint"] = str(checkpoint_path)
         run = _Run(net, data, cfg)
@@ -723,25 +808,32 @@ def resume(checkpoint_path, *, progress=False) -> PosteriorSamples:
     return run.result()
 
 
-def suggest_step_size(network, X, y, *, temperature, replicas=4, seed=0, input_reduction="auto") -> dict[str, Any]:
+def suggest_step_size(network, X, y, *, temperature, replicas=4, seed=0, input_reduction="auto",
+                      scaling="standard") -> dict[str, Any]:
     """Estimate the stiffness κ_max of U at prior draws and suggest step sizes for each sampler.
 
     Returns a dict with ``stiffness`` and the suggestions of
     :func:`finwidth.simulate.guidance.step_size_guidance` (``euler``, ``mala``, ``baoab`` and the
     stability limits) plus the default BAOAB ``friction``. A guide, not a guarantee: check
-    ε_g against a run at half the step (or MALA's acceptance).
+    ε_g against a run at half the step (or MALA's acceptance). ``network`` and ``scaling`` as in
+    :func:`sample_posterior`.
     """
     X = _array(X, "X", 2)
     y = _array(y, "y", 1, n_rows=X.shape[0])
     temperature = _positive(temperature, "temperature")
-    red = InputReduction.from_inputs(X) if input_reduction else None
-    if input_reduction == "auto" and red.rank >= X.shape[1]:
+    if scaling not in _SCALINGS:
+        raise ConfigError(f"scaling must be 'standard' or 'mean_field', got {scaling!r}")
+    two_layer = _two_layer(network, scaling)
+    red = InputReduction.from_inputs(X) if input_reduction and not two_layer else None
+    if input_reduction == "auto" and red is not None and red.rank >= X.shape[1]:
         red = None
     A0 = red.reduce(X) if red else X
-    model = BatchedMLP(network, X.shape[1], temperature, first_layer_inputs=A0.shape[1], dtype=torch.float64)
+    model = _build_model(network, X.shape[1], temperature, scaling, first_layer_inputs=A0.shape[1],
+                         dtype=torch.float64)
+    A0 = model.prepare_inputs(A0) if two_layer else torch.as_tensor(A0, dtype=torch.float64)
     gen = torch.Generator().manual_seed(int(seed))
     params = model.init_params(replicas, gen, "prior")
-    kappa = stiffness(model, params, torch.as_tensor(A0, dtype=torch.float64), generator=gen)
+    kappa = stiffness(model, params, A0, generator=gen)
     out: dict[str, Any] = {"stiffness": kappa}
     out.update(step_size_guidance(kappa))
     out["friction"] = default_friction(network, temperature)

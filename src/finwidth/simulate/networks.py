@@ -196,6 +196,7 @@ class BatchedMLP:
         self.precisions = [float(p) for p in network.priors] + [1.0 / bias_var[l] for l in self.bias_layers]
         # the readout in the standard form f = Φ a / sqrt(M), a ~ N(0, 1/λ) (see ``readout_features``)
         self.readout_size = network.widths[-1]
+        self.readout_scale = 1.0
         self.readout_precision = float(network.priors[-1])
         self.readout_bias_var = float(bias_var[self.depth])
 
