@@ -15,6 +15,7 @@ import torch
 
 import finwidth
 from finwidth import Network
+from finwidth.convnet import ConvNetwork
 from finwidth.errors import ConfigError, DataError, DivergenceError
 
 torch.set_num_threads(1)
@@ -90,21 +91,25 @@ import sys, torch
 torch.set_num_threads(1)
 import numpy as np, finwidth
 from finwidth import Network
+from finwidth.convnet import ConvNetwork
 rng = np.random.default_rng(0)
 X, Xt = rng.standard_normal((12, 20)), rng.standard_normal((30, 20))
 w = rng.standard_normal(20)
-finwidth.sample_posterior(Network([40], "erf"), X, np.tanh(X @ w / 4.5), temperature=0.05, sampler="{sampler}",
+finwidth.sample_posterior({net}, X, np.tanh(X @ w / 4.5), temperature=0.05, sampler="{sampler}",
     step_size={h}, n_steps={n}, record_every=5, X_test=Xt, y_test=np.tanh(Xt @ w / 4.5), replicas=4, seed=11,
-    checkpoint=sys.argv[1], checkpoint_every=100)
+    checkpoint=sys.argv[1], checkpoint_every=100, scaling="{scaling}")
 """
 
 
-@pytest.mark.parametrize("sampler,h", [("baoab", 0.2), ("mala", 0.02)])
-def test_sigkill_then_resume_is_bit_identical(tmp_path, sampler, h):
-    n = 4000
+@pytest.mark.parametrize("sampler,h,net,scaling,n", [
+    ("baoab", 0.2, "Network([40], 'erf')", "standard", 4000),
+    ("mala", 0.02, "Network([40], 'erf')", "standard", 4000),
+    ("baoab", 0.2, "ConvNetwork(20, 5, 16, 'erf')", "mean_field", 3000),  # the checkpoint records kind and scaling
+])
+def test_sigkill_then_resume_is_bit_identical(tmp_path, sampler, h, net, scaling, n):
     ck = tmp_path / "run.ckpt"
     script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(_CHILD.format(sampler=sampler, h=h, n=n)))
+    script.write_text(textwrap.dedent(_CHILD.format(sampler=sampler, h=h, n=n, net=net, scaling=scaling)))
     proc = subprocess.Popen([sys.executable, str(script), str(ck)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
@@ -126,9 +131,11 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, sampler, h):
     rng = np.random.default_rng(0)
     X, Xt = rng.standard_normal((12, 20)), rng.standard_normal((30, 20))
     w = rng.standard_normal(20)
-    ref = finwidth.sample_posterior(Network([40], "erf"), X, np.tanh(X @ w / 4.5), temperature=0.05,
-                                    sampler=sampler, step_size=h, n_steps=n, record_every=5, X_test=Xt,
-                                    y_test=np.tanh(Xt @ w / 4.5), replicas=4, seed=11)
+    ref = finwidth.sample_posterior(eval(net, {"Network": Network, "ConvNetwork": ConvNetwork}), X,
+                                    np.tanh(X @ w / 4.5), temperature=0.05, sampler=sampler, step_size=h,
+                                    n_steps=n, record_every=5, X_test=Xt, y_test=np.tanh(Xt @ w / 4.5),
+                                    replicas=4, seed=11, scaling=scaling)
+    assert resumed.config["scaling"] == scaling
     assert resumed.traces["energy"].shape == (n // 5, 4)
     assert np.all(np.isfinite(resumed.traces["energy"]))  # no record lost
     for k in ref.traces:

@@ -95,7 +95,7 @@ def test_cnn_sample_posterior_matches_sample_weights():
     w = rng.standard_normal(4)
     y = np.tanh(X.reshape(10, 3, 4) @ w).mean(-1)
     yt = np.tanh(Xt.reshape(8, 3, 4) @ w).mean(-1)
-    T, h, n, burn = 0.05, 0.2, 6000, 1000
+    T, h, n, burn = 0.05, 0.2, 4000, 800
     res = finwidth.sample_posterior(net, X, y, temperature=T, scaling="mean_field", step_size=h, n_steps=n,
                                     burn_in=burn, record_every=5, replicas=8, X_test=Xt, y_test=yt,
                                     dtype="float64", seed=7)
