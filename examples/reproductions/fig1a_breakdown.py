@@ -193,6 +193,8 @@ def plot(rows: list[dict]) -> None:
                         label=f"T = {T:g}")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")
+    ax.set_xticks([0.5, 1, 2, 4], ["0.5", "1", "2", "4"])
+    ax.minorticks_off()
     ax.set_xlabel("α₁ = P/N₁ (P = 100)")
     ax.set_ylabel("(sim − theory)/theory  [%]")
     ax.set_title("BAOAB vs RKGP, MNIST 0/1")
