@@ -12,8 +12,9 @@ and against the exact block-Gibbs sampler (finwidth.simulate.gibbs.gibbs_deep_li
 4. Exact Gibbs sampling at L = 1, 2, 3 and N = 25, 100, 400 in both regimes: ε_g with its split, the
    readout-norm estimate of Q̄_L and the hidden-layer kernels (trace and task alignment, §A.8).
 
-Run (one core, a few minutes):
+Run (one core; 40 min on the shared, contended 2-core machine, dominated by Gibbs at N = 400):
     OMP_NUM_THREADS=1 python examples/reproductions/bpkr_reproduce.py
+    python examples/reproductions/bpkr_reproduce.py --table     # markdown agreement table from the CSV
 Writes docs/data/reproductions/bpkr_*.csv and docs/figures/reproductions/bpkr_*.png.
 """
 
@@ -252,7 +253,33 @@ def plots(trend_rows, gibbs_rows) -> None:
     plt.close(fig)
 
 
+def markdown_table() -> str:
+    """The agreement table of bpkr_gibbs.csv in markdown."""
+    with open(DATA / "bpkr_gibbs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    head = ["regime", "L", "N", "α", "ε_g theory", "ε_g Gibbs ± s.e.", "rel. dev.", "z", "bias th / Gibbs",
+            "variance th / Gibbs", "Q̄_L theory", "Q̄_L Gibbs ± s.e.", "z(Q̄)", "align ℓ=L th / Gibbs", "wall s"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        f = {k: float(v) for k, v in r.items() if k != "regime"}
+        L = int(f["L"])
+        out.append("| " + " | ".join([
+            r["regime"], str(L), str(int(f["N"])), f"{f['alpha']:.2g}", f"{f['theory_total']:.4f}",
+            f"{f['gibbs_total']:.4f} ± {f['gibbs_total_se']:.4f}", f"{100 * f['rel_dev_total']:+.2f}%",
+            f"{f['z_total']:+.1f}", f"{f['theory_bias']:.4f} / {f['gibbs_bias']:.4f}",
+            f"{f['theory_variance']:.4f} / {f['gibbs_variance']:.4f}", f"{f['theory_Qbar_L']:.4f}",
+            f"{f['gibbs_Qbar_L']:.4f} ± {f['gibbs_Qbar_L_se']:.4f}", f"{f['z_Qbar']:+.1f}",
+            f"{f[f'theory_align_{L}']:.4f} / {f[f'gibbs_align_{L}']:.4f} ± {f[f'gibbs_align_{L}_se']:.4f}",
+            f"{f['wall_s']:.0f}"]) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
+    import sys
+
+    if "--table" in sys.argv:
+        print(markdown_table())
+        return
     FIG.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows = part1_t0_table()

@@ -170,7 +170,7 @@ def plots(rl_rows, curves, sims) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("hidden width N (all layers)")
         ax.set_ylabel("ε_g")
-        ax.set_title(f"{SETS[name]}, relu, P=100, T=1e-3: theory (lines; dotted NNGP), BAOAB (● main, □ half step, △ 5x longer)", fontsize=7)
+        ax.set_title(f"{SETS[name]}, relu, P=100, T=1e-3\nlines: theory (dotted: NNGP); ● BAOAB, □ half step, △ 5x longer", fontsize=8)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(FIG / "depth_width.png", dpi=90)

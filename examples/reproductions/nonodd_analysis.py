@@ -96,7 +96,7 @@ def plots(rows, sims) -> None:
     ax.set_title("size of the mean correction (P=100)", fontsize=9)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(FIG / "nonodd.png", dpi=90)
+    fig.savefig(FIG / "nonodd_eps.png", dpi=90)
     plt.close(fig)
 
 

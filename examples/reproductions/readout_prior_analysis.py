@@ -94,7 +94,7 @@ def plots(rows, sims) -> None:
     ax.set_title("width dependence", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(FIG / "readout_prior.png", dpi=90)
+    fig.savefig(FIG / "readout_prior_eps.png", dpi=90)
     plt.close(fig)
 
 
