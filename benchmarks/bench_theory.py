@@ -56,6 +56,9 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 10000])
     ap.add_argument("--deepbays-path", default=None, help="colon-separated sys.path entries with deepbays 0.1.11")
     ap.add_argument("--temperature", type=float, default=1e-3)
+    ap.add_argument("--cases", nargs="+", default=["erf", "nonodd", "product", "nested", "deepbays"],
+                    help="subset of: erf (1HL erf), nonodd (1HL relu, mean-corrected), product (relu L=3), "
+                         "nested (erf L=3, P <= 4000), deepbays (P <= 4000)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating repeats per case (best of); 1 at P > 4000")
     args = ap.parse_args(argv)
 
@@ -79,9 +82,10 @@ def main(argv=None):
     rows = []
     for P in args.sizes:
         X, y = _data(P)
-        cases = [("1HL erf", Network([P // 2], "erf"), {}),
-                 ("1HL relu non-odd", Network([P // 2], "relu"), {}),
-                 ("product relu L=3", Network([P // 2] * 3, "relu"), {})]
+        cases = [("1HL erf", Network([P // 2], "erf"), {}, "erf"),
+                 ("1HL relu non-odd", Network([P // 2], "relu"), {}, "nonodd"),
+                 ("product relu L=3", Network([P // 2] * 3, "relu"), {}, "product")]
+        cases = [c[:3] for c in cases if c[3] in args.cases]
         for name, net, kw in cases:
             def floor():
                 K = kernels.nngp(net, X).train
@@ -90,14 +94,14 @@ def main(argv=None):
             (t_floor, _), (t_fit, m) = _time_pair(floor, lambda: RKGP(net, T, **kw).fit(X, y), reps)
             rows.append((P, name, t_fit, t_floor, t_fit / t_floor, f"Q̄={m.qbar_[0]:.6g}"))
             print(rows[-1], flush=True)
-        if P <= 4000:
+        if P <= 4000 and "nested" in args.cases:
             net = Network([P // 2] * 3, "erf")
             (t_floor, _), (t_fit, m) = _time_pair(lambda: np.linalg.eigh(kernels.nngp(net, X).train),
                                                   lambda: RKGP(net, T, renormalization="nested").fit(X, y), 1)
             rows.append((P, "nested erf L=3", t_fit, t_floor, t_fit / t_floor,
                          f"choleskys={m.n_factorizations_}"))
             print(rows[-1], flush=True)
-        if deepbays is not None and P <= 4000:
+        if deepbays is not None and P <= 4000 and "deepbays" in args.cases:
             try:
                 from deepbays.rkgp import FC_1HL
 
