@@ -112,11 +112,11 @@ def run(net, data, T, sampler, h, t_burn, t_meas, R, seed, n_records=400):
 
 
 # ----------------------------------------------------------------------------------- the fit
-def joint_fit(rows, obs):
+def joint_fit(rows, obs, leading_only=False):
     """WLS of value = m + a1 η + a2 η² (euler) / m + c1 h² + c2 h⁴ (baoab) / m (mala).
 
     Returns the coefficients (m, a1, a2, c1, c2), their covariance (scaled by max(1, χ²/dof)) and
-    χ²/dof."""
+    χ²/dof. ``leading_only``: a2 = c2 = 0 (the leading orders only; returned as exact zeros)."""
     A, b, w = [], [], []
     for r in rows:
         h = r["h"]
@@ -129,12 +129,16 @@ def joint_fit(rows, obs):
         b.append(r[obs][0])
         w.append(1.0 / r[obs][1] ** 2)
     A, b, w = np.array(A), np.array(b), np.array(w)
-    F = A.T @ (w[:, None] * A)
-    cov = np.linalg.inv(F)
-    theta = cov @ A.T @ (w * b)
-    dof = len(b) - A.shape[1]
-    chi2 = float((w * (b - A @ theta) ** 2).sum() / max(dof, 1))
-    return theta, cov * max(1.0, chi2), chi2
+    keep = [0, 1, 3] if leading_only else [0, 1, 2, 3, 4]
+    As = A[:, keep]
+    covs = np.linalg.inv(As.T @ (w[:, None] * As))
+    ths = covs @ As.T @ (w * b)
+    dof = len(b) - As.shape[1]
+    chi2 = float((w * (b - As @ ths) ** 2).sum() / max(dof, 1))
+    theta, cov = np.zeros(5), np.zeros((5, 5))
+    theta[keep] = ths
+    cov[np.ix_(keep, keep)] = covs * max(1.0, chi2)
+    return theta, cov, chi2
 
 
 def baoab_step_for_bias(c1, c2, target, h_max):
@@ -153,8 +157,8 @@ def baoab_step_for_bias(c1, c2, target, h_max):
     return float(h0 + (target - b0) * (h1 - h0) / (b1 - b0))
 
 
-def analyse(rows, obs, eta_eq, h_max, rng):
-    theta, cov, chi2 = joint_fit(rows, obs)
+def analyse(rows, obs, eta_eq, h_max, rng, leading_only=False):
+    theta, cov, chi2 = joint_fit(rows, obs, leading_only)
     m, a1, a2, c1, c2 = theta
     g = np.array([0, eta_eq, eta_eq ** 2, 0, 0])
     bias_e = float(g @ theta)
@@ -176,6 +180,9 @@ def analyse(rows, obs, eta_eq, h_max, rng):
         "ratio_lower_bound": h_max / eta_eq if h_star is None else None,
         "ratio_q": [float(q) for q in np.quantile(ratios, [0.025, 0.16, 0.5, 0.84])],
         "p_ratio_ge_5": float(np.mean(ratios >= 5)),
+        # 2σ bound on BAOAB's leading coefficient -> a lower bound on h* (and the ratio)
+        "h_star_2sigma_lower": float(math.sqrt(abs(bias_e) / (abs(c1) + 2 * math.sqrt(cov[3, 3]))))
+        if cov[3, 3] > 0 else None,
     }
 
 
@@ -243,6 +250,40 @@ def gaussian_check(net, X, y, T, kappa_net, R, n_relax, seed=0):
     return out
 
 
+def report(rows, eta_eq, h_stab, kappa, kappa_f, fr_max=0.7):
+    """Fits of every observable (full and leading-order models) and the step ratios."""
+    h_max = fr_max * h_stab
+    rng = np.random.default_rng(0)
+    results = {}
+    for leading in (False, True):
+        model = ("value = m + a1 η | m + c1 h² | m (leading orders)" if leading else
+                 "value = m + a1 η + a2 η² | m + c1 h² + c2 h⁴ | m")
+        print(f"\nfit per observable ({model}), η_eq = {eta_eq:.4g}:")
+        for obs in OBS:
+            r = analyse(rows, obs, eta_eq, h_max, rng, leading)
+            results[("leading:" if leading else "full:") + obs] = r
+            ratio_txt = (f"h* = {r['h_star']:.4g} ({r['h_star'] / h_stab:.2f} h_stab), ratio h*/η_eq = {r['ratio']:.3g}"
+                         if r["ratio"] is not None else
+                         f"BAOAB below that bias up to h_max = {h_max:.3g}: ratio ≥ {r['ratio_lower_bound']:.3g}")
+            qq = r["ratio_q"]
+            lo = r["h_star_2sigma_lower"]
+            print(f"  {obs:22s} exact {r['exact']:.6g} ± {r['exact_se']:.1g} (χ²/dof {r['chi2_dof']:.2f}); "
+                  f"Euler slope {r['euler_slope']:+.4g} ± {r['euler_slope_se']:.2g}; "
+                  f"Euler bias at η_eq {r['euler_bias_at_eta_eq']:+.3g} ± {r['euler_bias_at_eta_eq_se']:.2g} "
+                  f"({100 * r['euler_bias_at_eta_eq'] / r['exact']:+.3f}%); BAOAB c1 {r['baoab_c1']:+.4g} ± "
+                  f"{r['baoab_c1_se']:.2g}")
+            print(f"  {'':22s} {ratio_txt}; ratio quantiles 2.5/16/50/84% = {qq[0]:.3g}/{qq[1]:.3g}/{qq[2]:.3g}/"
+                  f"{qq[3]:.3g}; P(ratio ≥ 5) = {r['p_ratio_ge_5']:.3f}"
+                  + ("" if lo is None else f"; 2σ bound on c1 -> h* ≥ {lo:.3g}, ratio ≥ {lo / eta_eq:.3g}"))
+            # the papers' units: η κ_max and h sqrt(κ_max) are the invariants
+            if r["ratio"] is not None:
+                hp = r["h_star"] * math.sqrt(kappa / kappa_f)
+                print(f"  {'':22s} papers' units (fig-1a): BAOAB h* = {hp:.4g} vs η = 1e-3: ratio {hp / PAPER_ETA:.3g}")
+                r["h_star_paper_units"] = hp
+                r["ratio_paper_units"] = hp / PAPER_ETA
+    return results
+
+
 # ----------------------------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -252,7 +293,13 @@ def main():
     ap.add_argument("--T", type=float, default=1e-2)
     ap.add_argument("--replicas", type=int, default=64)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--from-json", default=None, help="re-analyse the runs stored by --json (no sampling)")
     a = ap.parse_args()
+    if a.from_json:
+        with open(a.from_json) as fh:
+            d = json.load(fh)
+        report(d["rows"], d["eta_eq"], d["h_stab"], d["kappa"], d["kappa_fig1a"])
+        return
     torch.set_num_threads(1)
     t_start = time.perf_counter()
     q = 0.1 if a.quick else 1.0
@@ -284,31 +331,7 @@ def main():
     fr = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     for k, f in enumerate(fr):
         rows.append(run(net, data, T, "baoab", f * h_stab, 5 * tau_ud * q, 40 * tau_ud * q, R, seed=300 + k))
-    h_max = fr[-1] * h_stab
-
-    rng = np.random.default_rng(0)
-    print(f"\nfit per observable (value = m + a1 η + a2 η² | m + c1 h² + c2 h⁴ | m), η_eq = {eta_eq:.4g}:")
-    results = {}
-    for obs in OBS:
-        r = analyse(rows, obs, eta_eq, h_max, rng)
-        results[obs] = r
-        ratio_txt = (f"h* = {r['h_star']:.4g} ({r['h_star'] / h_stab:.2f} h_stab), ratio h*/η_eq = {r['ratio']:.3g}"
-                     if r["ratio"] is not None else
-                     f"BAOAB below that bias up to h_max = {h_max:.3g}: ratio ≥ {r['ratio_lower_bound']:.3g}")
-        qq = r["ratio_q"]
-        print(f"  {obs:22s} exact {r['exact']:.6g} ± {r['exact_se']:.1g} (χ²/dof {r['chi2_dof']:.2f}); "
-              f"Euler slope {r['euler_slope']:+.4g} ± {r['euler_slope_se']:.2g}; "
-              f"Euler bias at η_eq {r['euler_bias_at_eta_eq']:+.3g} ± {r['euler_bias_at_eta_eq_se']:.2g} "
-              f"({100 * r['euler_bias_at_eta_eq'] / r['exact']:+.3f}%); BAOAB c1 {r['baoab_c1']:+.4g} ± "
-              f"{r['baoab_c1_se']:.2g}")
-        print(f"  {'':22s} {ratio_txt}; ratio quantiles 2.5/16/50/84% = {qq[0]:.3g}/{qq[1]:.3g}/{qq[2]:.3g}/"
-              f"{qq[3]:.3g}; P(ratio ≥ 5) = {r['p_ratio_ge_5']:.3f}")
-        # the papers' units: η κ_max and h sqrt(κ_max) are the invariants
-        if r["ratio"] is not None:
-            hp = r["h_star"] * math.sqrt(kappa / kappa_f)
-            print(f"  {'':22s} papers' units (fig-1a): BAOAB h* = {hp:.4g} vs η = 1e-3: ratio {hp / PAPER_ETA:.3g}")
-            r["h_star_paper_units"] = hp
-            r["ratio_paper_units"] = hp / PAPER_ETA
+    results = report(rows, eta_eq, h_stab, kappa, kappa_f)
 
     gauss = gaussian_check(net, data[0], data[1], T, kappa, R, 10 if a.quick else 40)
     total = time.perf_counter() - t_start
