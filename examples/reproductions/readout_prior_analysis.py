@@ -1,6 +1,6 @@
 """Issue 7, item 3: readout prior. ε_g against λ_1 (the readout prior precision) at several widths,
 one-hidden-layer erf network, MNIST 0/1 (paper preset), P = 100, λ_0 = 1, at T = 1e-3 and T = 0, and
-the simulations of readout_prior_sim.toml (N_1 = 200) against the theory.
+the simulations of readout_prior_sim.toml and readout_prior_sim2.toml (N_1 = 200) against the theory.
 
 Claims tested: (a) a larger readout prior improves generalisation at any width; (b) the width
 dependence vanishes at large λ_1.
@@ -115,7 +115,8 @@ def main() -> None:
         if c["N"] == "spread" and c["lambda_1"] in (float(LAMBDAS[0]), 1.0, float(LAMBDAS[12]), float(LAMBDAS[16]),
                                                      float(LAMBDAS[20]), float(LAMBDAS[-1])):
             print(c)
-    sims = sim_table(runs / "readout_prior_sim", "readout_prior_sim") + sim_table(runs / "readout_prior_stepcheck", "step check")
+    sims = (sim_table(runs / "readout_prior_sim", "readout_prior_sim") + sim_table(runs / "readout_prior_sim2", "readout_prior_sim2")
+            + sim_table(runs / "readout_prior_stepcheck", "step check"))
     if sims:
         sims.sort(key=lambda r: (r["lambda_L"], r["run"]))
         write_csv(DATA / "readout_prior_sim.csv", sims)
