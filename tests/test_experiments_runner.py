@@ -225,3 +225,16 @@ def test_executor_errors():
         make_executor("mpi")
     with pytest.raises(ConfigError, match="package.module:function"):
         run_sweep(parse_spec(spec_dict()), "/nonexistent", task_fn="no_colon")
+
+
+def test_worker_threads_honour_user_setting(monkeypatch):
+    from finwidth.experiments import runner
+
+    monkeypatch.setattr(runner, "_cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert runner._worker_threads(2) == 4
+    assert runner._worker_threads(16) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert runner._worker_threads(2) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert runner._worker_threads(2) == 4

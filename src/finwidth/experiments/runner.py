@@ -95,6 +95,15 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _worker_threads(n_workers: int) -> int:
+    """Threads per worker: the cores shared out, but never more than an ``OMP_NUM_THREADS`` the user set."""
+    threads = max(1, _cpu_count() // n_workers)
+    user = os.environ.get("OMP_NUM_THREADS", "")
+    if user.isdigit() and int(user) >= 1:
+        threads = min(threads, int(user))
+    return threads
+
+
 def _init_worker(threads: int) -> None:
     # one BLAS/torch thread pool per worker, sized so the workers do not oversubscribe the cores
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -140,7 +149,7 @@ def make_executor(
             max_workers=n,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(max(1, _cpu_count() // n),),
+            initargs=(_worker_threads(n),),
         )
         return ex, lambda: ex.shutdown(wait=True, cancel_futures=True)
     if kind == "dask":
