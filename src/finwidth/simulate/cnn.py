@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from finwidth.errors import ConfigError
-from finwidth.simulate.meanfield import _check_scaling, _check_temperature, _init_weights
-from finwidth.simulate.networks import activation_pair, as_torch_dtype, gibbs_energy
+from finwidth.simulate.meanfield import TwoLayerModel, _check_scaling, _check_temperature, _init_weights
+from finwidth.simulate.networks import activation_pair, as_torch_dtype
 
 __all__ = ["TwoLayerCNN"]
 
 
-class TwoLayerCNN:
+class TwoLayerCNN(TwoLayerModel):
     """R replicas of the two-layer CNN with hand-written gradients of U.
 
     Parameters
@@ -93,25 +93,11 @@ class TwoLayerCNN:
         a = a_std.reshape(a_std.shape[0], self.width, self.n_patches) / self.readout_scale
         params[1] = a.to(self.dtype)
 
-    def potential_and_grad(self, params, A0: torch.Tensor, y: torch.Tensor, *, need_grad: bool = True,
-                           need_energy: bool = True):
-        """U (float64, ``[R]``), [∂U/∂W, ∂U/∂a] and the loss ½Σ(y − f)² (float64); U and loss are
-        None with ``need_energy=False`` (gradient-only Langevin steps)."""
-        T = self.temperature
-        W, a = params
-        f, (s, d) = self.forward(params, A0, keep=True)
-        resid = f - y
-        U = loss = None
-        if need_energy or not need_grad:
-            U, loss = gibbs_energy(resid, params, self.precisions, T)
-        if not need_grad:
-            return U, None, loss
+    def _data_gradients(self, resid, s, d, a, A0):  # type: ignore[no-untyped-def]
         ga = torch.einsum("rn,rnic->rci", resid, s) * self.out_scale
         delta = resid[:, :, None, None] * d * (a.transpose(-1, -2).unsqueeze(1) * self.out_scale)  # [R, n, Ñ, C]
         gW = torch.einsum("rnic,nis->rcs", delta, A0) * self.in_scale
-        gW = gW + (T * self.precisions[0]) * W
-        ga = ga + (T * self.precisions[1]) * a
-        return U, [gW, ga], loss
+        return gW, ga
 
     def weight_covariance(self, params) -> torch.Tensor:
         """(1/C) Σ_c u_c u_cᵀ with u = w/sqrt(S), per replica (float64, ``[R, S, S]``)."""

@@ -61,7 +61,34 @@ def _check_temperature(temperature) -> float:
     return T
 
 
-class TwoLayerFCN:
+class TwoLayerModel:
+    """The potential shared by the two-layer sampler models (weights W, readout a).
+
+    U = ½Σ_μ(y^μ − f^μ)² + (T/2)(λ_0‖W‖² + λ_1‖a‖²), with the gradient written by hand: each model
+    supplies ``forward(params, A0, keep=True) -> (f, (σ(h), σ'(h)))`` and ``_data_gradients`` (the
+    gradient of the loss term).
+    """
+
+    def potential_and_grad(self, params, A0: torch.Tensor, y: torch.Tensor, *, need_grad: bool = True,
+                           need_energy: bool = True):
+        """U (float64, ``[R]``), [∂U/∂W, ∂U/∂a] and the loss ½Σ(y − f)² (float64); U and loss are
+        None with ``need_energy=False`` (gradient-only Langevin steps)."""
+        T = self.temperature
+        W, a = params
+        f, (s, d) = self.forward(params, A0, keep=True)
+        resid = f - y
+        U = loss = None
+        if need_energy or not need_grad:
+            U, loss = gibbs_energy(resid, params, self.precisions, T)
+        if not need_grad:
+            return U, None, loss
+        gW, ga = self._data_gradients(resid, s, d, a, A0)
+        gW = gW + (T * self.precisions[0]) * W
+        ga = ga + (T * self.precisions[1]) * a
+        return U, [gW, ga], loss
+
+
+class TwoLayerFCN(TwoLayerModel):
     """R replicas of f(x) = s_out Σ_c a_c σ(w_c·x/sqrt(N_0)), gradients by hand.
 
     Parameters
@@ -140,25 +167,11 @@ class TwoLayerFCN:
         """Put a standard-form readout a' ``[R, 1, N]`` into ``params`` as a = a'/(s_out sqrt(N))."""
         params[1] = (a_std / self.readout_scale).to(self.dtype)
 
-    def potential_and_grad(self, params, A0: torch.Tensor, y: torch.Tensor, *, need_grad: bool = True,
-                           need_energy: bool = True):
-        """U (float64, ``[R]``), [∂U/∂W, ∂U/∂a] and the loss ½Σ(y − f)² (float64); U and loss are
-        None with ``need_energy=False`` (gradient-only Langevin steps)."""
-        T = self.temperature
-        W, a = params
-        f, (s, d) = self.forward(params, A0, keep=True)
-        resid = f - y
-        U = loss = None
-        if need_energy or not need_grad:
-            U, loss = gibbs_energy(resid, params, self.precisions, T)
-        if not need_grad:
-            return U, None, loss
+    def _data_gradients(self, resid, s, d, a, A0):  # type: ignore[no-untyped-def]
         ga = torch.matmul(resid.unsqueeze(1), s) * self.out_scale                      # [R, 1, N]
         delta = resid.unsqueeze(-1) * d * (a * self.out_scale)                          # [R, n, N]
         gW = torch.matmul(delta.transpose(-1, -2), A0) * self.in_scale                  # [R, N, N_0]
-        gW = gW + (T * self.precisions[0]) * W
-        ga = ga + (T * self.precisions[1]) * a
-        return U, [gW, ga], loss
+        return gW, ga
 
     def weight_covariance(self, params) -> torch.Tensor:
         """(1/N) Σ_c u_c u_cᵀ with u = w/sqrt(N_0), per replica (float64, ``[R, N_0, N_0]``)."""
