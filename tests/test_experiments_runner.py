@@ -238,3 +238,22 @@ def test_worker_threads_honour_user_setting(monkeypatch):
     assert runner._worker_threads(2) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "junk")
     assert runner._worker_threads(2) == 4
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="zombie detection reads /proc (Linux)")
+def test_zombie_writer_counts_as_dead():
+    """A killed worker not yet reaped is a zombie: its temporary folder is stale, not in progress."""
+    from finwidth.experiments.store import _pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while _pid_alive(child.pid) and time.time() < deadline:  # exited but not reaped: a zombie
+        time.sleep(0.01)
+    try:
+        assert not _pid_alive(child.pid)
+        with open(f"/proc/{child.pid}/stat") as fh:  # still there as a zombie, which kill(pid, 0) accepts
+            assert fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+        os.kill(child.pid, 0)
+    finally:
+        child.wait()
+    assert _pid_alive(os.getpid())

@@ -103,13 +103,21 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host can still write: running, not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # pragma: no cover - someone else's live process
         return True
-    return True
+    # A killed worker whose parent died stays a zombie until init reaps it (slowly in some
+    # containers); it will never finish its write.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no procfs (macOS): trust kill(pid, 0)
+        return True
+    return state not in ("Z", "X")
 
 
 class ResultStore:
