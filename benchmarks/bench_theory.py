@@ -66,13 +66,11 @@ def main(argv=None):
     from finwidth.network import Network
     from finwidth.theory.rkgp import RKGP
 
-    deepbays = None
+    db_rkgp = None  # deepbays.rkgp from the side environment, when given
     if args.deepbays_path:
         sys.path[:0] = args.deepbays_path.split(":")
         try:
-            import deepbays  # noqa: F401
-
-            deepbays = sys.modules["deepbays"]
+            import deepbays.rkgp as db_rkgp
         except Exception as exc:  # report, don't fail
             print(f"deepbays baseline skipped: cannot import from {args.deepbays_path}: {exc}")
     else:
@@ -101,37 +99,23 @@ def main(argv=None):
             rows.append((P, "nested erf L=3", t_fit, t_floor, t_fit / t_floor,
                          f"choleskys={m.n_factorizations_}"))
             print(rows[-1], flush=True)
-        if deepbays is not None and P <= 4000 and "deepbays" in args.cases:
-            try:
-                from deepbays.rkgp import FC_1HL
-
+        if db_rkgp is not None and P <= 4000 and "deepbays" in args.cases:
+            # (deepbays class, activation): the odd 1HL class, and the 0.1.11 non-odd class that the
+            # theory notes report crashing on every case
+            for cls_name, act in (("FC_1HL", "erf"), ("FC_1HL_nonodd", "relu")):
                 def db():
-                    mdl = FC_1HL(P // 2, T, l0=1.0, l1=1.0, act="erf")
+                    mdl = getattr(db_rkgp, cls_name)(P // 2, T, l0=1.0, l1=1.0, act=act)
                     mdl.preprocess(X, y)
                     mdl.optimize()
                     return mdl
-                t_db, mdl = _time(db)
-                t_fw, m = _time(lambda: RKGP(Network([P // 2], "erf"), T).fit(X, y))
-                rows.append((P, "deepbays FC_1HL vs finwidth", t_db, t_fw, t_db / t_fw,
-                             f"Q̄ deepbays={float(np.ravel(mdl.optQ)[0]):.6g} finwidth={m.qbar_[0]:.6g}"))
-            except Exception as exc:
-                rows.append((P, "deepbays FC_1HL", float("nan"), float("nan"), float("nan"), f"failed: {exc!r}"))
-            print(rows[-1], flush=True)
-            try:  # deepbays 0.1.11 non-odd class (the theory notes report it crashes on every case)
-                from deepbays.rkgp import FC_1HL_nonodd
-
-                def dbn():
-                    mdl = FC_1HL_nonodd(P // 2, T, l0=1.0, l1=1.0, act="relu")
-                    mdl.preprocess(X, y)
-                    mdl.optimize()
-                    return mdl
-                t_db, mdl = _time(dbn)
-                t_fw, m = _time(lambda: RKGP(Network([P // 2], "relu"), T).fit(X, y))
-                rows.append((P, "deepbays FC_1HL_nonodd vs finwidth", t_db, t_fw, t_db / t_fw, "ran"))
-            except Exception as exc:
-                rows.append((P, "deepbays FC_1HL_nonodd", float("nan"), float("nan"), float("nan"),
-                             f"crashed: {type(exc).__name__}: {str(exc)[:80]}"))
-            print(rows[-1], flush=True)
+                try:
+                    (t_db, mdl), (t_fw, m) = _time_pair(db, lambda: RKGP(Network([P // 2], act), T).fit(X, y), 1)
+                    note = f"Q̄ deepbays={float(np.ravel(mdl.optQ)[0]):.6g} finwidth={m.qbar_[0]:.6g}"
+                    rows.append((P, f"deepbays {cls_name} vs finwidth", t_db, t_fw, t_db / t_fw, note))
+                except Exception as exc:
+                    rows.append((P, f"deepbays {cls_name}", float("nan"), float("nan"), float("nan"),
+                                 f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
+                print(rows[-1], flush=True)
     print("\n| P | case | fit (s) | floor or baseline (s) | ratio | note |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:.3g} | {r[3]:.3g} | {r[4]:.3g} | {r[5]} |")

@@ -32,14 +32,19 @@ from finwidth.theory.adaptive import AdaptiveKernel, covariance_summary  # noqa:
 torch.set_num_threads(1)
 
 
-def linear_standard():
+def linear_teacher():
+    """The linear-network problem of parts 1 and 2: P = 60, N0 = 120, label noise 0.5, 200 test points."""
     rng = np.random.default_rng(0)
     N0, P = 120, 60
     w = rng.standard_normal(N0)
     X = rng.standard_normal((P, N0))
     y = X @ w / math.sqrt(N0) + 0.5 * rng.standard_normal(P)
     Xt = rng.standard_normal((200, N0))
-    yt = Xt @ w / math.sqrt(N0)
+    return X, y, Xt, Xt @ w / math.sqrt(N0), P
+
+
+def linear_standard():
+    X, y, Xt, yt, P = linear_teacher()
     print("1. linear, standard scaling: P=60, N0=120, T=0.1, priors (1, 0.2), label noise 0.5")
     print("   alpha  N    eps_AK (bias)      eps_BPKR (bias)    eps_GP (bias)")
     for alpha in (0.5, 2.0):
@@ -50,12 +55,7 @@ def linear_standard():
 
 
 def linear_mean_field():
-    rng = np.random.default_rng(0)
-    N0, P = 120, 60
-    w = rng.standard_normal(N0)
-    X = rng.standard_normal((P, N0))
-    y = X @ w / math.sqrt(N0) + 0.5 * rng.standard_normal(P)
-    Xt = rng.standard_normal((200, N0))
+    X, y, Xt, _, _ = linear_teacher()
     print("2. linear, mean-field scaling: readout precision 0.01 (variance 100/N^2 per 1/N-scaled weight), T=5/N")
     print("   N      RMS(mean_AK - mean_BPKR)   <var_AK>/<var_BPKR>")
     Ns, rms = [], []
