@@ -20,7 +20,7 @@ from finwidth.simulate.checkpoint import load_checkpoint, save_checkpoint
 from finwidth.simulate.guidance import default_friction, step_size_guidance, stiffness
 from finwidth.simulate.networks import BatchedMLP, InputReduction, as_torch_dtype
 from finwidth.simulate.observables import ReadoutConditional, sample_readout_conditional
-from finwidth.simulate.samplers import make_sampler
+from finwidth.simulate.samplers import NoiseStreams, ShardedSampler, make_sampler
 
 __all__ = ["Diagnostics", "ErrorEstimate", "Estimate", "PosteriorSamples", "resume", "sample_posterior"]
 
@@ -248,13 +248,16 @@ class _Run:
         self.two_layer = _two_layer(network, scaling)
         L = 1 if self.two_layer else network.depth
         self.L = L
-        self.red = InputReduction.from_inputs(X) if cfg["input_reduction"] else None
-        A0 = self.red.reduce(X) if self.red else X
+        # checkpoints of finwidth <= 0.1.0.dev0 lack these keys: SVD basis, one noise stream
+        self.red = InputReduction.from_inputs(X, cfg.get("input_basis", "svd")) if cfg["input_reduction"] else None
+        A0 = X if self.red is None else self.red.train_lower if self.red.train_lower is not None else self.red.reduce(X)
         self.model = _build_model(network, self.N0, cfg["temperature"], scaling, first_layer_inputs=A0.shape[1],
                                   device=self.device, dtype=self.dtype)
         t = dict(device=self.device, dtype=self.dtype)
         prep = self.model.prepare_inputs if self.two_layer else (lambda Z: torch.as_tensor(Z, **t))
         self.A0 = prep(A0)
+        if self.red is not None and self.red.train_lower is not None:
+            self.model.use_lower_inputs(self.A0)
         self.y = torch.as_tensor(y, **t)
         self.y64 = torch.as_tensor(y, dtype=torch.float64, device=self.device)
         Xt = data.get("X_test")
@@ -298,14 +301,24 @@ class _Run:
         ss = np.random.SeedSequence(cfg["seed"]).generate_state(2, dtype=np.uint64)
         self.gen.manual_seed(int(ss[0]) >> 1)
         self.gen_obs.manual_seed(int(ss[1]) >> 1)
+        self.noise = None
+        if cfg.get("noise_streams", "single") == "replica":
+            seeds = [int(c.generate_state(1, dtype=np.uint64)[0]) >> 1
+                     for c in np.random.SeedSequence(cfg["seed"]).spawn(R)]
+            self.noise = NoiseStreams.per_replica(seeds, self.device)
         self.sampler = None
         if cfg["sampler"] != "gibbs":
             friction = cfg["friction"]
             if cfg["sampler"] == "baoab" and friction is None:
                 friction = default_friction(network, cfg["temperature"])
             self.friction = friction
-            self.sampler = make_sampler(cfg["sampler"], self.model, self.A0, self.y, cfg["step_size"], self.gen,
-                                        friction=friction)
+            if self.noise is not None:
+                groups = torch.get_num_threads() if self.device.type == "cpu" else 1
+                self.sampler = ShardedSampler(cfg["sampler"], self.model, self.A0, self.y, cfg["step_size"],
+                                              self.noise, groups=groups, friction=friction)
+            else:
+                self.sampler = make_sampler(cfg["sampler"], self.model, self.A0, self.y, cfg["step_size"],
+                                            self.gen, friction=friction)
         self.wall = 0.0
 
     # ---------------------------------------------------------------- init / state
@@ -333,6 +346,7 @@ class _Run:
         return {
             "step": self.step, "sampler": self.sampler.state(), "gen": self.gen.get_state(),
             "gen_obs": self.gen_obs.get_state(), "traces": self.traces, "acc": self.acc,
+            "noise": None if self.noise is None else self.noise.get_state(),
             "chunk_count": self.chunk_count, "U_max": self.U_max, "U_init": self.U_init, "wall": self.wall,
         }
 
@@ -340,6 +354,8 @@ class _Run:
         self.step = int(st["step"])
         self.gen.set_state(st["gen"])
         self.gen_obs.set_state(st["gen_obs"])
+        if self.noise is not None:
+            self.noise.set_state(st["noise"])
         s = st["sampler"]
         s = {k: ([p.to(self.device) for p in v] if isinstance(v, list) else v) for k, v in s.items()}
         self.sampler.load_state(s)
@@ -448,16 +464,18 @@ class _Run:
         wall0 = self.wall
         try:
             while self.step < n_steps:
-                self.sampler.step()
-                self.step += 1
+                # advance to the next step that checks, records or checkpoints
+                nxt = min(n_steps, *(self.step + e - self.step % e for e in (check_every, rec_every, ck_every or n_steps)))
+                self.sampler.advance(nxt - self.step)
+                if bar is not None:
+                    bar.update(nxt - self.step)
+                self.step = nxt
                 if self.step % check_every == 0 or self.step % rec_every == 0:
                     U = self.sampler.energy
                     if not bool(torch.isfinite(U).all()) or float(U.max()) > self.U_max:
                         self._divergence(f"at step {self.step}")
                 if self.step % rec_every == 0 and self.step // rec_every <= self.n_rec:
                     self.record(self.step // rec_every - 1)
-                if bar is not None and self.step % 100 == 0:
-                    bar.update(100)
                 if ck_every and cfg["checkpoint"] and (self.step % ck_every == 0 or self.step == n_steps):
                     self.wall = wall0 + time.perf_counter() - t0
                     save_checkpoint(cfg["checkpoint"], self.checkpoint_payload())
@@ -768,7 +786,8 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
                replicas=replicas, record_every=record_every, seed=int(seed), device=str(device),
                dtype=str(dtype).replace("torch.", ""), checkpoint=None if checkpoint is None else str(checkpoint),
                checkpoint_every=checkpoint_every, friction=friction, init=init,
-               input_reduction=bool(input_reduction), rao_blackwell=bool(rao_blackwell), scaling=scaling)
+               input_reduction=bool(input_reduction), rao_blackwell=bool(rao_blackwell), scaling=scaling,
+               input_basis="lower", noise_streams="replica" if _resolve_device(device).type == "cpu" else "single")
     data = {"X": X, "y": y, "X_test": Xt, "y_test": yt}
     if sampler == "gibbs":
         from finwidth.simulate.gibbs_adapter import run_gibbs

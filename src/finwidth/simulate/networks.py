@@ -84,7 +84,8 @@ def activation_pair(activation) -> Callable[[torch.Tensor], tuple[torch.Tensor, 
     name = getattr(activation, "name", str(activation)).lower()
     if name == "erf":
         def pair(h):
-            return torch.erf(h), _SQRT_2_OVER_PI * torch.exp(-h * h)
+            d = torch.mul(h, h).neg_().exp_().mul_(_SQRT_2_OVER_PI)
+            return torch.erf(h), d
     elif name == "relu":
         def pair(h):
             return torch.relu(h), (h > 0).to(h.dtype)
@@ -122,17 +123,33 @@ class InputReduction:
         B, shape (N_0, r), float64, orthonormal columns.
     rank : int
         r, the numerical rank of X (singular values above ``1e-10 · s_max · max(P, N_0)``).
+    train_lower : np.ndarray or None
+        With ``form="lower"``: the training inputs in this basis, X B, which is lower trapezoidal
+        (P × r, zero above the diagonal; the exact zeros are set), so the first layer's products
+        cost about half (:class:`finwidth.simulate.trapezoid.LowerTrapezoid`).
     """
 
     basis: np.ndarray
     rank: int
+    train_lower: np.ndarray | None = None
 
     @classmethod
-    def from_inputs(cls, X: np.ndarray) -> InputReduction:
-        _, s, vt = np.linalg.svd(np.asarray(X, dtype=np.float64), full_matrices=False)
+    def from_inputs(cls, X: np.ndarray, form: str = "lower") -> InputReduction:
+        """Basis of the span of the rows of X: ``form="lower"`` (X B lower trapezoidal, an LQ
+        decomposition) or ``"svd"`` (right singular vectors; checkpoints of finwidth ≤ 0.1.0.dev0)."""
+        if form not in ("lower", "svd"):
+            raise ConfigError(f"input basis form must be 'lower' or 'svd', got {form!r}")
+        X = np.asarray(X, dtype=np.float64)
+        _, s, vt = np.linalg.svd(X, full_matrices=False)
         tol = (s[0] if s.size else 0.0) * 1e-10 * max(X.shape)
-        r = int(np.sum(s > tol))
-        return cls(basis=vt[:r].T.copy(), rank=max(r, 1))
+        r = max(int(np.sum(s > tol)), 1)
+        basis = vt[:r].T
+        if form == "svd":
+            return cls(basis=basis.copy(), rank=r)
+        # (X V)ᵀ = Q R  =>  X (V Q) = Rᵀ, lower trapezoidal; any orthonormal basis of the span
+        # gives the same sampled distribution (the prior and the noise are isotropic)
+        q, rt = np.linalg.qr((X @ basis).T)
+        return cls(basis=np.ascontiguousarray(basis @ q), rank=r, train_lower=np.tril(rt.T))
 
     def reduce(self, X: np.ndarray) -> np.ndarray:
         """X B, the coordinates of the inputs in the span (shape (n, r))."""
@@ -224,26 +241,44 @@ class BatchedMLP:
         return None
 
     # ---------------------------------------------------------------- forward / backward
+    def use_lower_inputs(self, A0: torch.Tensor) -> None:
+        """Declare ``A0`` (the reduced training inputs, lower trapezoidal) so that the first
+        layer's products with exactly this tensor use :class:`LowerTrapezoid` (half the cost)."""
+        from finwidth.simulate.trapezoid import LowerTrapezoid
+
+        self._lower = (A0, LowerTrapezoid(A0))
+
+    def _lower_for(self, A0: torch.Tensor):
+        lower = getattr(self, "_lower", None)
+        return lower[1] if lower is not None and lower[0] is A0 else None
+
     def forward(self, params: Sequence[torch.Tensor], A0: torch.Tensor, extra_h1: torch.Tensor | None = None,
                 *, keep: bool = False):
         """Outputs f, shape ``[R, n]``, on inputs ``A0`` (``[n, N_0]`` or reduced ``[n, r]``).
 
         ``extra_h1`` (``[R, n, N_1]``) is added to the first pre-activation (the W_perp term).
-        With ``keep=True`` also returns the cache (activations and σ') for ``backward``, and the
-        last hidden features Φ = σ(h^(L)) are ``cache["acts"][-1]``.
+        With ``keep=True`` also returns the cache for ``backward``: hidden activations and σ' are
+        stored feature-major, ``[R, N_l, n]`` (the layout in which every layer is one batched
+        product); Φ = σ(h^(L)) is ``cache["acts"][-1].transpose(-1, -2)``.
         """
         a = A0
         acts, dacts = [A0], []
+        lower = self._lower_for(A0)
         for l in range(self.depth):
             W = params[l]
-            h = torch.matmul(a, W.transpose(-1, -2))
+            if l > 0:
+                h = torch.matmul(W, a)
+            elif lower is not None:
+                h = lower.right_mul_t(W)
+            else:
+                h = torch.matmul(W, A0.transpose(-1, -2))
             if self.scales[l] != 1.0:
                 h = h.mul_(self.scales[l])
             if l == 0 and extra_h1 is not None:
-                h = h + extra_h1
+                h = h + extra_h1.transpose(-1, -2)
             b = self._bias(params, l)
             if b is not None:
-                h = h + b.unsqueeze(1)
+                h = h + b.unsqueeze(-1)
             if self.linear:
                 a, d = h, None
             else:
@@ -251,7 +286,9 @@ class BatchedMLP:
             acts.append(a)
             dacts.append(d)
         W = params[self.depth]
-        f = torch.matmul(a, W.transpose(-1, -2)).squeeze(-1) * self.scales[self.depth]
+        if self.depth == 0:
+            a = A0.transpose(-1, -2)
+        f = torch.matmul(W, a).squeeze(-2) * self.scales[self.depth]
         b = self._bias(params, self.depth)
         if b is not None:
             f = f + b
@@ -268,7 +305,7 @@ class BatchedMLP:
         ``readout_size`` = N_L).
         """
         f, cache = self.forward(params, A0, extra_h1, keep=True)
-        return f, cache["acts"][-1]
+        return f, cache["acts"][-1].transpose(-1, -2)
 
     def set_readout(self, params: list[torch.Tensor], a: torch.Tensor) -> None:
         """Put a standard-form readout ``[R, 1, N_L]`` (from the conditional sampler) into ``params``."""
@@ -281,7 +318,7 @@ class BatchedMLP:
         Returns ``(U, grads, loss)`` with ``loss`` = ½ Σ_μ (y − f)² per replica (float64);
         ``U`` and ``loss`` are None with ``need_energy=False`` (the float64 sums over all weights
         are skipped on steps that do not need them). Backpropagation is written out with batched
-        matmuls (no autograd graph).
+        matmuls (no autograd graph), feature-major: δ^(l) is ``[R, N_l, n]``.
         """
         T = self.temperature
         f, cache = self.forward(params, A0, keep=True)
@@ -294,21 +331,25 @@ class BatchedMLP:
         L = self.depth
         acts, dacts = cache["acts"], cache["dacts"]
         grads: list[torch.Tensor | None] = [None] * len(params)
-        delta = resid.unsqueeze(-1)  # ∂U/∂(output pre-activation), [R, P, 1]
+        delta = resid.unsqueeze(-2)  # ∂U/∂(output pre-activation), [R, 1, P]
         for l in range(L, -1, -1):
             s = self.scales[l]
-            a = acts[l]
-            # ∂U/∂W^(l) = s δᵀ a ; for l = 0 the input is shared by all replicas
-            gW = torch.matmul(delta.transpose(-1, -2), a)
-            gW.mul_(s)
-            grads[l] = gW
             b = self._bias(params, l)
             if b is not None:
-                grads[L + 1 + self.bias_layers.index(l)] = delta.sum(1)
+                grads[L + 1 + self.bias_layers.index(l)] = delta.sum(-1)
             if l > 0:
-                delta = torch.matmul(delta, params[l]).mul_(s)
-                if not self.linear:
-                    delta.mul_(dacts[l - 1])
+                # ∂U/∂W^(l) = s δ aᵀ, then δ^(l) = s W^(l)ᵀ δ ⊙ σ'
+                grads[l] = torch.matmul(delta, acts[l].transpose(-1, -2)).mul_(s)
+                if l == L and not self.linear:  # W^(L) is one row: the product is an outer product
+                    delta = dacts[l - 1].mul_(params[l].transpose(-1, -2) * s).mul_(delta)
+                else:
+                    delta = torch.matmul(params[l].transpose(-1, -2), delta).mul_(s)
+                    if not self.linear:
+                        delta.mul_(dacts[l - 1])
+            else:  # the input is shared by all replicas; δ is not needed afterwards
+                lower = self._lower_for(A0)
+                gW = lower.right_mul(delta, overwrite=L > 0) if lower is not None else torch.matmul(delta, A0)
+                grads[0] = gW.mul_(s)
         for g, p, lam in zip(grads, params, self.precisions):
             g.add_(p, alpha=T * lam)
         return U, grads, loss

@@ -17,15 +17,92 @@ from __future__ import annotations
 
 import inspect
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from finwidth.errors import ConfigError
 
-__all__ = ["SAMPLERS", "EulerSampler", "BAOABSampler", "MALASampler", "make_sampler"]
+__all__ = ["SAMPLERS", "BAOABSampler", "EulerSampler", "MALASampler", "NoiseStreams", "ShardedSampler",
+           "make_sampler"]
 
 
-def _noise(p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+class NoiseStreams:
+    """Independent random streams, each owning a contiguous block of replicas.
+
+    With one stream per replica, replica ρ's noise depends only on (seed, ρ): a run gives the same
+    chains however its replicas are grouped into threads (:class:`ShardedSampler`).
+
+    Parameters
+    ----------
+    generators : list of torch.Generator
+        One per block, on the parameters' device.
+    blocks : list of (int, int)
+        ``[start, stop)`` replica ranges, contiguous and covering ``0 .. R``.
+    """
+
+    def __init__(self, generators: list[torch.Generator], blocks: list[tuple[int, int]]):
+        if len(generators) != len(blocks) or not blocks:
+            raise ConfigError("NoiseStreams needs one generator per replica block")
+        for (a, b), (c, _) in zip(blocks, blocks[1:] + [(blocks[-1][1], None)]):
+            if not (0 <= a < b == c):
+                raise ConfigError(f"replica blocks must be contiguous and non-empty, got {blocks}")
+        self.generators, self.blocks = list(generators), [(int(a), int(b)) for a, b in blocks]
+        self.offset = self.blocks[0][0]
+
+    @classmethod
+    def per_replica(cls, seeds, device="cpu") -> NoiseStreams:
+        """One stream per replica, stream ρ seeded with ``seeds[ρ]``."""
+        gens = [torch.Generator(device=device).manual_seed(int(sd)) for sd in seeds]
+        return cls(gens, [(i, i + 1) for i in range(len(gens))])
+
+    @classmethod
+    def single(cls, generator: torch.Generator, replicas: int) -> NoiseStreams:
+        """One stream for all replicas (what a plain ``torch.Generator`` means to the samplers)."""
+        return cls([generator], [(0, int(replicas))])
+
+    @property
+    def replicas(self) -> int:
+        return self.blocks[-1][1] - self.offset
+
+    def subset(self, start: int, stop: int) -> NoiseStreams:
+        """The streams of replicas ``start .. stop`` (must be whole blocks)."""
+        keep = [(g, (a, b)) for g, (a, b) in zip(self.generators, self.blocks) if start <= a and b <= stop]
+        if not keep or keep[0][1][0] != start or keep[-1][1][1] != stop:
+            raise ConfigError(f"replicas {start}..{stop} do not align with the noise blocks {self.blocks}")
+        return NoiseStreams([g for g, _ in keep], [(a - start, b - start) for _, (a, b) in keep])
+
+    def normal_like(self, p: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise shaped like ``p`` (replicas on axis 0)."""
+        out = torch.empty(p.shape, device=p.device, dtype=p.dtype)
+        for g, (a, b) in zip(self.generators, self.blocks):
+            out[a - self.offset:b - self.offset].normal_(generator=g)
+        return out
+
+    def uniform(self, device, dtype=torch.float64) -> torch.Tensor:
+        """One U(0, 1) number per replica."""
+        out = torch.empty(self.replicas, device=device, dtype=dtype)
+        for g, (a, b) in zip(self.generators, self.blocks):
+            out[a - self.offset:b - self.offset].uniform_(generator=g)
+        return out
+
+    def get_state(self) -> list[torch.Tensor]:
+        return [g.get_state() for g in self.generators]
+
+    def set_state(self, states) -> None:
+        if len(states) != len(self.generators):
+            raise ValueError(f"{len(states)} saved noise streams for {len(self.generators)} in this run")
+        for g, st in zip(self.generators, states):
+            g.set_state(st)
+
+
+def _streams(gen, replicas: int) -> NoiseStreams:
+    return gen if isinstance(gen, NoiseStreams) else NoiseStreams.single(gen, replicas)
+
+
+def _noise(p: torch.Tensor, gen) -> torch.Tensor:
+    if isinstance(gen, NoiseStreams):
+        return gen.normal_like(p)
     return torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)
 
 
@@ -80,6 +157,11 @@ class _Base:
 
     def acceptance(self):
         return None
+
+    def advance(self, n: int) -> None:
+        """``n`` steps."""
+        for _ in range(n):
+            self.step()
 
 
 class EulerSampler(_Base):
@@ -177,7 +259,7 @@ class MALASampler(_Base):
             sq += s.pow(2).sum(-1)
             cross += (s * xi.double().flatten(1)).sum(-1)
         log_alpha = -(U1 - self.energy) / T - (h / (4 * T)) * sq + 0.5 * math.sqrt(2 * h / T) * cross
-        u = torch.rand(R, generator=self.gen, device=U1.device, dtype=torch.float64)
+        u = _streams(self.gen, R).uniform(U1.device)
         accept = torch.log(u) < log_alpha
         accept &= torch.isfinite(U1)
         for i in range(len(self.params)):
@@ -207,3 +289,133 @@ def make_sampler(name, target, A0, y, step_size, generator, *, friction=None):
     if friction is not None:
         raise ConfigError(f"friction applies to sampler='baoab' only, not {name!r}")
     return SAMPLERS[name](target, A0, y, step_size, generator)
+
+
+def _split_state(state: dict, a: int, b: int, R: int) -> dict:
+    """The part of a whole-run sampler state that belongs to replicas ``a .. b``."""
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, list):
+            out[k] = [t[a:b] for t in v]
+        elif isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == R:
+            out[k] = v[a:b]
+        else:
+            out[k] = v
+    return out
+
+
+def _merge_states(states: list[dict]) -> dict:
+    out = {}
+    for k, v in states[0].items():
+        if isinstance(v, list):
+            out[k] = [torch.cat([st[k][i] for st in states]) for i in range(len(v))]
+        elif isinstance(v, torch.Tensor) and v.dim() >= 1:
+            out[k] = torch.cat([st[k] for st in states])
+        else:
+            out[k] = v
+    return out
+
+
+class ShardedSampler:
+    """R replicas in contiguous groups, each advanced by its own sampler on its own thread.
+
+    Replicas never interact, so the groups run in parallel between synchronisation points
+    (energy checks, records), each with single-threaded torch and BLAS (``threads // groups`` each):
+    on a few CPU cores this beats one multi-threaded batch, whose many small element-wise and
+    BLAS calls leave cores idle or fighting for them. With per-replica :class:`NoiseStreams` the
+    chains do not depend on the grouping, and ``state()`` is that of one sampler over all R.
+
+    Same interface as the samplers (``start``, ``step``, ``advance``, ``params``, ``energy``,
+    ``loss``, ``state``, ``load_state``, ``acceptance``).
+    """
+
+    def __init__(self, name, target, A0, y, step_size, streams: NoiseStreams, *, groups: int, friction=None):
+        R = streams.replicas
+        groups = max(1, min(int(groups), R, len(streams.blocks)))
+        edges = [streams.blocks[round(i * len(streams.blocks) / groups)][0] for i in range(groups)] + [R]
+        self.bounds = list(zip(edges[:-1], edges[1:]))
+        self.R = R
+        self.parts = [make_sampler(name, target, A0, y, step_size, streams.subset(a, b), friction=friction)
+                      for a, b in self.bounds]
+        self.name, self.h, self.T = self.parts[0].name, self.parts[0].h, self.parts[0].T
+        self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix="finwidth-replicas") \
+            if len(self.parts) > 1 else None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __del__(self):
+        self.close()
+
+    # ---------------------------------------------------------------- state
+    def start(self, params):
+        for part, (a, b) in zip(self.parts, self.bounds):
+            part.start([p[a:b] for p in params])
+
+    def state(self) -> dict:
+        return _merge_states([part.state() for part in self.parts])
+
+    def load_state(self, state: dict) -> None:
+        for part, (a, b) in zip(self.parts, self.bounds):
+            part.load_state(_split_state(state, a, b, self.R))
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [torch.cat(ps) for ps in zip(*(part.params for part in self.parts))]
+
+    @property
+    def energy(self) -> torch.Tensor:
+        return torch.cat([part.energy for part in self.parts])
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return torch.cat([part.loss for part in self.parts])
+
+    def acceptance(self):
+        acc = [part.acceptance() for part in self.parts]
+        if acc[0] is None:
+            return None
+        import numpy as np
+
+        return np.concatenate(acc)
+
+    # ---------------------------------------------------------------- dynamics
+    def step(self) -> None:
+        self.advance(1)
+
+    def advance(self, n: int) -> None:
+        """``n`` steps of every replica, the groups in parallel threads."""
+        if self._pool is None:
+            self.parts[0].advance(n)
+            return
+        threads = torch.get_num_threads()
+        per = max(1, threads // len(self.parts))
+
+        def work(part):
+            torch.set_num_threads(per)  # this thread's torch (and MKL) pool
+            part.advance(n)
+
+        try:
+            with _blas_threads(per):
+                for f in [self._pool.submit(work, part) for part in self.parts]:
+                    f.result()
+        finally:
+            torch.set_num_threads(threads)
+
+
+_CONTROLLER = None
+
+
+def _blas_threads(n: int):
+    """Context limiting the BLAS libraries outside torch (scipy's, used for the triangular
+    products) to ``n`` threads, so that parallel groups do not oversubscribe the cores."""
+    global _CONTROLLER
+    from threadpoolctl import ThreadpoolController
+
+    if _CONTROLLER is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (load scipy's BLAS so that it is controlled)
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=n, user_api="blas")

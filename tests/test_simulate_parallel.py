@@ -1,0 +1,213 @@
+"""The fast CPU path of the samplers: triangular input basis, BLAS triangular products, replica
+groups on parallel threads with per-replica noise streams. Each cut must change nothing but the
+cost: products equal the dense ones, chains do not depend on the grouping, states move between
+groupings, and checkpoints of the earlier layout still resume."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import finwidth
+from finwidth import Network
+from finwidth.simulate.api import _Run
+from finwidth.simulate.networks import BatchedMLP, InputReduction
+from finwidth.simulate.samplers import NoiseStreams, ShardedSampler
+from finwidth.simulate.trapezoid import LowerTrapezoid, blas_trmm_available
+
+torch.set_num_threads(1)
+
+
+def _lower(P, r, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.tril(torch.randn(P, r, generator=g, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("P,r", [(7, 7), (9, 4), (30, 17), (5, 1)])
+def test_lower_trapezoid_products_equal_dense(dtype, P, r):
+    assert blas_trmm_available(dtype)
+    L = _lower(P, r, dtype)
+    lt = LowerTrapezoid(L)
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(3, 6, r, generator=g, dtype=dtype)
+    D = torch.randn(3, 6, P, generator=g, dtype=dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lt.right_mul_t(W), W @ L.T, **tol)
+    D0 = D.clone()
+    torch.testing.assert_close(lt.right_mul(D), D0 @ L, **tol)
+    torch.testing.assert_close(D, D0, rtol=0, atol=0)  # not overwritten unless asked
+    torch.testing.assert_close(lt.right_mul(D.transpose(0, 1).contiguous().transpose(0, 1)), D0 @ L, **tol)
+    torch.testing.assert_close(lt.right_mul(D, overwrite=True), D0 @ L, **tol)
+    # autograd inputs take the dense path (torch.func and autograd see every operation)
+    Wg = W.clone().requires_grad_(True)
+    (lt.right_mul_t(Wg) ** 2).sum().backward()
+    torch.testing.assert_close(Wg.grad, 2 * (W @ L.T) @ L, **tol)
+
+
+def test_lower_trapezoid_rejects_bad_matrices():
+    with pytest.raises(ValueError, match="above the diagonal"):
+        LowerTrapezoid(torch.ones(4, 3))
+    with pytest.raises(ValueError, match="P >= r"):
+        LowerTrapezoid(torch.zeros(2, 3))
+    lt = LowerTrapezoid(_lower(5, 3, torch.float64))
+    with pytest.raises(ValueError, match="r = 3"):
+        lt.right_mul_t(torch.zeros(2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="P = 5"):
+        lt.right_mul(torch.zeros(2, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("P,N0,rank", [(12, 40, 12), (30, 20, 20), (25, 40, 9)])
+def test_lower_input_basis_spans_the_inputs_and_triangularises_them(P, N0, rank):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((P, rank)) @ rng.standard_normal((rank, N0))
+    low, svd = InputReduction.from_inputs(X), InputReduction.from_inputs(X, "svd")
+    assert low.rank == svd.rank == rank
+    B = low.basis
+    np.testing.assert_allclose(B.T @ B, np.eye(rank), atol=1e-12)
+    np.testing.assert_allclose(B @ B.T, svd.basis @ svd.basis.T, atol=1e-10)  # the same span
+    np.testing.assert_allclose(X @ B, low.train_lower, atol=1e-10 * np.abs(X).max())
+    assert np.all(np.triu(low.train_lower, 1) == 0) and svd.train_lower is None
+    with pytest.raises(finwidth.ConfigError, match="form"):
+        InputReduction.from_inputs(X, "qr")
+
+
+@pytest.mark.parametrize("act,bias", [("erf", None), ("relu", 0.5), ("linear", None)])
+def test_model_on_lower_inputs_equals_the_dense_path(act, bias):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((14, 30))
+    red = InputReduction.from_inputs(X)
+    net = Network([9, 7], act, bias=bias, priors=[1.0, 2.0, 0.5])
+    model = BatchedMLP(net, 30, 0.1, first_layer_inputs=red.rank, dtype=torch.float64)
+    A_low = torch.as_tensor(red.train_lower)
+    A_dense = A_low.clone()
+    model.use_lower_inputs(A_low)
+    params = model.init_params(3, torch.Generator().manual_seed(0), "prior")
+    y = torch.as_tensor(rng.standard_normal(14))
+    U1, g1, l1 = model.potential_and_grad(params, A_low, y)
+    U2, g2, l2 = model.potential_and_grad(params, A_dense, y)
+    torch.testing.assert_close(U1, U2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+    # and the gradient is that of U (autograd on the dense path)
+    ps = [p.clone().requires_grad_(True) for p in params]
+    U, _ = finwidth.simulate.networks.gibbs_energy(model.forward(ps, A_dense) - y, ps, model.precisions, 0.1)
+    auto = torch.autograd.grad(U.sum(), ps)
+    for a, b in zip(g1, auto):
+        torch.testing.assert_close(a, b)
+
+
+def _sharded(groups, sampler="baoab", R=5, dtype=torch.float64, seed=3):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((10, 16))
+    y = torch.as_tensor(np.tanh(X[:, 0]), dtype=dtype)
+    red = InputReduction.from_inputs(X)
+    model = BatchedMLP(Network([12], "erf"), 16, 0.05, first_layer_inputs=red.rank, dtype=dtype)
+    A0 = torch.as_tensor(red.train_lower, dtype=dtype)
+    model.use_lower_inputs(A0)
+    streams = NoiseStreams.per_replica([seed * 100 + i for i in range(R)])
+    s = ShardedSampler(sampler, model, A0, y, 0.05 if sampler != "mala" else 0.01, streams, groups=groups)
+    s.start(model.init_params(R, torch.Generator().manual_seed(seed), "prior"))
+    return s
+
+
+@pytest.mark.parametrize("sampler", ["euler", "baoab", "mala"])
+def test_chains_do_not_depend_on_the_grouping(sampler):
+    runs = [_sharded(g, sampler) for g in (1, 2, 5)]
+    assert [len(s.parts) for s in runs] == [1, 2, 5]
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)  # two groups run on two threads
+    try:
+        for s in runs:
+            s.advance(40)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.get_num_threads() == old  # the worker settings do not leak
+    for s in runs[1:]:
+        for a, b in zip(s.params, runs[0].params):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(s.energy, runs[0].energy, rtol=1e-12, atol=1e-12)
+        if sampler == "mala":
+            np.testing.assert_array_equal(s.acceptance(), runs[0].acceptance())
+    for s in runs:
+        s.close()
+
+
+def test_state_moves_between_groupings():
+    a, b = _sharded(2), _sharded(3)
+    a.advance(10)
+    b.load_state(a.state())
+    # the runs own separate noise streams (the run state saves them): give b a's positions
+    sa = [g.get_state() for part in a.parts for g in part.gen.generators]
+    for g, st in zip([g for part in b.parts for g in part.gen.generators], sa):
+        g.set_state(st)
+    a.advance(15)
+    b.advance(15)
+    for x, y in zip(a.params, b.params):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+    st = a.state()
+    assert st["params"][0].shape[0] == 5 and st["momenta"][0].shape[0] == 5
+
+
+def test_sample_posterior_is_the_same_on_one_and_two_threads():
+    rng = np.random.default_rng(4)
+    X, Xt = rng.standard_normal((12, 30)), rng.standard_normal((20, 30))
+    y, yt = np.tanh(X[:, 0]), np.tanh(Xt[:, 0])
+    kw = dict(temperature=0.05, sampler="baoab", step_size=0.2, n_steps=300, record_every=10, replicas=4,
+              X_test=Xt, y_test=yt, seed=9, dtype="float64")
+    one = finwidth.sample_posterior(Network([20], "erf"), X, y, **kw)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = finwidth.sample_posterior(Network([20], "erf"), X, y, **kw)
+    finally:
+        torch.set_num_threads(old)
+    for k in one.traces:
+        np.testing.assert_allclose(two.traces[k], one.traces[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    assert one.config["input_basis"] == "lower" and one.config["noise_streams"] == "replica"
+
+
+def test_checkpoints_of_the_earlier_layout_still_run_and_resume(tmp_path):
+    """Runs configured without ``input_basis``/``noise_streams`` (checkpoints written before them)
+    use the SVD basis and one noise stream, and resume bit-identically."""
+    rng = np.random.default_rng(5)
+    X, Xt = rng.standard_normal((10, 25)), rng.standard_normal((15, 25))
+    y, yt = np.tanh(X[:, 0]), np.tanh(Xt[:, 0])
+    cfg = dict(temperature=0.05, sampler="baoab", step_size=0.2, n_steps=200, burn_in=None, replicas=3,
+               record_every=5, seed=1, device="cpu", dtype="float64", checkpoint=str(tmp_path / "old.ckpt"),
+               checkpoint_every=100, friction=None, init="normal", input_reduction=True, rao_blackwell=True,
+               scaling="standard")
+    data = {"X": X, "y": y, "X_test": Xt, "y_test": yt}
+    net = Network([8], "erf")
+    full = _Run(net, data, dict(cfg, checkpoint=None))
+    full.initialize()
+    full.run()
+    assert full.red.train_lower is None and full.noise is None
+    half = _Run(net, data, dict(cfg, n_steps=200))
+    half.initialize()
+    half.cfg["n_steps"] = 100  # stop at the first checkpoint, as a killed run would
+    half.run()
+    payload = finwidth.simulate.checkpoint.load_checkpoint(tmp_path / "old.ckpt")
+    payload["cfg"]["n_steps"] = 200
+    payload["run"].pop("noise")
+    finwidth.simulate.checkpoint.save_checkpoint(tmp_path / "old.ckpt", payload)
+    resumed = finwidth.simulate.resume(tmp_path / "old.ckpt")
+    for k in full.traces:
+        np.testing.assert_array_equal(resumed.traces[k], full.traces[k], err_msg=k)
+
+
+def test_noise_streams_validate_their_blocks():
+    g = [torch.Generator().manual_seed(i) for i in range(2)]
+    with pytest.raises(finwidth.ConfigError, match="contiguous"):
+        NoiseStreams(g, [(0, 2), (3, 4)])
+    with pytest.raises(finwidth.ConfigError, match="one generator"):
+        NoiseStreams(g, [(0, 2)])
+    s = NoiseStreams(g, [(0, 2), (2, 4)])
+    with pytest.raises(finwidth.ConfigError, match="align"):
+        s.subset(1, 4)
+    assert s.subset(2, 4).replicas == 2
+    x = s.normal_like(torch.empty(4, 1000))
+    assert abs(float(x.mean())) < 0.1 and abs(float(x.std()) - 1) < 0.1
+    assert not torch.equal(x[0], x[2])
+    assert math.isfinite(float(s.uniform("cpu").sum()))
