@@ -246,7 +246,8 @@ class BatchedMLP:
         layer's products with exactly this tensor use :class:`LowerTrapezoid` (half the cost)."""
         from finwidth.simulate.trapezoid import LowerTrapezoid
 
-        self._lower = (A0, LowerTrapezoid(A0))
+        # the 1/sqrt(N_0) scale is folded into the matrix (saves a pass over h and over ∂U/∂W^(0))
+        self._lower = (A0, LowerTrapezoid(A0 * self.scales[0]))
 
     def _lower_for(self, A0: torch.Tensor):
         lower = getattr(self, "_lower", None)
@@ -269,10 +270,10 @@ class BatchedMLP:
             if l > 0:
                 h = torch.matmul(W, a)
             elif lower is not None:
-                h = lower.right_mul_t(W)
+                h = lower.right_mul_t(W)  # scale included
             else:
                 h = torch.matmul(W, A0.transpose(-1, -2))
-            if self.scales[l] != 1.0:
+            if self.scales[l] != 1.0 and not (l == 0 and lower is not None):
                 h = h.mul_(self.scales[l])
             if l == 0 and extra_h1 is not None:
                 h = h + extra_h1.transpose(-1, -2)
@@ -348,8 +349,10 @@ class BatchedMLP:
                         delta.mul_(dacts[l - 1])
             else:  # the input is shared by all replicas; δ is not needed afterwards
                 lower = self._lower_for(A0)
-                gW = lower.right_mul(delta, overwrite=L > 0) if lower is not None else torch.matmul(delta, A0)
-                grads[0] = gW.mul_(s)
+                if lower is not None:
+                    grads[0] = lower.right_mul(delta, overwrite=L > 0)  # scale included
+                else:
+                    grads[0] = torch.matmul(delta, A0).mul_(s)
         for g, p, lam in zip(grads, params, self.precisions):
             g.add_(p, alpha=T * lam)
         return U, grads, loss

@@ -367,11 +367,11 @@ class ShardedSampler:
 
     @property
     def energy(self) -> torch.Tensor:
-        return torch.cat([part.energy for part in self.parts])
+        return torch.cat(self._in_workers(lambda part: part.energy))
 
     @property
     def loss(self) -> torch.Tensor:
-        return torch.cat([part.loss for part in self.parts])
+        return torch.cat(self._in_workers(lambda part: part.loss))
 
     def acceptance(self):
         acc = [part.acceptance() for part in self.parts]
@@ -387,20 +387,23 @@ class ShardedSampler:
 
     def advance(self, n: int) -> None:
         """``n`` steps of every replica, the groups in parallel threads."""
+        self._in_workers(lambda part: part.advance(n))
+
+    def _in_workers(self, fn) -> list:
+        """``[fn(part) for part in parts]``, each group on its own thread with ``threads // groups``
+        torch and BLAS threads; torch's thread setting is restored afterwards."""
         if self._pool is None:
-            self.parts[0].advance(n)
-            return
+            return [fn(self.parts[0])]
         threads = torch.get_num_threads()
         per = max(1, threads // len(self.parts))
 
         def work(part):
             torch.set_num_threads(per)  # this thread's torch (and MKL) pool
-            part.advance(n)
+            return fn(part)
 
         try:
             with _blas_threads(per):
-                for f in [self._pool.submit(work, part) for part in self.parts]:
-                    f.result()
+                return [f.result() for f in [self._pool.submit(work, part) for part in self.parts]]
         finally:
             torch.set_num_threads(threads)
 
