@@ -211,3 +211,38 @@ def test_noise_streams_validate_their_blocks():
     assert abs(float(x.mean())) < 0.1 and abs(float(x.std()) - 1) < 0.1
     assert not torch.equal(x[0], x[2])
     assert math.isfinite(float(s.uniform("cpu").sum()))
+
+
+def test_concurrent_runs_restore_the_blas_thread_limits():
+    """Sweep workers run samplers concurrently; the process-wide BLAS limit they share must be
+    restored when the last one leaves, and a closed sampler still advances every replica."""
+    import threading
+
+    from threadpoolctl import ThreadpoolController
+
+    def limits():
+        return sorted((m["filepath"], m["num_threads"]) for m in ThreadpoolController().info()
+                      if m["user_api"] == "blas")
+
+    runs = [_sharded(2, "euler", seed=s) for s in (1, 2, 3)]
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with ThreadpoolController().limit(limits=2, user_api="blas"):  # the suite runs with 1
+            before = limits()
+            assert before and all(n == 2 for _, n in before)
+            threads = [threading.Thread(target=s.advance, args=(30,)) for s in runs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert limits() == before
+    finally:
+        torch.set_num_threads(old)
+    ref = _sharded(1, "euler", seed=1)
+    ref.advance(30)
+    torch.testing.assert_close(runs[0].params[0], ref.params[0], rtol=1e-12, atol=1e-12)
+    runs[0].close()
+    runs[0].advance(5)
+    ref.advance(5)
+    torch.testing.assert_close(runs[0].params[0], ref.params[0], rtol=1e-12, atol=1e-12)

@@ -321,6 +321,11 @@ class _Run:
                                             self.gen, friction=friction)
         self.wall = 0.0
 
+    def close(self):
+        """Stop the replica-group threads (a run object is not used after its result)."""
+        if isinstance(self.sampler, ShardedSampler):
+            self.sampler.close()
+
     # ---------------------------------------------------------------- init / state
     def initialize(self):
         mode = "normal" if self.cfg["init"] == "normal" else "prior"
@@ -794,17 +799,20 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
 
         return run_gibbs(network, data, cfg)
     run = _Run(network, data, cfg)
-    run.initialize()
-    run.run(progress)
-    return run.result()
+    try:
+        run.initialize()
+        run.run(progress)
+        return run.result()
+    finally:
+        run.close()
 
 
 def resume(checkpoint_path, *, progress=False) -> PosteriorSamples:
     """Continue a run from its checkpoint (written by ``sample_posterior(..., checkpoint=path)``).
 
     The run continues with the saved random-generator states, so the result equals that of the
-    uninterrupted run (bit-identical on the same machine and thread count), with no record lost
-    or duplicated. A finished run just returns its result.
+    uninterrupted run (bit-identical on the same machine; equal to rounding on another thread
+    count), with no record lost or duplicated. A finished run just returns its result.
     """
     from finwidth.convnet import ConvNetwork
     from finwidth.network import Network
@@ -823,8 +831,11 @@ def resume(checkpoint_path, *, progress=False) -> PosteriorSamples:
         from finwidth.errors import DataError
 
         raise DataError(f"checkpoint {str(checkpoint_path)!r} is incomplete or inconsistent ({exc})") from exc
-    run.run(progress)
-    return run.result()
+    try:
+        run.run(progress)
+        return run.result()
+    finally:
+        run.close()
 
 
 def suggest_step_size(network, X, y, *, temperature, replicas=4, seed=0, input_reduction="auto",

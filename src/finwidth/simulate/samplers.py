@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import torch
 
@@ -392,8 +394,8 @@ class ShardedSampler:
     def _in_workers(self, fn) -> list:
         """``[fn(part) for part in parts]``, each group on its own thread with ``threads // groups``
         torch and BLAS threads; torch's thread setting is restored afterwards."""
-        if self._pool is None:
-            return [fn(self.parts[0])]
+        if self._pool is None:  # one group, or closed
+            return [fn(part) for part in self.parts]
         threads = torch.get_num_threads()
         per = max(1, threads // len(self.parts))
 
@@ -408,17 +410,33 @@ class ShardedSampler:
             torch.set_num_threads(threads)
 
 
-_CONTROLLER = None
+_BLAS_LOCK = threading.Lock()
+_BLAS_STATE = {"users": 0, "limiter": None, "controller": None}
 
 
+@contextmanager
 def _blas_threads(n: int):
-    """Context limiting the BLAS libraries outside torch (scipy's, used for the triangular
-    products) to ``n`` threads, so that parallel groups do not oversubscribe the cores."""
-    global _CONTROLLER
-    from threadpoolctl import ThreadpoolController
+    """Limit the BLAS libraries outside torch (scipy's, which computes the triangular products) to
+    ``n`` threads, so that parallel replica groups do not oversubscribe the cores.
 
-    if _CONTROLLER is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (load scipy's BLAS so that it is controlled)
+    The limit is process-wide: concurrent runs (sweep workers) share it, the first to enter sets
+    it and the last to leave restores the previous setting.
+    """
+    with _BLAS_LOCK:
+        st = _BLAS_STATE
+        if st["controller"] is None:
+            import scipy.linalg.cython_blas  # noqa: F401  (load scipy's BLAS so that it is controlled)
+            from threadpoolctl import ThreadpoolController
 
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=n, user_api="blas")
+            st["controller"] = ThreadpoolController()
+        if st["users"] == 0:
+            st["limiter"] = st["controller"].limit(limits=n, user_api="blas")
+        st["users"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            st["users"] -= 1
+            if st["users"] == 0:
+                st["limiter"].restore_original_limits()
+                st["limiter"] = None
