@@ -34,23 +34,21 @@ def stiffness(model, params, A0: torch.Tensor, n_iter: int = 30, generator: torc
     """Largest eigenvalue of J Jᵀ + T max λ over replicas, by power iteration (float64)."""
     params64 = [p.detach().double() for p in params]
     A = A0.double()
-    old_dtype = model.dtype
     R, P = params64[0].shape[0], A.shape[0]
     u = torch.randn((R, P), generator=generator, device=A.device, dtype=torch.float64)
     u /= u.norm(dim=-1, keepdim=True)
     lam = torch.zeros(R, dtype=torch.float64)
     T = model.temperature
-    model.temperature = 0.0  # the data term only: resid = u gives Jᵀu
-    try:
-        for _ in range(n_iter):
-            f0 = model.forward(params64, A)
-            _, g, _ = model.potential_and_grad(params64, A, f0 - u)
-            _, Jv = torch.func.jvp(lambda *ps: model.forward(list(ps), A), tuple(params64), tuple(g))
-            lam = (Jv * u).sum(-1)
-            u = Jv / Jv.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-    finally:
-        model.temperature = T
-        model.dtype = old_dtype
+    ps = [p.clone().requires_grad_(True) for p in params64]
+    for _ in range(n_iter):
+        # J Jᵀ u by two reverse passes (Jᵀu, then the gradient of (Jᵀu)·v in u), no forward mode
+        uu = u.clone().requires_grad_(True)
+        with torch.enable_grad():
+            f = model.forward(ps, A)
+            g = torch.autograd.grad(f, ps, grad_outputs=uu, create_graph=True)
+            Jv = torch.autograd.grad(g, uu, grad_outputs=[gi.detach() for gi in g])[0]
+        lam = (Jv * u).sum(-1)
+        u = Jv / Jv.norm(dim=-1, keepdim=True).clamp_min(1e-300)
     return float(lam.max()) + T * max(model.precisions)
 
 
