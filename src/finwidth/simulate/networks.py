@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 _SQRT_2_OVER_PI = 2.0 / math.sqrt(math.pi)
+_LOG_SQRT_2_OVER_PI = math.log(_SQRT_2_OVER_PI)
 
 
 def as_torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -83,9 +84,9 @@ def activation_pair(activation) -> Callable[[torch.Tensor], tuple[torch.Tensor, 
     """
     name = getattr(activation, "name", str(activation)).lower()
     if name == "erf":
-        def pair(h):
-            d = torch.mul(h, h).neg_().exp_().mul_(_SQRT_2_OVER_PI)
-            return torch.erf(h), d
+        def pair(h):  # σ' = exp(ln(2/√π) − h²): two passes
+            d = torch.addcmul(torch.tensor(_LOG_SQRT_2_OVER_PI, dtype=h.dtype, device=h.device), h, h, value=-1.0)
+            return torch.erf(h), d.exp_()
     elif name == "relu":
         def pair(h):
             return torch.relu(h), (h > 0).to(h.dtype)
