@@ -150,22 +150,32 @@ def test_state_moves_between_groupings():
     assert st["params"][0].shape[0] == 5 and st["momenta"][0].shape[0] == 5
 
 
-def test_sample_posterior_is_the_same_on_one_and_two_threads():
+@pytest.mark.parametrize("net,scaling,sampler", [
+    ("Network([20], 'erf')", "standard", "baoab"),
+    ("Network([6, 5], 'relu', bias=0.3)", "standard", "mala"),
+    ("ConvNetwork(30, 5, 8, 'erf')", "mean_field", "baoab"),
+    ("Network([10], 'tanh')", "mean_field", "euler"),
+])
+def test_sample_posterior_is_the_same_on_one_and_two_threads(net, scaling, sampler):
+    from finwidth.convnet import ConvNetwork
+
     rng = np.random.default_rng(4)
     X, Xt = rng.standard_normal((12, 30)), rng.standard_normal((20, 30))
     y, yt = np.tanh(X[:, 0]), np.tanh(Xt[:, 0])
-    kw = dict(temperature=0.05, sampler="baoab", step_size=0.2, n_steps=300, record_every=10, replicas=4,
-              X_test=Xt, y_test=yt, seed=9, dtype="float64")
-    one = finwidth.sample_posterior(Network([20], "erf"), X, y, **kw)
+    kw = dict(temperature=0.05, sampler=sampler, step_size=0.2 if sampler == "baoab" else 0.01, n_steps=300,
+              record_every=10, replicas=4, X_test=Xt, y_test=yt, seed=9, dtype="float64", scaling=scaling)
+    make = lambda: eval(net, {"Network": Network, "ConvNetwork": ConvNetwork})  # noqa: E731
+    one = finwidth.sample_posterior(make(), X, y, **kw)
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        two = finwidth.sample_posterior(Network([20], "erf"), X, y, **kw)
+        two = finwidth.sample_posterior(make(), X, y, **kw)
     finally:
         torch.set_num_threads(old)
     for k in one.traces:
         np.testing.assert_allclose(two.traces[k], one.traces[k], rtol=1e-9, atol=1e-12, err_msg=k)
-    assert one.config["input_basis"] == "lower" and one.config["noise_streams"] == "replica"
+    assert one.config["noise_streams"] == "replica"
+    assert one.config["input_basis"] == "lower"
 
 
 def test_checkpoints_of_the_earlier_layout_still_run_and_resume(tmp_path):
