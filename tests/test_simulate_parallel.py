@@ -90,6 +90,13 @@ def test_model_on_lower_inputs_equals_the_dense_path(act, bias):
     torch.testing.assert_close(U1, U2)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b)
+    # the path other devices take: the declared trapezoid without BLAS (dense products, scale folded)
+    model._lower[1]._fn = None
+    U3, g3, _ = model.potential_and_grad(params, A_low, y)
+    torch.testing.assert_close(U3, U2)
+    for a, b in zip(g3, g2):
+        torch.testing.assert_close(a, b)
+    model.use_lower_inputs(A_low)
     # and the gradient is that of U (autograd on the dense path)
     ps = [p.clone().requires_grad_(True) for p in params]
     U, _ = finwidth.simulate.networks.gibbs_energy(model.forward(ps, A_dense) - y, ps, model.precisions, 0.1)
