@@ -216,8 +216,10 @@ def test_checkpoints_of_the_earlier_layout_still_run_and_resume(tmp_path):
 
 def test_noise_streams_validate_their_blocks():
     g = [torch.Generator().manual_seed(i) for i in range(2)]
-    with pytest.raises(finwidth.ConfigError, match="contiguous"):
+    with pytest.raises(finwidth.ConfigError, match="contiguous, non-empty and start at 0"):
         NoiseStreams(g, [(0, 2), (3, 4)])
+    with pytest.raises(finwidth.ConfigError, match="start at 0"):
+        NoiseStreams(g, [(1, 2), (2, 4)])
     with pytest.raises(finwidth.ConfigError, match="one generator"):
         NoiseStreams(g, [(0, 2)])
     s = NoiseStreams(g, [(0, 2), (2, 4)])

@@ -250,7 +250,12 @@ class _Run:
         self.L = L
         # checkpoints of finwidth <= 0.1.0.dev0 lack these keys: SVD basis, one noise stream
         self.red = InputReduction.from_inputs(X, cfg.get("input_basis", "svd")) if cfg["input_reduction"] else None
-        A0 = X if self.red is None else self.red.train_lower if self.red.train_lower is not None else self.red.reduce(X)
+        if self.red is None:
+            A0 = X
+        elif self.red.train_lower is not None:
+            A0 = self.red.train_lower  # exact zeros above the diagonal
+        else:
+            A0 = self.red.reduce(X)
         self.model = _build_model(network, self.N0, cfg["temperature"], scaling, first_layer_inputs=A0.shape[1],
                                   device=self.device, dtype=self.dtype)
         t = dict(device=self.device, dtype=self.dtype)
@@ -470,7 +475,8 @@ class _Run:
         try:
             while self.step < n_steps:
                 # advance to the next step that checks, records or checkpoints
-                nxt = min(n_steps, *(self.step + e - self.step % e for e in (check_every, rec_every, ck_every or n_steps)))
+                events = (check_every, rec_every, ck_every or n_steps)
+                nxt = min(n_steps, *(self.step + e - self.step % e for e in events))
                 self.sampler.advance(nxt - self.step)
                 if bar is not None:
                     bar.update(nxt - self.step)

@@ -217,6 +217,7 @@ class BatchedMLP:
         self.readout_scale = 1.0
         self.readout_precision = float(network.priors[-1])
         self.readout_bias_var = float(bias_var[self.depth])
+        self._lower = None  # (declared training inputs, their LowerTrapezoid): see use_lower_inputs
 
     # ---------------------------------------------------------------- parameters
     def n_params(self) -> list[int]:
@@ -251,8 +252,7 @@ class BatchedMLP:
         self._lower = (A0, LowerTrapezoid(A0 * self.scales[0]))
 
     def _lower_for(self, A0: torch.Tensor):
-        lower = getattr(self, "_lower", None)
-        return lower[1] if lower is not None and lower[0] is A0 else None
+        return self._lower[1] if self._lower is not None and self._lower[0] is A0 else None
 
     def forward(self, params: Sequence[torch.Tensor], A0: torch.Tensor, extra_h1: torch.Tensor | None = None,
                 *, keep: bool = False):

@@ -21,6 +21,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from finwidth.errors import ConfigError
@@ -46,11 +47,10 @@ class NoiseStreams:
     def __init__(self, generators: list[torch.Generator], blocks: list[tuple[int, int]]):
         if len(generators) != len(blocks) or not blocks:
             raise ConfigError("NoiseStreams needs one generator per replica block")
-        for (a, b), (c, _) in zip(blocks, blocks[1:] + [(blocks[-1][1], None)]):
-            if not (0 <= a < b == c):
-                raise ConfigError(f"replica blocks must be contiguous and non-empty, got {blocks}")
+        starts = [0] + [b for _, b in blocks[:-1]]
+        if any(not (a == s < b) for (a, b), s in zip(blocks, starts)):
+            raise ConfigError(f"replica blocks must be contiguous, non-empty and start at 0, got {blocks}")
         self.generators, self.blocks = list(generators), [(int(a), int(b)) for a, b in blocks]
-        self.offset = self.blocks[0][0]
 
     @classmethod
     def per_replica(cls, seeds, device="cpu") -> NoiseStreams:
@@ -65,7 +65,7 @@ class NoiseStreams:
 
     @property
     def replicas(self) -> int:
-        return self.blocks[-1][1] - self.offset
+        return self.blocks[-1][1]
 
     def subset(self, start: int, stop: int) -> NoiseStreams:
         """The streams of replicas ``start .. stop`` (must be whole blocks)."""
@@ -78,14 +78,14 @@ class NoiseStreams:
         """N(0, std²) noise shaped like ``p`` (replicas on axis 0)."""
         out = torch.empty(p.shape, device=p.device, dtype=p.dtype)
         for g, (a, b) in zip(self.generators, self.blocks):
-            out[a - self.offset:b - self.offset].normal_(0.0, std, generator=g)
+            out[a:b].normal_(0.0, std, generator=g)
         return out
 
     def uniform(self, device, dtype=torch.float64) -> torch.Tensor:
         """One U(0, 1) number per replica."""
         out = torch.empty(self.replicas, device=device, dtype=dtype)
         for g, (a, b) in zip(self.generators, self.blocks):
-            out[a - self.offset:b - self.offset].uniform_(generator=g)
+            out[a:b].uniform_(generator=g)
         return out
 
     def get_state(self) -> list[torch.Tensor]:
@@ -393,11 +393,7 @@ class ShardedSampler:
 
     def acceptance(self):
         acc = [part.acceptance() for part in self.parts]
-        if acc[0] is None:
-            return None
-        import numpy as np
-
-        return np.concatenate(acc)
+        return None if acc[0] is None else np.concatenate(acc)
 
     # ---------------------------------------------------------------- dynamics
     def step(self) -> None:
