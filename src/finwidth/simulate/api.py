@@ -18,7 +18,7 @@ from finwidth.errors import ConfigError, DivergenceError
 from finwidth.simulate import diagnostics as diag
 from finwidth.simulate.checkpoint import load_checkpoint, save_checkpoint
 from finwidth.simulate.guidance import default_friction, step_size_guidance, stiffness
-from finwidth.simulate.networks import BatchedMLP, InputReduction, as_torch_dtype
+from finwidth.simulate.networks import BatchedMLP, InputReduction, as_torch_dtype, gibbs_energy
 from finwidth.simulate.observables import ReadoutConditional, sample_readout_conditional
 from finwidth.simulate.samplers import NoiseStreams, ShardedSampler, make_sampler
 
@@ -395,7 +395,7 @@ class _Run:
         tr = self.traces
         f, Phi = self.model.readout_features(params, self.A0)
         f64 = f.double()
-        U, _, loss = self.model.potential_and_grad(params, self.A0, self.y, need_grad=False)
+        U, loss = gibbs_energy(f - self.y, params, self.model.precisions, self.model.temperature)
         tr["energy"][k] = U.cpu().numpy()
         tr["loss"][k] = loss.cpu().numpy()
         tr["train_mse_raw"][k] = ((self.y64 - f64) ** 2).mean(-1).cpu().numpy()

@@ -76,31 +76,36 @@ def gibbs_energy(resid: torch.Tensor, params: Sequence[torch.Tensor], precisions
     return U, loss
 
 
-def activation_pair(activation) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Return a function h -> (σ(h), σ'(h)) for an ``Activation``.
+def activation_pair(activation) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
+    """Return a function ``h, derivative=True -> (σ(h), σ'(h) or None)`` for an ``Activation``.
 
     Closed forms for the standard activations (the speed path); any other registered activation
-    gets σ' from torch autograd of its elementwise ``torch`` function.
+    gets σ' from torch autograd of its elementwise ``torch`` function. With ``derivative=False``
+    only σ is computed (forward passes that are not followed by a backward pass).
     """
     name = getattr(activation, "name", str(activation)).lower()
     if name == "erf":
-        def pair(h):  # σ' = exp(ln(2/√π) − h²): two passes
+        def pair(h, derivative=True):  # σ' = exp(ln(2/√π) − h²): two passes
+            if not derivative:
+                return torch.erf(h), None
             d = torch.addcmul(torch.tensor(_LOG_SQRT_2_OVER_PI, dtype=h.dtype, device=h.device), h, h, value=-1.0)
             return torch.erf(h), d.exp_()
     elif name == "relu":
-        def pair(h):
-            return torch.relu(h), (h > 0).to(h.dtype)
+        def pair(h, derivative=True):
+            return torch.relu(h), (h > 0).to(h.dtype) if derivative else None
     elif name in ("linear", "identity", "id"):
-        def pair(h):
-            return h, torch.ones_like(h)
+        def pair(h, derivative=True):
+            return h, torch.ones_like(h) if derivative else None
     elif name == "tanh":
-        def pair(h):
+        def pair(h, derivative=True):
             t = torch.tanh(h)
-            return t, 1.0 - t * t
+            return t, 1.0 - t * t if derivative else None
     else:
         fn = activation.torch
 
-        def pair(h):
+        def pair(h, derivative=True):
+            if not derivative:
+                return fn(h), None
             with torch.enable_grad():
                 hh = h.detach().requires_grad_(True)
                 s = fn(hh)
@@ -255,13 +260,14 @@ class BatchedMLP:
         return self._lower[1] if self._lower is not None and self._lower[0] is A0 else None
 
     def forward(self, params: Sequence[torch.Tensor], A0: torch.Tensor, extra_h1: torch.Tensor | None = None,
-                *, keep: bool = False):
+                *, keep: bool = False, derivatives: bool = False):
         """Outputs f, shape ``[R, n]``, on inputs ``A0`` (``[n, N_0]`` or reduced ``[n, r]``).
 
         ``extra_h1`` (``[R, n, N_1]``) is added to the first pre-activation (the W_perp term).
-        With ``keep=True`` also returns the cache for ``backward``: hidden activations and σ' are
-        stored feature-major, ``[R, N_l, n]`` (the layout in which every layer is one batched
-        product); Φ = σ(h^(L)) is ``cache["acts"][-1].transpose(-1, -2)``.
+        With ``keep=True`` also returns the cache: hidden activations (and, with
+        ``derivatives=True``, σ' for the backward pass) stored feature-major, ``[R, N_l, n]`` (the
+        layout in which every layer is one batched product); Φ = σ(h^(L)) is
+        ``cache["acts"][-1].transpose(-1, -2)``.
         """
         a = A0
         acts, dacts = [A0], []
@@ -284,7 +290,7 @@ class BatchedMLP:
             if self.linear:
                 a, d = h, None
             else:
-                a, d = self.act(h)
+                a, d = self.act(h, derivatives)
             acts.append(a)
             dacts.append(d)
         W = params[self.depth]
@@ -323,7 +329,10 @@ class BatchedMLP:
         matmuls (no autograd graph), feature-major: δ^(l) is ``[R, N_l, n]``.
         """
         T = self.temperature
-        f, cache = self.forward(params, A0, keep=True)
+        if need_grad:
+            f, cache = self.forward(params, A0, keep=True, derivatives=True)
+        else:
+            f = self.forward(params, A0)
         resid = f - y  # [R, P]
         U = loss = None
         if need_energy:
