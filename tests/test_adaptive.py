@@ -175,15 +175,20 @@ def test_fcn_test_points_outside_training_span(teacher):
     np.testing.assert_allclose(ak.preactivation_variance(Xt)[:, 0], d, rtol=1e-12)
 
 
-def test_linear_mean_field_approaches_bpkr_like_one_over_n():
-    """Mean-field linear network = standard network with readout precision λ_1 N (exact map); BPKR is
-    exact there. The AK mean predictor converges to it like 1/N (theory notes §C.6)."""
-    rng = np.random.default_rng(0)
-    N0, P = 40, 20
+def _noisy_linear_teacher(N0, P, Pt, seed=0):
+    """y = w·x/sqrt(N0) + 0.5 ξ on P Gaussian inputs; Pt test inputs with noiseless targets."""
+    rng = np.random.default_rng(seed)
     w = rng.standard_normal(N0)
     X = rng.standard_normal((P, N0))
     y = X @ w / math.sqrt(N0) + 0.5 * rng.standard_normal(P)
-    Xt = rng.standard_normal((50, N0))
+    Xt = rng.standard_normal((Pt, N0))
+    return X, y, Xt, Xt @ w / math.sqrt(N0)
+
+
+def test_linear_mean_field_approaches_bpkr_like_one_over_n():
+    """Mean-field linear network = standard network with readout precision λ_1 N (exact map); BPKR is
+    exact there. The AK mean predictor converges to it like 1/N (theory notes §C.6)."""
+    X, y, Xt, _ = _noisy_linear_teacher(N0=40, P=20, Pt=50)
     diffs = []
     for N in (50, 200, 800):
         T = 5.0 / N
@@ -197,13 +202,8 @@ def test_linear_mean_field_approaches_bpkr_like_one_over_n():
 def test_linear_standard_scaling_misses_the_kernel_renormalisation():
     """Standard scaling, proportional regime (theory notes §C.6): at α = 2 AK is worse than the GP
     while exact BPKR is better; at α = 0.5 AK ≈ GP while BPKR differs visibly."""
-    rng = np.random.default_rng(0)
-    N0, P = 120, 60
-    w = rng.standard_normal(N0)
-    X = rng.standard_normal((P, N0))
-    y = X @ w / math.sqrt(N0) + 0.5 * rng.standard_normal(P)
-    Xt = rng.standard_normal((200, N0))
-    yt = Xt @ w / math.sqrt(N0)
+    X, y, Xt, yt = _noisy_linear_teacher(N0=120, P=60, Pt=200)
+    P = X.shape[0]
     out = {}
     for alpha in (0.5, 2.0):
         net = Network([int(P / alpha)], "linear", priors=(1.0, 0.2))
