@@ -20,14 +20,16 @@ map onto this one by permuting the input columns so that each patch is a contigu
 
 from __future__ import annotations
 
-import numbers
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from finwidth.errors import ConfigError
-from finwidth.network import _as_float_sequence
+from finwidth.inputs import float_sequence as _as_float_sequence
+from finwidth.inputs import positive_int
+from finwidth.network import Readout, check_scaling
 
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.activations import Activation
@@ -36,9 +38,7 @@ __all__ = ["ConvNetwork"]
 
 
 def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < 1:
-        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
+    return positive_int(value, what)
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,21 @@ class ConvNetwork:
         """λ_1, the precision of the readout weights."""
         return self.priors[1]
 
+    @property
+    def n_outputs(self) -> int:
+        """D, the number of outputs."""
+        return 1
+
+    def readout(self, scaling: str = "standard") -> Readout:
+        """The readout convention: M = C·Ñ weights (one per channel and patch), s_out = 1/sqrt(C Ñ)
+        (``"standard"``) or 1/(C sqrt(Ñ)) (``"mean_field"``), prior λ_1."""
+        C, Nt = self.channels, self.n_patches
+        scale = 1.0 / math.sqrt(C * Nt) if check_scaling(scaling) == "standard" else 1.0 / (C * math.sqrt(Nt))
+        return Readout(size=C * Nt, prior=self.priors[1], scale=scale, outputs=self.n_outputs)
+
     def patches(self, X: Any, what: str = "X") -> np.ndarray:
         """Cut inputs into patches: (n, N_0) -> (n, Ñ, S), float64, validated."""
-        from finwidth.kernels import as_inputs
+        from finwidth.inputs import as_inputs
 
         Xa = as_inputs(X, what)
         if Xa.shape[1] != self.input_size:
