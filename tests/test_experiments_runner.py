@@ -187,15 +187,12 @@ def test_resume_after_sigkill_of_a_running_sweep(tmp_path):
     assert len(store.collect()) == 12
 
 
-def test_execute_task_removes_its_checkpoint(tmp_path):
-    from finwidth.experiments.runner import task_checkpoint_path
-
+def test_execute_task_passes_and_removes_its_checkpoint(tmp_path):
     seen = []
 
-    def task(config):
-        path = task_checkpoint_path()
-        path.write_text("partial state")
-        seen.append(path)
+    def task(config, checkpoint):
+        checkpoint.write_text("partial state")
+        seen.append(checkpoint)
         return fast_task(config)
 
     spec = parse_spec(spec_dict(widths=(10,), temps=(1e-3,)))
@@ -203,7 +200,19 @@ def test_execute_task_removes_its_checkpoint(tmp_path):
     status = execute_task(task, str(tmp_path), t.key, canonical_json(t.config))
     assert status["status"] == "done"
     assert seen[0] == tmp_path / "checkpoints" / f"{t.key}.ckpt" and not seen[0].exists()
-    assert task_checkpoint_path() is None
+    # a task function without a checkpoint keyword is called with the config alone
+    status = execute_task(fast_task, str(tmp_path / "other"), t.key, canonical_json(t.config))
+    assert status["status"] == "done"
+
+
+def test_task_function_by_name_fails_cleanly_where_it_cannot_be_imported(tmp_path):
+    """A worker that cannot import the task module records a failure that says what to do."""
+    spec = parse_spec(spec_dict(widths=(10,), temps=(1e-3,)))
+    (t,) = spec.tasks()
+    status = execute_task("no_such_module_here:task", str(tmp_path), t.key, canonical_json(t.config))
+    assert status["status"] == "failed"
+    assert "no_such_module_here" in status["error"] and "PYTHONPATH" in status["error"]
+    assert "no_such_module_here" in ResultStore(tmp_path).failures()[t.key]["error"]
 
 
 def test_dask_local_cluster(tmp_path):
