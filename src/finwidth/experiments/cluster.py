@@ -180,6 +180,7 @@ def connect(scheduler: str | None = None, cluster: Any = None, *, timeout: float
     if scheduler is not None:
         if not isinstance(scheduler, str) or not scheduler.strip():
             raise ConfigError(f"a Dask scheduler address looks like tcp://host:8786, got {scheduler!r}")
+        _probe(scheduler, timeout)
         try:
             client = Client(scheduler, timeout=f"{timeout}s")
         except (OSError, TimeoutError, ValueError) as exc:
@@ -188,6 +189,19 @@ def connect(scheduler: str | None = None, cluster: Any = None, *, timeout: float
                               "scheduler is running and that this machine can reach that port") from None
         return DaskExecutor(client)
     return DaskExecutor(Client(cluster), cluster=cluster)
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Fail at once on a refused TCP connection (Dask would retry it for the whole timeout)."""
+    m = re.match(r"^tcp://\[?([^\]]+?)\]?:(\d+)$", address.strip())
+    if m is None:
+        return  # another protocol (tls://, ucx://, inproc://): Dask itself checks
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Dask scheduler at {address!r} ({exc}); check the address "
+                          "(tcp://HOST:PORT, as printed by `dask scheduler`), that the scheduler is running and "
+                          "that this machine can reach that port") from None
 
 
 # ---- Slurm ----------------------------------------------------------------------------------------------
@@ -248,7 +262,7 @@ class _SlurmJobs:
                 lines = path.read_text(errors="replace").splitlines()
             except OSError:
                 continue
-            errors = [ln.strip() for ln in lines if re.search(r"\w+(Error|Exception)\b: ", ln) or "command not found" in ln]
+            errors = [ln.strip() for ln in lines if re.search(r"\w+(Error|Exception)\b: |No such file|command not found|Permission denied", ln)]
             if errors:
                 return f"; the worker log {path} ends with: {errors[-1][:300]}"
         return f"; see the worker logs in {self.log_directory}"
@@ -357,28 +371,36 @@ class Watch:
     executor : DaskExecutor
     worker_timeout : float
         Seconds with tasks pending and no worker connected before the pending tasks fail. Slurm jobs
-        waiting in the queue do not count (a queue may be long); jobs that start and end without
-        their worker connecting do (three of them end the sweep).
+        waiting in the queue do not count (a queue may be long). When the last jobs ended without
+        their worker ever connecting (nothing will replace them), ``grace_jobs_without_worker``
+        seconds are enough.
     scheduler_timeout : float
         Seconds the scheduler may leave the watch's requests unanswered.
     """
 
     def __init__(self, executor: DaskExecutor, *, worker_timeout: float = 600.0, scheduler_timeout: float = 120.0,
-                 max_jobs_without_worker: int = 3):
+                 grace_jobs_without_worker: float = 20.0):
         self.executor = executor
         self.worker_timeout = worker_timeout
         self.scheduler_timeout = scheduler_timeout
-        self.max_jobs_without_worker = max_jobs_without_worker
-        now = time.monotonic()
-        self.last_answer = now
+        self.grace_jobs_without_worker = grace_jobs_without_worker
+        self.last_answer = time.monotonic()
         self.no_worker_since: float | None = None
         self.workers_seen: set[str] = set()
+        try:  # the workers there at the start count as seen
+            self.workers_seen |= set(self._identity().get("workers", {}))
+        except Exception:  # noqa: BLE001, S110 - check() reports a silent scheduler
+            pass
+
+    def _identity(self) -> dict[str, Any]:
+        client = self.executor.client
+        return client.sync(client.scheduler.identity, callback_timeout=min(10.0, self.scheduler_timeout))
 
     def check(self) -> str | None:
         ex = self.executor
         now = time.monotonic()
         try:
-            ident = ex.client.sync(ex.client.scheduler.identity, callback_timeout=min(10.0, self.scheduler_timeout))
+            ident = self._identity()
         except Exception as exc:  # noqa: BLE001 - any failure to get an answer counts as silence
             if now - self.last_answer > self.scheduler_timeout:
                 return (f"the Dask scheduler at {ex.address} has not answered for {now - self.last_answer:.0f} s "
@@ -392,12 +414,6 @@ class Watch:
         slurm = ex.slurm
         if slurm is not None:
             slurm.update(names)
-            if len(slurm.ended_without_worker) >= self.max_jobs_without_worker:
-                ids = ", ".join(slurm.ended_without_worker)
-                return (f"{len(slurm.ended_without_worker)} Slurm jobs ({ids}) ended without their Dask worker "
-                        "connecting: the job's Python must import finwidth and distributed (activate the "
-                        "environment in the prologue), and the workers must reach the scheduler (interface)"
-                        + slurm.log_hint())
         if workers:
             self.no_worker_since = None
             return None
@@ -407,8 +423,16 @@ class Watch:
         if self.no_worker_since is None:
             self.no_worker_since = now
         waited = now - self.no_worker_since
-        if waited <= self.worker_timeout:
+        failed_jobs = slurm.ended_without_worker if slurm is not None else []
+        # adaptive scaling replaces jobs whose worker left, not jobs whose worker never came
+        limit = min(self.worker_timeout, self.grace_jobs_without_worker) if failed_jobs else self.worker_timeout
+        if waited <= limit:
             return None
+        if failed_jobs:
+            return (f"{len(failed_jobs)} Slurm job(s) ({', '.join(failed_jobs)}) ended without their Dask worker "
+                    "connecting, and no job or worker is left: the job's Python must import finwidth and "
+                    "distributed (activate the environment in the prologue, or give the workers' python), and the "
+                    "workers must reach the scheduler (interface)" + slurm.log_hint())
         seen = (f"{len(self.workers_seen)} worker(s) connected earlier and left" if self.workers_seen
                 else "no worker ever connected")
         return (f"no Dask worker has been connected to {ex.address} for {waited:.0f} s ({seen}). Workers that exit "
