@@ -266,3 +266,25 @@ def test_zombie_writer_counts_as_dead():
     finally:
         child.wait()
     assert _pid_alive(os.getpid())
+
+
+def test_two_drivers_writing_the_same_store_at_once(tmp_path):
+    """Two sweeps of the same spec into one store, concurrently: every task stored once, complete and right."""
+    spec_path = tmp_path / "toy.toml"
+    spec_path.write_text(
+        "temperature = [0.001, 0.01]\n[sweep]\nname = 'toy'\n"
+        "[data]\nteacher = 'linear'\nn_features = 4\nn_train = 6\nn_test = 5\n"
+        "[network]\nwidth = [10, 20, 40, 80]\n[theory]\nmodels = ['nngp']\n"
+    )
+    store = ResultStore(tmp_path / "store")
+    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{ROOT / 'src'}")
+    cmd = [sys.executable, "-m", "finwidth", "sweep", "run", str(spec_path), "--store", str(store.root),
+           "--task", "test_experiments_runner:slow_task", "--executor", "thread", "--workers", "2", "--no-progress"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    spec = parse_spec(dict(spec_dict(widths=(10, 20, 40, 80))))
+    check_store(store, spec.tasks())
+    assert not list(store.root.rglob(".tmp-*")) and store.failures() == {}
+    for _, err in outs:  # each driver accounts for every task: run by it, or found done (by the other)
+        assert "8 tasks:" in err and "0 failed" in err

@@ -126,3 +126,16 @@ def test_demo_verdicts_follow_the_numbers():
     assert "Within 3% of the theory: N_1 = 200 (deviations -2.0%" in text
     assert "Theory fails at N_1 = 50 (α_1 = P/N_1 = 2): the sampled networks are 50.0% below it" in text
     assert "100 BAOAB steps × 4 replicas" in text
+
+
+def test_plot_title_names_the_task(tiny_sweep, tmp_path):
+    from finwidth.experiments.plots import describe_task
+
+    # P varies in the tiny sweep (12, 24): against N1 the title leaves it to the legend
+    assert describe_task(tiny_sweep, "N1") == "linear teacher (N_0 = 10), T = 0.01, erf"
+    one_p = tiny_sweep[tiny_sweep["P"] == 12]
+    assert describe_task(one_p, "N1") == "linear teacher (N_0 = 10), P = 12, T = 0.01, erf"
+    fig = plot_errors(one_p, "N1", title=describe_task(one_p, "N1"))
+    assert fig._suptitle.get_text() == "linear teacher (N_0 = 10), P = 12, T = 0.01, erf"
+    mnist = one_p.assign(**{"data.name": "mnist", "data.classes": "[0,1]"}).drop(columns=["data.teacher"])
+    assert describe_task(mnist, "N1").startswith("mnist 0/1, P = 12, T = 0.01, erf")

@@ -269,8 +269,13 @@ def cmd_sweep_plot(args: argparse.Namespace) -> int:
     store, spec = _store_and_spec(args.target, args.store)
     frame = store.collect(keys=[t.key for t in spec.tasks()])
     out = Path(args.out) if args.out else store.root / "figure"
+    title = args.title
+    if title is None and not frame.empty:
+        from finwidth.experiments.plots import describe_task
+
+        title = f"{spec.name}: {describe_task(frame, args.x)}"
     paths = plot_sweep(frame, out, x=args.x, formats=args.format.split(","), decomposition=args.decomposition,
-                       title=args.title or spec.name)
+                       title=title)
     for p in paths:
         print(p)
     return EXIT_OK
@@ -370,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("-o", "--out", default=None, help="figure path without suffix (default STORE/figure)")
             q.add_argument("--format", default="png", help="comma-separated: png,svg,pdf (default png)")
             q.add_argument("--decomposition", action="store_true", help="add bias and variance panels")
-            q.add_argument("--title", default=None, help="figure title (default the sweep name)")
+            q.add_argument("--title", default=None, help="figure title (default: the sweep name, then the data set, P, T and activation the tasks share)")
 
     p = sub.add_parser("demo", help="theory vs sampled networks on MNIST 0/1 (table + plot)", epilog=_EPILOG,
                        formatter_class=fmt, description="One hidden layer, erf, MNIST 0/1 (paper preset), P = 100, "
