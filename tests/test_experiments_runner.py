@@ -288,3 +288,26 @@ def test_two_drivers_writing_the_same_store_at_once(tmp_path):
     assert not list(store.root.rglob(".tmp-*")) and store.failures() == {}
     for _, err in outs:  # each driver accounts for every task: run by it, or found done (by the other)
         assert "8 tasks:" in err and "0 failed" in err
+
+
+def test_slurm_options_are_validated_before_anything_runs(tmp_path, capsys):
+    from finwidth.cli import main
+    from finwidth.experiments.cluster import SlurmOptions, slurm_options
+
+    store = tmp_path / "store"
+    code = main(["sweep", "run", str(tmp_path / "missing.toml"), "--store", str(store), "--executor", "slurm",
+                 "--slurm-walltime", "25:00", "--slurm-memory", "lots", "--slurm-jobs", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and not store.exists()
+    for flag in ("--slurm-walltime", "--slurm-memory", "--slurm-jobs"):
+        assert flag in err
+    assert "missing.toml" not in err  # the options fail first, before the spec is read
+    assert main(["sweep", "run", "x.toml", "--slurm-cores", "2"]) == 2
+    assert "apply to --executor slurm only" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="slurm.nodes: unknown option"):
+        slurm_options({"nodes": 2})
+    with pytest.raises(ConfigError, match="slurm.memory"):
+        run_sweep(parse_spec(spec_dict()), store, task_fn=fast_task, executor="slurm", slurm={"memory": "4"})
+    assert not store.exists()
+    ok = slurm_options({"walltime": "1-02:00:00", "memory": "2GiB", "prologue": ["source env/bin/activate"]})
+    assert isinstance(ok, SlurmOptions) and ok.walltime == "1-02:00:00" and ok.jobs == 4

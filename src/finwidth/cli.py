@@ -227,9 +227,16 @@ def _slurm_options(args: argparse.Namespace):  # noqa: ANN202 - SlurmOptions | N
             flags = ", ".join("--slurm-" + f.replace("_", "-") for f, fld in _SLURM_FLAGS.items() if fld in given)
             raise ConfigError(f"{flags} apply to --executor slurm only")
         return None
+    from finwidth.errors import ConfigError
     from finwidth.experiments.cluster import slurm_options
 
-    return slurm_options(given)
+    try:
+        return slurm_options(given)
+    except ConfigError as exc:  # name the flags, not the fields
+        text = str(exc)
+        for flag, fld in _SLURM_FLAGS.items():
+            text = text.replace(f"slurm.{fld}:", f"--slurm-{flag.replace('_', '-')}:")
+        raise ConfigError(text) from None
 
 
 def cmd_sweep_status(args: argparse.Namespace) -> int:

@@ -143,8 +143,7 @@ class DaskExecutor(cf.Executor):
         """
         if wait and not cancel_futures:
             self._inner.shutdown(wait=True)
-        else:
-            self._inner._shutdown = True  # no cancel round trip: the scheduler may be gone
+        # otherwise no cancel round trip: the scheduler may be gone, and closing the client drops the tasks
         if self.slurm is not None:
             self.slurm.forget()
         for own, obj in ((self._own_client, self.client), (self._own_cluster, self.cluster)):
