@@ -191,3 +191,37 @@ def test_bad_input_is_named():
         model.predict(Xt, return_cov=True)
     with pytest.raises(ConfigError, match="features"):
         model.predict(Xt[:, :20])
+
+
+@pytest.mark.parametrize("readout", ["local", "pooled"])
+def test_width_sensitivity_is_the_derivative_in_one_over_c(readout):
+    """dε_g/d(1/C) at C = ∞ against Richardson differences of the solved theory at C = 1e5, 2e5."""
+    X, y, Xt, yt = _data(25)
+    net = ConvNetwork(**{**OVERLAP.to_dict(), "readout": readout})
+    T = 0.02
+    s = ConvRKGP(net, T).fit(X, y).width_sensitivity(Xt, yt)
+    inf = NNGP(net, T).fit(X, y).generalization_error(Xt, yt)
+    e1, e2 = (ConvRKGP(net.with_channels(C), T).fit(X, y).generalization_error(Xt, yt) for C in (10**5, 2 * 10**5))
+    for part in ("total", "bias", "variance"):
+        fd = 2 * 2e5 * (getattr(e2, part) - getattr(inf, part)) - 1e5 * (getattr(e1, part) - getattr(inf, part))
+        assert math.isclose(getattr(s, part), fd, rel_tol=1e-4, abs_tol=1e-6 * abs(s.total)), part
+    assert s.finite_width_better == (s.total < 0)
+
+
+def test_width_sensitivity_of_one_patch_at_t0_is_the_fully_connected_criterion():
+    """One patch, T = 0: the bias does not move and dε_g/d(1/C) = −P (1 − r) V_∞ (r < 1 ⇔ finite width better)."""
+    X, y, Xt, yt = _data(12)
+    net = ConvNetwork(12, 12, 30, "erf", priors=(0.7, 1.3))
+    s = ConvRKGP(net, 0.0).fit(X, y).width_sensitivity(Xt, yt)
+    r = RKGP(Network([30], "erf", priors=(0.7, 1.3)), 0.0).fit(X, y).width_criterion_.r
+    v_inf = NNGP(net, 0.0).fit(X, y).generalization_error(Xt, yt).variance
+    assert abs(s.bias) < 1e-10 * abs(s.total)
+    assert math.isclose(s.total, -y.size * (1 - r) * v_inf, rel_tol=1e-8)
+    assert s.finite_width_better == (r < 1)
+
+
+def test_at_t0_finite_cnns_move_the_mean_predictor():
+    """Unlike the fully connected theory, the local renormalisation changes the T = 0 bias with width."""
+    X, y, Xt, yt = _data(25)
+    s = ConvRKGP(OVERLAP, 0.0).fit(X, y).width_sensitivity(Xt, yt)
+    assert abs(s.bias) > 1e-2 * abs(s.variance)

@@ -43,7 +43,7 @@ from scipy import linalg
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.theory.gp import validate_noise
 
-__all__ = ["ConvRKGP", "LocalAction", "LocalWidthCriterion"]
+__all__ = ["ConvRKGP", "LocalAction", "LocalWidthCriterion", "WidthSensitivity"]
 
 #: relative stationarity residual accepted as a verified saddle point (same as the scalar solvers)
 RESIDUAL_TOL = 1e-9
@@ -125,17 +125,18 @@ class LocalAction:
         self.n_evaluations += 1
         nan = np.full((self.n, self.n), np.nan)
         outside = ActionPoint(math.inf, nan, nan, nan, math.nan)
-        try:
-            LQ = linalg.cholesky(Q, lower=True, check_finite=False)
-        except linalg.LinAlgError:
+        # the prior term C Σ_k (q_k − 1 − log q_k) over the eigenvalues of Q, written so that it keeps its
+        # digits near Q = 1 (huge C): with u = q − 1, u − log1p(u)
+        w, V = linalg.eigh(Q, check_finite=False)
+        if not w[0] > 0:
             return outside
         K, L = self._factor(Q)
         if L is None:
             return outside
-        logdet_Q = 2.0 * float(np.sum(np.log(np.diag(LQ))))
+        u = w - 1.0
         a = linalg.cho_solve((L, True), self.y, check_finite=False)
         logdet_A = 2.0 * float(np.sum(np.log(np.diag(L))))
-        value = self.C * (float(np.trace(Q)) - logdet_Q - self.n) + logdet_A + float(self.y @ a)
+        value = self.C * float(np.sum(u - np.log1p(u))) + logdet_A + float(self.y @ a)
         if not gradient:
             return ActionPoint(value, nan, nan, nan, math.nan)
         Ainv = linalg.cho_solve((L, True), np.eye(L.shape[0]), check_finite=False)
@@ -145,9 +146,8 @@ class LocalAction:
         half = np.where(store.pairs[0] == store.pairs[1], 1.0, 0.5)  # ⟨K_ij, B⟩ = ⟨E_ij, B⟩/2 for i < j
         trace_part = store.pair_matrix(parts[:, 0] * half) * self.kscale
         label_part = store.pair_matrix(parts[:, 1] * half) * self.kscale
-        Qinv = linalg.cho_solve((LQ, True), np.eye(self.n), check_finite=False)
-        Qinv = 0.5 * (Qinv + Qinv.T)
-        grad = self.C * (np.eye(self.n) - Qinv) + trace_part - label_part
+        prior = (V * (u / w)) @ V.T  # 1 − Q⁻¹
+        grad = self.C * 0.5 * (prior + prior.T) + trace_part - label_part
         g_R = (float(np.sum(Ainv * K)) - float(a @ K @ a)) / self.y.size
         return ActionPoint(value, grad, trace_part, label_part, g_R)
 
@@ -182,6 +182,25 @@ class LocalWidthCriterion:
     g_nngp: float
     r: float
     global_mode_decreases: bool
+
+
+@dataclass(frozen=True)
+class WidthSensitivity:
+    """dε_g/d(1/C) at infinite width (C → ∞), on a test set: the first-order effect of finite width.
+
+    Attributes
+    ----------
+    total, bias, variance : float
+        Derivatives of ε_g and of its two parts with respect to 1/C at 1/C = 0. ε_g(C) ≈ ε_g(∞) + total/C.
+    finite_width_better : bool
+        total < 0: wide but finite networks generalise better than the infinite-width limit. For one
+        patch at T → 0 this is the fully connected criterion r < 1 (total = −P (1 − r) V_∞).
+    """
+
+    total: float
+    bias: float
+    variance: float
+    finite_width_better: bool
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,6 +353,8 @@ class ConvRKGP:
         self.kernel_dtype_, self.store_bytes_ = "float64", 0
         self.kernel_ = sol.pi * K
         self.kind_ = "conv-pooled"
+        g1 = spectral.g_of_pi(1.0, basis.values, y_t ** 2, T)[0]
+        self._nngp = (K, np.array([[y.size * g1]]), y.size * g1 * K)  # dS_data/dQ̄ at Q̄ = 1 is P g(1)
 
     def _fit_local(self, y: np.ndarray, T: float) -> None:
         from finwidth.theory.patch_store import PatchPairStore, store_bytes
@@ -358,6 +379,8 @@ class ConvRKGP:
             raise ConfigError("the NNGP kernel (Q = 1) is singular and T = 0: the CNN theory needs T > 0 here "
                               "(duplicate inputs, or constant patches)")
         self.width_criterion_ = self._criterion(action, start, y)
+        # for width_sensitivity: K at Q = 1, the data gradient D there, and Σ D_ij K_ij/(λ_1 Ñ)
+        self._nngp = (action.kernel(eye), start.grad, action.kernel(start.grad))
         Q0 = self._start(action, start)
 
         def fun(Q):
@@ -454,6 +477,37 @@ class ConvRKGP:
             self._gp = gp_fit(self.kernel_, self.y_train_, float(self.temperature))
         blocks = self.renormalized_kernel(X_test)
         return gp_predict(self._gp, blocks.test_train, blocks.test_diag, return_var=return_var)
+
+    def width_sensitivity(self, X_test, y_test) -> WidthSensitivity:
+        """dε_g/d(1/C) at C → ∞ on a test set, from infinite-width quantities only (docs/theory.md).
+
+        To first order Q = 1 − D/C with D the data gradient of S at Q = 1 (pooled: Q̄ = 1 − P g(1)/C), so
+        dε_g/d(1/C) is minus the derivative of ε_g along D: one test×train kernel with weights D.
+        """
+        from finwidth.conv_kernels import PatchInputs, nngp_weights, weighted_diagonal, weighted_kernel
+        from finwidth.kernels import as_inputs
+        from finwidth.theory.gp import gp_fit, validate_targets
+
+        self._check_fitted()
+        X_test = as_inputs(X_test, "X_test")
+        y_test = validate_targets(y_test, X_test.shape[0], "y_test")
+        net, (K, D, dK) = self.network, self._nngp
+        scale = 1.0 / (net.priors[1] * net.n_patches)
+        W0 = nngp_weights(net) * scale
+        Wd = D[0, 0] * W0 if self.kind_ == "conv-pooled" else D * scale
+        te = PatchInputs(net, X_test, "X_test")
+        kt, kd = weighted_kernel(te, self._train, W0), weighted_diagonal(te, W0)
+        dkt, dkd = weighted_kernel(te, self._train, Wd), weighted_diagonal(te, Wd)
+        fit = gp_fit(K, self.y_train_, float(self.temperature))
+        a = fit.alpha
+        G = fit.factor.solve(kt.T)  # A⁻¹ k_t, (P, P_t)
+        mean = kt @ a
+        dmean = dkt @ a - np.einsum("pt,pq,q->t", G, dK, a)
+        dvar = dkd - 2.0 * np.einsum("tp,pt->t", dkt, G) + np.einsum("pt,pq,qt->t", G, dK, G)
+        dbias = float(np.mean(-2.0 * (y_test - mean) * dmean))
+        # Q moves by −D/C: dε/d(1/C) = −(derivative along D)
+        bias, variance = -dbias, -float(np.mean(dvar))
+        return WidthSensitivity(bias + variance, bias, variance, bool(bias + variance < 0))
 
     def generalization_error(self, X_test, y_test):
         """ε_g = bias + variance over the test set (noise T not added); ErrorDecomposition."""
