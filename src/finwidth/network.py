@@ -136,7 +136,7 @@ class Network:
         """D, the number of outputs (one readout row each)."""
         return 1
 
-    def readout(self, scaling: str = "standard") -> Readout:
+    def readout_spec(self, scaling: str = "standard") -> Readout:
         """The readout convention: M = N_L weights, s_out = 1/sqrt(N_L) (``"standard"``, the
         convention of docs/conventions.md) or 1/N_L (``"mean_field"``), prior λ_L."""
         n = self.widths[-1]
