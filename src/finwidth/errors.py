@@ -39,3 +39,9 @@ class ConvergenceError(FinwidthError, RuntimeError):
 
 class DivergenceError(FinwidthError, RuntimeError):
     """A simulation diverged (NaN/inf or energy blow-up)."""
+
+
+class NotConvergedWarning(UserWarning):
+    """Sampled chains that have not converged (R̂ too large) or do not move (MALA acceptance near
+    zero): their error bars are not to be trusted. ``warnings.simplefilter("error",
+    NotConvergedWarning)`` turns it into an error."""

@@ -4,24 +4,47 @@ Entry points: :func:`sample_posterior` (returns :class:`PosteriorSamples`), :fun
 a checkpointed run) and :func:`suggest_step_size`. Samplers: ``"euler"`` (the papers' protocol),
 ``"baoab"``, ``"mala"`` and ``"gibbs"`` (exact, linear networks). See docs/sampling.md; the modules
 and how they fit together are in docs/architecture.md.
+
+torch is imported on first use of a name that needs it, so that ``finwidth.simulate.config`` (the
+validation of run options, used by the sweep specs) stays light.
 """
 
-from finwidth.inputs import InputReduction
-from finwidth.simulate.api import resume, sample_posterior, suggest_step_size
-from finwidth.simulate.config import RunConfig
-from finwidth.simulate.networks import BatchedMLP, LinearRegressionTarget
-from finwidth.simulate.results import Diagnostics, ErrorEstimate, Estimate, PosteriorSamples
+from __future__ import annotations
 
-__all__ = [
-    "BatchedMLP",
-    "Diagnostics",
-    "ErrorEstimate",
-    "Estimate",
-    "InputReduction",
-    "LinearRegressionTarget",
-    "PosteriorSamples",
-    "RunConfig",
-    "resume",
-    "sample_posterior",
-    "suggest_step_size",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "BatchedMLP": "finwidth.simulate.networks",
+    "Diagnostics": "finwidth.simulate.results",
+    "ErrorEstimate": "finwidth.simulate.results",
+    "Estimate": "finwidth.simulate.results",
+    "InputReduction": "finwidth.inputs",
+    "LinearRegressionTarget": "finwidth.simulate.networks",
+    "PosteriorSamples": "finwidth.simulate.results",
+    "ProgressInfo": "finwidth.simulate.loop",
+    "RunConfig": "finwidth.simulate.config",
+    "resume": "finwidth.simulate.api",
+    "sample_posterior": "finwidth.simulate.api",
+    "suggest_step_size": "finwidth.simulate.api",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("_"):  # a submodule, e.g. finwidth.simulate.checkpoint
+        try:
+            return importlib.import_module(f"finwidth.simulate.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"finwidth.simulate.{name}":
+                raise
+    raise AttributeError(f"module 'finwidth.simulate' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
