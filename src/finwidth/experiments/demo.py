@@ -124,7 +124,8 @@ def run_demo(
     """Run the demo; print the table, write ``OUT/results.csv`` and ``OUT/demo.{png,pdf}``.
 
     Returns the exit code (0, or 1 when some task failed). A missing data set raises
-    :class:`finwidth.errors.DataError` before any work starts.
+    :class:`finwidth.errors.DataError` before any work starts. Without torch (a plain install, no
+    ``sampling`` extra) the demo runs the theory only and says how to install the rest.
     """
     from finwidth.experiments.plots import plot_sweep
     from finwidth.experiments.runner import run_sweep
@@ -133,6 +134,15 @@ def run_demo(
 
     stream = stream or sys.stdout
     out = Path(out)
+    if not quick:
+        from finwidth._deps import require_torch
+        from finwidth.errors import MissingDependencyError
+
+        try:
+            require_torch("the demo's simulations")
+        except MissingDependencyError as exc:  # a plain install: the theory still runs
+            print(f"finwidth demo: theory only: {exc}", file=stream)
+            quick = True
     spec = demo_spec(quick=quick)
     tasks = spec.tasks()
     load_data(tasks[0].config.data)  # fail early, in this process, with the loader's message
