@@ -67,8 +67,8 @@ def installed(tmp_path_factory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
     shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    # with the venv's setuptools when it has one (no index needed); otherwise pip builds it in isolation
-    isolation = ["--no-build-isolation"] if _has("setuptools") else []
+    # with the venv's setuptools when it can build wheels (no index needed); otherwise pip builds in isolation
+    isolation = ["--no-build-isolation"] if _can_build_wheels() else []
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(tmp / "dist"),
                     str(src)], check=True, capture_output=True, timeout=600)
     (wheel,) = (tmp / "dist").glob("finwidth-*.whl")
@@ -78,10 +78,16 @@ def installed(tmp_path_factory) -> Path:
     return site
 
 
-def _has(module: str) -> bool:
+def _can_build_wheels() -> bool:
+    """setuptools ≥ 70.1 builds wheels by itself; older ones need the wheel package."""
+    import importlib.metadata
     import importlib.util
 
-    return importlib.util.find_spec(module) is not None
+    try:
+        major, minor = (int(p) for p in importlib.metadata.version("setuptools").split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
 
 
 def _env(tmp_path: Path, site: Path) -> dict[str, str]:
@@ -119,6 +125,7 @@ def test_cli_demo_and_simulate_without_torch(installed, tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "theory only" in demo.stdout and "pip install 'finwidth[sampling]'" in demo.stdout
+    assert "data: the MNIST 0/1 subset shipped with finwidth" in demo.stdout
     assert "1000" in demo.stdout and (work / "demo" / "results.csv").exists()  # the table reached N_1 = 1000
     sim = subprocess.run([sys.executable, "-m", "finwidth", "simulate", "-P", "20", "--n-test", "10"], cwd=work,
                          env=env, capture_output=True, text=True, timeout=600)

@@ -130,6 +130,13 @@ def _only(monkeypatch, name: str, *files: RemoteFile, folder: str = "mnist") -> 
     monkeypatch.setitem(fetch_mod.DATASETS, name, spec)
 
 
+def _only_mnist(monkeypatch, prefix: str) -> RemoteFile:
+    """Make `fetch("mnist")` fetch only the real MNIST file whose name starts with ``prefix``."""
+    f = next(x for x in MNIST.files if x.name.startswith(prefix))
+    _only(monkeypatch, "mnist", f)
+    return f
+
+
 @pytest.mark.realdata
 def test_fetch_real_mnist_falls_back_over_bad_mirrors_and_loads(real_mnist, tmp_path, mnist_root):
     server, files = real_mnist
@@ -159,8 +166,7 @@ def test_pinned_checksums_are_those_of_the_original_files(mnist_root):
 @pytest.mark.realdata
 def test_broken_transfer_keeps_the_prefix_and_resumes(real_mnist, tmp_path, monkeypatch):
     server, files = real_mnist
-    f = next(x for x in MNIST.files if x.name.startswith("t10k-images"))
-    _only(monkeypatch, "mnist", f)
+    f = _only_mnist(monkeypatch, "t10k-images")
     root = tmp_path / "d"
     with pytest.raises(DataError, match="broke off after") as info:
         fetch("mnist", root, mirrors=[server.url("broken")], quiet=True)
@@ -176,8 +182,7 @@ def test_broken_transfer_keeps_the_prefix_and_resumes(real_mnist, tmp_path, monk
 @pytest.mark.realdata
 def test_restarts_when_the_server_ignores_the_range_or_the_prefix_is_wrong(real_mnist, tmp_path, monkeypatch):
     server, files = real_mnist
-    f = next(x for x in MNIST.files if x.name.startswith("train-labels"))
-    _only(monkeypatch, "mnist", f)
+    f = _only_mnist(monkeypatch, "train-labels")
     folder = tmp_path / "d" / "mnist"
     folder.mkdir(parents=True)
     part = folder / (f.name + ".part")
@@ -195,8 +200,7 @@ def test_restarts_when_the_server_ignores_the_range_or_the_prefix_is_wrong(real_
 @pytest.mark.realdata
 def test_truncated_bad_and_failing_servers_leave_nothing(real_mnist, tmp_path, monkeypatch):
     server, files = real_mnist
-    f = next(x for x in MNIST.files if x.name.startswith("t10k-labels"))
-    _only(monkeypatch, "mnist", f)
+    f = _only_mnist(monkeypatch, "t10k-labels")
     root = tmp_path / "d"
     with pytest.raises(DataError) as info:
         fetch("mnist", root, mirrors=[server.url("short"), server.url("bad"), server.url("error")], quiet=True)

@@ -145,9 +145,12 @@ def run_demo(
             quick = True
     spec = demo_spec(quick=quick)
     tasks = spec.tasks()
-    load_data(tasks[0].config.data)  # fail early, in this process, with the loader's message
+    dataset = load_data(tasks[0].config.data)  # fail early, in this process, with the loader's message
     what = "theory" if quick else "theory and simulation"
     print(f"finwidth demo: {what} for 1HL erf on MNIST 0/1, P = 100, T = 1e-3, λ = 1, N_1 = {DEMO_WIDTHS}", file=stream)
+    where = ("the MNIST 0/1 subset shipped with finwidth (no MNIST files found)" if dataset.source_format == "embedded"
+             else str(Path(dataset.source_files[0]).parent))
+    print(f"data: {where}", file=stream)
     report_ = run_sweep(spec, out / "store", executor="serial" if quick else None, max_workers=workers,
                         progress=progress)
     for key, err in report_.failed.items():
