@@ -12,8 +12,8 @@ import torch
 from finwidth import Network
 from finwidth.convnet import ConvNetwork
 from finwidth.errors import ConfigError
-from finwidth.simulate.cnn import TwoLayerCNN
-from finwidth.simulate.meanfield import TwoLayerFCN, sample_weights
+from finwidth.simulate.two_layer import TwoLayerCNN, TwoLayerFCN
+from finwidth.simulate.weights import sample_weights
 
 
 @pytest.mark.parametrize("act", ["erf", "relu", "linear"])
@@ -68,6 +68,7 @@ def test_one_patch_cnn_is_the_fcn(scaling):
     torch.testing.assert_close(g1[0], g2[0], rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_sampling_recovers_the_prior_without_data_signal():
     """At a huge temperature the likelihood is flat and the posterior is the prior: u = w/sqrt(S) ~
     N(0, I/(λ_0 S)), so Tr Σ̂ = 1/λ_0 and the pre-activation variance at x is |x_i|²/(λ_0 S).

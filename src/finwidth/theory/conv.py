@@ -209,7 +209,7 @@ class ConvRKGP:
             No verified stationary point.
         """
         from finwidth.conv_kernels import PatchInputs
-        from finwidth.kernels import as_inputs
+        from finwidth.inputs import as_inputs
         from finwidth.theory.gp import validate_targets
 
         T = self._check_params()
@@ -374,7 +374,7 @@ class ConvRKGP:
         dε_g/d(1/C) is minus the derivative of ε_g along D: one test×train kernel with weights D.
         """
         from finwidth.conv_kernels import PatchInputs, nngp_weights, weighted_diagonal, weighted_kernel
-        from finwidth.kernels import as_inputs
+        from finwidth.inputs import as_inputs
         from finwidth.theory.gp import gp_fit, validate_targets
 
         self._check_fitted()
@@ -400,7 +400,7 @@ class ConvRKGP:
 
     def generalization_error(self, X_test, y_test):
         """ε_g = bias + variance over the test set (noise T not added); ErrorDecomposition."""
-        from finwidth.kernels import as_inputs
+        from finwidth.inputs import as_inputs
         from finwidth.theory.gp import generalization_error, validate_targets
 
         X_test = as_inputs(X_test, "X_test")
