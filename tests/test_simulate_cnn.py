@@ -100,3 +100,22 @@ def test_validation():
     m = TwoLayerCNN(ConvNetwork(9, 3, 2), 0.1)
     with pytest.raises(ConfigError, match="input_size"):
         m.prepare_inputs(np.ones((2, 8)))
+
+
+def test_windows_and_strides_follow_the_spec_and_pooled_readout_is_refused():
+    """2-D windows with overlapping strides: f = s_out Σ_c Σ_i a_ci σ(w_c·x[patch_index[i]]/sqrt(S)), the
+    patches of ConvNetwork.patches; the pooled readout has no sampler model (a clear error)."""
+    rng = np.random.default_rng(4)
+    net = ConvNetwork(16, (2, 2), 3, "erf", image_shape=(4, 4), stride=(1, 2))
+    m = TwoLayerCNN(net, 0.1, scaling="standard")
+    X = rng.standard_normal((2, 16))
+    W, a = m.init_params(1, torch.Generator().manual_seed(0))
+    f = m.forward([W, a], m.prepare_inputs(X))[0].numpy()
+    from scipy.special import erf
+
+    idx, Nt = net.patch_index, net.n_patches
+    ref = [sum(a[0, c, i].item() * erf(W[0, c].numpy() @ X[n, idx[i]] / 2.0) for c in range(3) for i in range(Nt))
+           for n in range(2)]
+    np.testing.assert_allclose(f, np.array(ref) / math.sqrt(3 * Nt), rtol=1e-12)
+    with pytest.raises(ConfigError, match="pooled"):
+        TwoLayerCNN(ConvNetwork(12, 4, 3, readout="pooled"), 0.1, scaling="standard")

@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from finwidth.errors import ConfigError
-from finwidth.inputs import float_sequence, positive_int
+from finwidth.inputs import float_sequence as _as_float_sequence
+from finwidth.inputs import positive_int
 from finwidth.network import Readout, check_scaling
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -165,7 +166,7 @@ class ConvNetwork:
         object.__setattr__(self, "patch_size", patch)
         object.__setattr__(self, "channels", c)
         object.__setattr__(self, "activation", get_activation(activation))
-        object.__setattr__(self, "priors", float_sequence(priors, 2, "priors", allow_zero=False))
+        object.__setattr__(self, "priors", _as_float_sequence(priors, 2, "priors", allow_zero=False))
         object.__setattr__(self, "image_shape", shape)
         object.__setattr__(self, "stride", step)
         object.__setattr__(self, "readout", readout)
@@ -225,13 +226,18 @@ class ConvNetwork:
         """D, the number of outputs."""
         return 1
 
-    def readout_convention(self, scaling: str = "standard") -> Readout:
-        """The readout convention: M = C·Ñ weights (one per channel and patch), s_out = 1/sqrt(C Ñ)
-        (``"standard"``) or 1/(C sqrt(Ñ)) (``"mean_field"``), prior λ_1. Local readout only."""
-        if self.readout != "local":
-            raise ConfigError(f"the {self.readout!r} readout has no sampler model yet; sample a readout='local' network")
+    def readout_spec(self, scaling: str = "standard") -> Readout:
+        """The readout convention (:class:`finwidth.network.Readout`). Local readout: M = C·Ñ weights
+        (one per channel and patch), s_out = 1/sqrt(C Ñ) (``"standard"``) or 1/(C sqrt(Ñ))
+        (``"mean_field"``); pooled readout: M = C weights on the patch-averaged features, s_out =
+        1/sqrt(C) (standard scaling only). Prior λ_1."""
         C, Nt = self.channels, self.n_patches
-        scale = 1.0 / math.sqrt(C * Nt) if check_scaling(scaling) == "standard" else 1.0 / (C * math.sqrt(Nt))
+        standard = check_scaling(scaling) == "standard"
+        if self.readout == "pooled":
+            if not standard:
+                raise ConfigError("the pooled readout is defined in standard scaling only (scaling='standard')")
+            return Readout(size=C, prior=self.priors[1], scale=1.0 / math.sqrt(C), outputs=self.n_outputs)
+        scale = 1.0 / math.sqrt(C * Nt) if standard else 1.0 / (C * math.sqrt(Nt))
         return Readout(size=C * Nt, prior=self.priors[1], scale=scale, outputs=self.n_outputs)
 
     def patches(self, X: Any, what: str = "X") -> np.ndarray:

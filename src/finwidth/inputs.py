@@ -62,7 +62,7 @@ def positive_float(value: Any, what: str, *, allow_zero: bool = False) -> float:
 def validate_temperature(value: Any, what: str = "temperature", *, allow_zero: bool = True) -> float:
     """The temperature T (the likelihood variance, docs/conventions.md): finite and ≥ 0 for the
     theories (T = 0 has closed forms), > 0 for sampling (``allow_zero=False``)."""
-    if isinstance(value, (bool, np.bool_, str, bytes)):
+    if isinstance(value, (str, bytes, bool, np.bool_)):  # not numbers here
         raise ConfigError(f"{what} must be a non-negative number, got {value!r}")
     try:
         T = float(value)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SCALINGS", "Network", "Readout", "check_scaling"]
 
 SCALINGS = ("standard", "mean_field")
+_as_float_sequence = float_sequence  # the former private name (kept for code written against it)
 
 
 def check_scaling(scaling: Any) -> str:
@@ -135,7 +136,7 @@ class Network:
         """D, the number of outputs (one readout row each)."""
         return 1
 
-    def readout_convention(self, scaling: str = "standard") -> Readout:
+    def readout_spec(self, scaling: str = "standard") -> Readout:
         """The readout convention: M = N_L weights, s_out = 1/sqrt(N_L) (``"standard"``, the
         convention of docs/conventions.md) or 1/N_L (``"mean_field"``), prior λ_L."""
         n = self.widths[-1]

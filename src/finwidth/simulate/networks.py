@@ -107,7 +107,7 @@ class BatchedMLP:
         bias_var = network.bias_variances()
         self.bias_layers = [l for l in range(self.depth + 1) if bias_var[l] > 0]
         self.precisions = [float(p) for p in network.priors] + [1.0 / bias_var[l] for l in self.bias_layers]
-        self.readout = network.readout_convention("standard")  # already the standard form f = Φ a / sqrt(N_L)
+        self.readout = network.readout_spec("standard")  # already the standard form f = Φ a / sqrt(N_L)
         self.readout_bias_var = float(bias_var[self.depth])
         self._lower = None  # (declared training inputs, their LowerTrapezoid): see use_lower_inputs
 

@@ -5,8 +5,8 @@ standard) scaling and the CNN of :class:`finwidth.convnet.ConvNetwork`, as sampl
     CNN: h_{c,i}(x) = w_c · x_i / sqrt(S),       f(x) = s_out Σ_c Σ_i a_{c,i} σ(h_{c,i}(x)),
     U(θ) = ½ Σ_μ (y^μ − f(x^μ))² + (T/2) (λ_0 ‖W‖² + λ_1 ‖a‖²),   target exp(−U/T),
 
-with s_out read from the network spec (:meth:`finwidth.Network.readout`,
-:meth:`finwidth.convnet.ConvNetwork.readout`): 1/N or 1/sqrt(N) for the FCN, 1/(C sqrt(Ñ)) or
+with s_out read from the network spec (:meth:`finwidth.Network.readout_spec`,
+:meth:`finwidth.convnet.ConvNetwork.readout_spec`): 1/N or 1/sqrt(N) for the FCN, 1/(C sqrt(Ñ)) or
 1/sqrt(C Ñ) for the CNN (``scaling="mean_field"`` or ``"standard"``). Map to the adaptive-kernel (AK)
 notes: σ_w²/d = 1/(λ_0 N_0), readout variance v_a = s_out²/λ_1, noise σ² = T. A mean-field network is
 the standard one with readout precision λ_1 N (λ_1 C for the CNN) in function space; its Langevin
@@ -16,7 +16,8 @@ Both follow the model protocol of :mod:`finwidth.simulate.models`, plus ``weight
 ``preactivations`` (the observables of :func:`finwidth.simulate.weights.sample_weights`).
 Parameters are ``[W, a]``: FCN W ``[R, N, N_0]``, a ``[R, 1, N]``; CNN W ``[R, C, S]`` (shared
 filters), a ``[R, C, Ñ]`` (one readout weight per channel and patch), inputs cut into patches
-``[n, Ñ, S]`` by ``prepare_inputs``.
+``[n, Ñ, S]`` by ``prepare_inputs`` (1-D blocks or 2-D windows, overlapping or not:
+:meth:`finwidth.convnet.ConvNetwork.patches`; local readout).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class TwoLayerModel:
         self.device = torch.device(device)
         self.dtype = as_torch_dtype(dtype)
         self.act = network.activation.torch_pair
-        self.readout = network.readout_convention(scaling)
+        self.readout = network.readout_spec(scaling)
         self.out_scale = self.readout.scale
 
     def init_params(self, replicas: int, generator: torch.Generator, mode: str = "prior") -> list[torch.Tensor]:
@@ -175,10 +176,16 @@ class TwoLayerCNN(TwoLayerModel):
 
         if not isinstance(network, ConvNetwork):
             raise ConfigError(f"TwoLayerCNN needs a finwidth.convnet.ConvNetwork, got {type(network).__name__}")
+        if network.readout != "local":
+            raise ConfigError(f"TwoLayerCNN samples the local readout (one weight per channel and patch); "
+                              f"a {network.readout!r} readout has no sampler model yet")
+        if network.readout != "local":
+            raise ConfigError(f"TwoLayerCNN samples the local readout (one weight per channel and patch); the "
+                              f"{network.readout!r} readout has no sampler model yet")
         self._setup(network, temperature, scaling, device, dtype)
         self.width = network.channels
         self.n_patches = network.n_patches
-        self.patch_size = network.patch_features  # the filter's fan-in S (a 2-D window has rows × columns)
+        self.patch_size = network.patch_features
         self.n_inputs = network.input_size
         self.in_scale = 1.0 / math.sqrt(self.patch_size)
         self.shapes = [(self.width, self.patch_size), (self.width, self.n_patches)]

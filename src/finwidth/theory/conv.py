@@ -210,7 +210,7 @@ class ConvRKGP:
         """
         from finwidth.conv_kernels import PatchInputs
         from finwidth.inputs import as_inputs
-        from finwidth.theory.gp import validate_targets
+        from finwidth.inputs import validate_targets
 
         T = self._check_params()
         X = as_inputs(X, "X")
@@ -375,7 +375,8 @@ class ConvRKGP:
         """
         from finwidth.conv_kernels import PatchInputs, nngp_weights, weighted_diagonal, weighted_kernel
         from finwidth.inputs import as_inputs
-        from finwidth.theory.gp import gp_fit, validate_targets
+        from finwidth.inputs import validate_targets
+        from finwidth.theory.gp import gp_fit
 
         self._check_fitted()
         X_test = as_inputs(X_test, "X_test")
@@ -401,7 +402,8 @@ class ConvRKGP:
     def generalization_error(self, X_test, y_test):
         """ε_g = bias + variance over the test set (noise T not added); ErrorDecomposition."""
         from finwidth.inputs import as_inputs
-        from finwidth.theory.gp import generalization_error, validate_targets
+        from finwidth.inputs import validate_targets
+        from finwidth.theory.gp import generalization_error
 
         X_test = as_inputs(X_test, "X_test")
         y_test = validate_targets(y_test, X_test.shape[0], "y_test")
