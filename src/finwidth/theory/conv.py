@@ -188,7 +188,8 @@ class ConvRKGP:
                 "to use the theory without it (as deepbays CONV_1HL does), or use an odd activation")
         if self.kernel_dtype not in ("auto", "float64", "float32"):
             raise ConfigError(f"kernel_dtype must be 'auto', 'float64' or 'float32', got {self.kernel_dtype!r}")
-        if self.max_memory is not None and not (isinstance(self.max_memory, (int, np.integer)) and self.max_memory > 0):
+        if self.max_memory is not None and not (isinstance(self.max_memory, (int, float, np.integer, np.floating))
+                                                and not isinstance(self.max_memory, bool) and self.max_memory > 0):
             raise ConfigError(f"max_memory must be a positive number of bytes, got {self.max_memory!r}")
         if not (isinstance(self.tol, float) and 0 < self.tol < 1e-3):
             raise ConfigError(f"tol must be a float in (0, 1e-3), got {self.tol!r}")
