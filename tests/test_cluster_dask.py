@@ -21,6 +21,7 @@ import pytest
 from cluster_tasks import run_here_and_there
 from finwidth.errors import ConfigError
 from finwidth.experiments import ResultStore, parse_spec, run_sweep
+from slurm_local import die_with_parent
 
 pytest.importorskip("distributed")
 
@@ -60,7 +61,8 @@ def free_port() -> int:
 
 
 class DaskProcesses:
-    """``dask scheduler`` and ``dask worker`` (no nanny) as child processes; stopped by PID."""
+    """``dask scheduler`` and ``dask worker`` (no nanny) as child processes; stopped by PID (and by
+    SIGTERM if the test process dies first)."""
 
     def __init__(self, folder: Path, n_workers: int = 1):
         self.folder = folder
@@ -76,7 +78,8 @@ class DaskProcesses:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
         proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=self.folder, env=worker_env())
+                                stdin=subprocess.DEVNULL, cwd=self.folder, env=worker_env(),
+                                preexec_fn=die_with_parent)  # noqa: PLW1509 - one async-signal-safe call
         log.close()
         return proc
 
