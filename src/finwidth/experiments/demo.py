@@ -140,7 +140,7 @@ def run_demo(
         from finwidth._deps import require_torch
 
         try:
-            require_torch("the demo's simulations")
+            require_torch("the demo's simulation")
         except MissingDependencyError as exc:  # a plain install: the theory still runs
             print(f"finwidth demo: theory only: {exc}", file=stream)
             quick = True
