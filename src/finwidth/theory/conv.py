@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from finwidth.errors import ConfigError
+from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.conv_action import ActionPoint, LocalAction
 from finwidth.theory.gp import validate_noise
 
@@ -104,7 +105,7 @@ AUTO_CHECK_UNKNOWNS = 300
 AUTO_CHECK_POINTS = 2000
 
 
-class ConvRKGP:
+class ConvRKGP(Estimator):
     """Renormalised-kernel GP of a two-layer CNN (:class:`~finwidth.convnet.ConvNetwork`), module docstring.
 
     ``finwidth.RKGP(conv_network, temperature)`` builds and uses this estimator with its defaults;
@@ -350,14 +351,18 @@ class ConvRKGP:
             blocks.test_diag = weighted_diagonal(te, W)
         return blocks
 
-    def predict(self, X_test, return_var: bool = False, return_cov: bool = False):
+    def predict(self, X_test, return_var: bool = False, return_cov: bool = False, return_std: bool = False):
         """Posterior mean (and variance) of f: the GP with kernel K_R and noise T.
 
         Returns
         -------
-        mean : ndarray, shape (P_t,); var : ndarray, shape (P_t,) if ``return_var`` (noise T not added).
+        mean : ndarray, shape (P_t,); var : ndarray, shape (P_t,) if ``return_var`` (noise T not added);
+        std = √var last if ``return_std``.
         """
         from finwidth.theory.gp import gp_fit, gp_predict
+
+        if return_std:
+            return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
 
         self._check_fitted()
         if return_cov:
