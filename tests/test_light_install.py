@@ -145,9 +145,6 @@ print("OK")
 """
 
 
-@pytest.mark.xfail(reason="AdaptiveKernel.fit imports InputReduction from finwidth.simulate (torch); the refactor "
-                   "helper moves it to the torch-free finwidth.inputs: then this passes and the mark goes",
-                   strict=False)
 def test_adaptive_kernel_without_torch(installed, tmp_path):
     run = subprocess.run([sys.executable, "-c", AK_SCRIPT], cwd=tmp_path, env=_env(tmp_path, installed),
                          capture_output=True, text=True, timeout=600)
