@@ -55,14 +55,10 @@ __all__ = ["ConvNetwork"]
 _READOUTS = ("local", "pooled")
 
 
-def _positive_int(value: Any, what: str) -> int:
-    return positive_int(value, what)
-
-
 def _pair(value: Any, what: str) -> tuple[int, int]:
     """An int (square) or a pair of positive ints."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        v = _positive_int(value, what)
+        v = positive_int(value, what)
         return (v, v)
     try:
         items = list(value)
@@ -70,7 +66,7 @@ def _pair(value: Any, what: str) -> tuple[int, int]:
         raise ConfigError(f"{what} must be a positive integer or a pair of them, got {value!r}") from exc
     if len(items) != 2:
         raise ConfigError(f"{what} must be a positive integer or a pair (rows, columns), got {value!r}")
-    return (_positive_int(items[0], f"{what}[0]"), _positive_int(items[1], f"{what}[1]"))
+    return (positive_int(items[0], f"{what}[0]"), positive_int(items[1], f"{what}[1]"))
 
 
 def _positions(length: int, patch: int, stride: int, what: str) -> int:
@@ -142,14 +138,14 @@ class ConvNetwork:
                  readout: str = "local"):
         from finwidth.activations import get_activation
 
-        n0 = _positive_int(input_size, "input_size (N_0)")
-        c = _positive_int(channels, "channels (C)")
+        n0 = positive_int(input_size, "input_size (N_0)")
+        c = positive_int(channels, "channels (C)")
         if readout not in _READOUTS:
             raise ConfigError(f"readout must be 'local' (one weight per channel and patch) or 'pooled' "
                               f"(global average pooling), got {readout!r}")
         if image_shape is None:
-            s = _positive_int(patch_size, "patch_size (S)")
-            st = s if stride is None else _positive_int(stride, "stride")
+            s = positive_int(patch_size, "patch_size (S)")
+            st = s if stride is None else positive_int(stride, "stride")
             if stride is None and n0 % s:
                 raise ConfigError(f"input_size {n0} is not a multiple of patch_size {s}: the non-overlapping patches "
                                   f"(stride = patch size) must tile the input exactly")

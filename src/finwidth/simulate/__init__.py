@@ -5,8 +5,9 @@ a checkpointed run) and :func:`suggest_step_size`. Samplers: ``"euler"`` (the pa
 ``"baoab"``, ``"mala"`` and ``"gibbs"`` (exact, linear networks). See docs/sampling.md; the modules
 and how they fit together are in docs/architecture.md.
 
-torch is imported on first use of a name that needs it, so that ``finwidth.simulate.config`` (the
-validation of run options, used by the sweep specs) stays light.
+torch is imported on first use of a name that needs it (a :class:`~finwidth.errors.MissingDependencyError`
+says how to install it when it is missing), so that ``finwidth.simulate.config`` (the validation of
+run options, used by the sweep specs) works without it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
+_TORCH_FREE = {"InputReduction", "RunConfig", "config"}
+
+
 def __getattr__(name: str) -> Any:
+    if name not in _TORCH_FREE and not name.startswith("_"):
+        from finwidth._deps import require_torch
+
+        require_torch("posterior sampling (finwidth.simulate, finwidth.sample_posterior)")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

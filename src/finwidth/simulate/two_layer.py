@@ -177,6 +177,9 @@ class TwoLayerCNN(TwoLayerModel):
         if not isinstance(network, ConvNetwork):
             raise ConfigError(f"TwoLayerCNN needs a finwidth.convnet.ConvNetwork, got {type(network).__name__}")
         if network.readout != "local":
+            raise ConfigError(f"TwoLayerCNN samples the local readout (one weight per channel and patch); "
+                              f"a {network.readout!r} readout has no sampler model yet")
+        if network.readout != "local":
             raise ConfigError(f"TwoLayerCNN samples the local readout (one weight per channel and patch); the "
                               f"{network.readout!r} readout has no sampler model yet")
         self._setup(network, temperature, scaling, device, dtype)
