@@ -30,6 +30,7 @@ _LAZY = {
     "DataError": "finwidth.errors",
     "ConfigError": "finwidth.errors",
     "DivergenceError": "finwidth.errors",
+    "NotConvergedWarning": "finwidth.errors",
     "MissingDependencyError": "finwidth.errors",
     "threads": "finwidth.threads",
     "set_num_threads": "finwidth.threads",

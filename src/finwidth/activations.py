@@ -42,6 +42,7 @@ __all__ = [
 _TWO_OVER_PI = 2.0 / math.pi
 _LOG_TWO_OVER_SQRT_PI = math.log(2.0 / math.sqrt(math.pi))  # log of erf'(0)
 _INV_2PI = 1.0 / (2.0 * math.pi)
+_SNAP_ULPS = 8  # correlations this close to ±1 are ±1 (see _correlation)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
@@ -78,6 +79,10 @@ def _correlation(c11: np.ndarray, c12: np.ndarray, c22: np.ndarray) -> np.ndarra
     """u = c12 / sqrt(c11 c22), clipped to [-1, 1]; 0 where a variance vanishes."""
     # sqrt of the product (not a product of square roots): u = 1 exactly when c11 = c12 = c22
     u = c12 * _inv_sqrt_or_zero(np.asarray(c11 * c22))
+    # |u| within a few ulps of 1 is 1 up to the rounding of c12 and of the product: the kernels of
+    # sign, step and relu are not Lipschitz there (κ moves by sqrt(δu)), so 1e-16 of rounding in u
+    # would move κ by 1e-8; duplicate inputs (c12² = c11 c22) get the exact κ
+    u = np.where(np.abs(u) > 1.0 - _SNAP_ULPS * np.finfo(np.float64).eps, np.sign(u), u)
     return np.clip(u, -1.0, 1.0)
 
 

@@ -43,3 +43,9 @@ class DivergenceError(FinwidthError, RuntimeError):
 
 class MissingDependencyError(FinwidthError, ImportError):
     """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class NotConvergedWarning(UserWarning):
+    """Sampled chains that have not converged (R̂ too large) or do not move (MALA acceptance near
+    zero): their error bars are not to be trusted. ``warnings.simplefilter("error",
+    NotConvergedWarning)`` turns it into an error."""
