@@ -179,6 +179,49 @@ def test_nested_gradient_matches_finite_differences_and_saddle():
     assert np.allclose(pm, mean, rtol=1e-8, atol=1e-10) and np.allclose(pv, var, rtol=1e-7, atol=1e-10)
 
 
+
+def _dense_nested_action(net, X, y, T, qbar):
+    """S(Q̄) of the nested form written out with full matrices (no recursion code of the library)."""
+    act = net.activation
+    K = X @ X.T / (net.priors[0] * X.shape[1])
+    for l in range(1, net.depth + 1):
+        d = np.diag(K).copy()
+        K = qbar[l - 1] / net.priors[l] * act.kappa(d[:, None], K, d[None, :])
+        np.fill_diagonal(K, qbar[l - 1] / net.priors[l] * act.kappa_diag(d))
+    widths = np.array(net.widths, dtype=float)
+    return _dense_action(K, widths, np.asarray(qbar), y, T)
+
+
+@pytest.mark.parametrize("L, T", [(2, 1e-3), (3, 1e-3), (3, 0.0)])
+def test_nested_erf_few_factorisations_and_dense_stationarity(L, T):
+    """The quasi-Newton solver needs few Cholesky factorisations, and its answer is a stationary
+    point of the nested action evaluated densely (central differences in log Q̄)."""
+    X, y, Xt, _ = _data(P=120, N0=30, seed=13)
+    net = Network([60, 90, 75][:L], "erf")
+    m = RKGP(net, T, renormalization="nested").fit(X, y)
+    assert m.residual_ <= 1e-9
+    assert m.n_factorizations_ <= 15
+    x = np.log(m.qbar_)
+    for l in range(L):
+        e = np.zeros(L)
+        e[l] = 1e-5
+        fd = (_dense_nested_action(net, X, y, T, np.exp(x + e)) - _dense_nested_action(net, X, y, T, np.exp(x - e))) / 2e-5
+        assert abs(fd) < 1e-5 * net.widths[l] * m.qbar_[l]
+    assert m.action_ == pytest.approx(_dense_nested_action(net, X, y, T, m.qbar_), rel=1e-10)
+
+
+def test_nested_prediction_basis_is_built_by_the_first_predict(monkeypatch):
+    X, y, Xt, _ = _data(P=50, seed=14)
+    calls = []
+    original = spectral.eigenbasis
+    monkeypatch.setattr(spectral, "eigenbasis", lambda K, **kw: calls.append(K.shape) or original(K, **kw))
+    m = RKGP(Network([30, 40], "erf"), 0.05, renormalization="nested").fit(X, y)
+    assert len(calls) == 1  # the NNGP basis (criterion and product start) only
+    first = m.predict(Xt)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(m.predict(Xt), first)
+    assert len(calls) == 2
+
 def test_nested_erf_differs_from_product():
     X, y, _, _ = _data(seed=8, scale=2.0)
     net = Network([15, 15], "erf")
