@@ -30,6 +30,7 @@ _LAZY = {
     "DataError": "finwidth.errors",
     "ConfigError": "finwidth.errors",
     "DivergenceError": "finwidth.errors",
+    "ConditioningWarning": "finwidth.errors",
 }
 _SUBMODULES = {"data", "activations", "kernels", "theory", "simulate", "experiments", "errors", "network", "convnet"}
 

@@ -39,3 +39,13 @@ class ConvergenceError(FinwidthError, RuntimeError):
 
 class DivergenceError(FinwidthError, RuntimeError):
     """A simulation diverged (NaN/inf or energy blow-up)."""
+
+
+class ConditioningWarning(UserWarning):
+    """An answer is sensitive to round-off: the problem is near-singular in float64.
+
+    Raised (as a warning) when the relative error that round-off in the kernel's eigenvalues can
+    put on the solution exceeds a threshold, e.g. a nearly rank-deficient kernel (few input
+    dimensions, duplicated inputs) at a tiny temperature. The message gives the estimate and what
+    to try.
+    """

@@ -108,6 +108,10 @@ class RKGP:
         Relative stationarity residual at the returned point (≤ 1e-9 product/non-odd, ≤ 1e-7 nested).
     n_factorizations_ : int
         Cholesky factorisations done by the nested solver (0 for the eigenbasis forms).
+    roundoff_sensitivity_ : float
+        Relative error that round-off in the output kernel's eigenvalues can put on the fit
+        (:func:`finwidth.theory.spectral.roundoff_sensitivity`, with Π = ∏ Q̄_l); above 1e-6 the fit
+        emits a :class:`~finwidth.errors.ConditioningWarning`.
     kind_ : str
         "product", "nested" or "nonodd".
     """
@@ -201,6 +205,10 @@ class RKGP:
             # start from the product-form saddle (exact for relu/linear, close for erf)
             start = spectral.solve_product(basis, y_t, T, widths)
             self._fit_nested(action, start)
+        # near-singular problems: how much can round-off in the output kernel's spectrum move the fit?
+        # (the NNGP eigenbasis scaled by ∏ Q̄_l: exact for the product form, an estimate otherwise)
+        self.roundoff_sensitivity_ = spectral.roundoff_sensitivity(basis, y_t, T, float(np.prod(self.qbar_)))
+        spectral.warn_if_ill_conditioned(self.roundoff_sensitivity_, "this RKGP fit")
         P_half_log = 0.5 * P * math.log(2 * math.pi)
         if not math.isfinite(self.action_):
             self.action_ = math.nan  # T = 0 with labels outside the kernel's range: S is not defined
@@ -243,7 +251,13 @@ class RKGP:
         m_t = basis.project(m)
         nz = NonOddSaddle(k, y_t, m_t, T, N)
         roots = []
-        for qb0, q0 in _NONODD_STARTS:
+        # the fixed starts, and the saddle of the theory without the mean term (Q = 1/Q̄ − 1 there): it
+        # reaches solutions far from (1, 0), e.g. Q̄ ~ 1e-7 when T = 0 and the labels are tiny
+        starts = list(_NONODD_STARTS)
+        plain = self._plain_one_layer_qbar(basis, y_t, N)
+        if plain is not None:
+            starts.append((plain, 1.0 / plain - 1.0))
+        for qb0, q0 in starts:
             try:
                 root = nz.solve(qb0, q0)
             except ConvergenceError:
@@ -253,8 +267,10 @@ class RKGP:
                 roots.append(root)
         if not roots:
             grad = nz.gradient(1.0, 0.0)
+            where = "" if plain is None else f", including the plain theory's saddle Q̄ = {plain:.3g}"
             raise ConvergenceError(
-                "no stationary point of the non-odd (mean-corrected) action found from any start",
+                f"no stationary point of the non-odd (mean-corrected) action found from any of {len(starts)} "
+                f"starts{where}; residual at (Q̄, Q) = (1, 0) in the message",
                 residual=float(np.max(np.abs(grad))),
                 suggestion="use mean_correction=False (plain theory), or a larger temperature",
             )
@@ -274,6 +290,20 @@ class RKGP:
         self._pred_basis = basis
         self._pred_scale = qbar
         self._nonodd = nz
+
+    def _plain_one_layer_qbar(self, basis: spectral.Eigenbasis, y_t: np.ndarray, N: float) -> float | None:
+        """Q̄ of the one-hidden-layer theory without the mean term, or None if it has no verified root."""
+        try:
+            return float(spectral.solve_product(basis, y_t, self.temperature, [N]).qbar[0])
+        except ConvergenceError:
+            if self.temperature > 0:
+                return None
+        # T = 0: the closed form (the scan's verification can fail by round-off where Q̄ ≪ 1)
+        k = basis.values
+        pos = k > 0
+        P = k.size
+        r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
+        return spectral.t0_one_layer_qbar(P / N, r, basis.rank / P)
 
     # ------------------------------------------------------------------------------------------
     # nested deep form (finwidth.theory.nested): quasi-Newton on log Q̄ from the product saddle
@@ -498,6 +528,8 @@ class NonOddSaddle:
 
         x0 = np.array([math.log(qbar0), math.log1p(q0)])
         sol = optimize.root(F, x0, method="hybr", options={"xtol": 1e-14, "maxfev": 2000})
+        if not np.all(np.abs(sol.x) < 700.0):  # includes NaN; exp would overflow
+            raise ConvergenceError("non-odd solver left the representable range of (log Q̄, log(1 + Q))")
         qbar, q = math.exp(sol.x[0]), math.expm1(sol.x[1])
         if not (np.all(np.isfinite(sol.x)) and qbar > 0 and q > -1):
             raise ConvergenceError("non-odd solver left the domain Q̄ > 0, Q > −1")
