@@ -111,17 +111,6 @@ def kernel_gradient(activation, Sigma: np.ndarray, Z: np.ndarray, M: np.ndarray)
     return 0.5 * (G + G.T)
 
 
-def _sym_pack(A: np.ndarray, iu: tuple[np.ndarray, np.ndarray], w: np.ndarray) -> np.ndarray:
-    """Upper triangle of a symmetric matrix, off-diagonals × sqrt 2 (Euclidean norm = Frobenius)."""
-    return A[iu] * w
-
-
-def _sym_unpack(v: np.ndarray, m: int, iu: tuple[np.ndarray, np.ndarray], w: np.ndarray) -> np.ndarray:
-    A = np.zeros((m, m))
-    A[iu] = v / w
-    return A + np.triu(A, 1).T
-
-
 class EquationsOfState:
     """The AK equations of state on one training set.
 
@@ -193,6 +182,27 @@ class EquationsOfState:
         scale = self.a * math.sqrt(D.shape[0]) + np.linalg.norm(st["shift"])
         return R, float(np.linalg.norm(R) / scale)
 
+    # ---------------------------------------------------------------------------- packed unknowns
+    def _pack(self, D: np.ndarray) -> np.ndarray:
+        """D/a as the vector of its upper triangle, off-diagonals × sqrt 2 (Euclidean norm = Frobenius)."""
+        iu = np.triu_indices(self.m)
+        return D[iu] * np.where(iu[0] == iu[1], 1.0, math.sqrt(2.0)) / self.a
+
+    def _unpack(self, x: np.ndarray) -> np.ndarray:
+        iu = np.triu_indices(self.m)
+        A = np.zeros((self.m, self.m))
+        A[iu] = x / np.where(iu[0] == iu[1], 1.0, math.sqrt(2.0))
+        return self.a * (A + np.triu(A, 1).T)
+
+    def _at(self, x: np.ndarray, N: float):
+        """(D, state, packed residual D − G(D), relative residual) at packed x; None if not admissible."""
+        D = self._unpack(x)
+        st = self.state(D, N)
+        if st is None:
+            return None
+        R, rel = self.residual(D, st)
+        return D, st, self._pack(R), rel
+
     # ---------------------------------------------------------------------------- fast path
     def anderson(self, D0: np.ndarray, N: float) -> tuple[np.ndarray, dict, int, float]:
         """Anderson-accelerated damped fixed-point iteration D ← G(D) at width N from D0.
@@ -203,20 +213,11 @@ class EquationsOfState:
         damping halved. Returns (D, state, iterations, relative residual); raises
         :class:`StageFailed` after ``MAX_FIXED_POINT`` iterations or when no admissible step exists.
         """
-        m = self.m
-        iu = np.triu_indices(m)
-        wts = np.where(iu[0] == iu[1], 1.0, math.sqrt(2.0))
-        a = self.a
-
         def F(x):
-            D = a * _sym_unpack(x, m, iu, wts)
-            st = self.state(D, N)
-            if st is None:
-                return None
-            R, rel = self.residual(D, st)
-            return D, st, -_sym_pack(R, iu, wts) / a, rel  # f = G(x) − x
+            out = self._at(x, N)
+            return None if out is None else (out[0], out[1], -out[2], out[3])  # f = G(x) − x
 
-        x = _sym_pack(D0, iu, wts) / a
+        x = self._pack(D0)
         cur = F(x)
         if cur is None:
             raise StageFailed("the starting point is not admissible (Σ not positive definite or Q̄ + T singular)",
@@ -276,27 +277,18 @@ class EquationsOfState:
     # ---------------------------------------------------------------------------- fallback
     def newton(self, D0: np.ndarray, N: float) -> tuple[np.ndarray, dict, int, float]:
         """Inexact Newton–Krylov on the EoS at width N from D0; raises :class:`StageFailed`."""
-        m = self.m
-        iu = np.triu_indices(m)
-        wts = np.where(iu[0] == iu[1], 1.0, math.sqrt(2.0))
-        a = self.a
-
         def F(v):
-            D = a * _sym_unpack(v, m, iu, wts)
-            st = self.state(D, N)
-            if st is None:
-                return None, None
-            R, rel = self.residual(D, st)
-            return _sym_pack(R, iu, wts) / a, (st, rel)
+            out = self._at(v, N)
+            return (None, None) if out is None else (out[2], (out[1], out[3]))
 
-        x = _sym_pack(D0, iu, wts) / a
+        x = self._pack(D0)
         r, info = F(x)
         if r is None:
             raise StageFailed("the starting point is not admissible (Σ not positive definite or Q̄ + T singular)", np.inf)
         for it in range(MAX_NEWTON + 1):
             st, rel = info
             if rel <= self.tol:
-                return a * _sym_unpack(x, m, iu, wts), st, it, rel
+                return self._unpack(x), st, it, rel
             if it == MAX_NEWTON:
                 break
             nr = float(np.linalg.norm(r))
