@@ -362,27 +362,28 @@ def propagate_vjp(
     # ∂c22 where it is the column; each pair stands for K_new,μν and K_new,νμ (hence the 2 below)
     row11 = np.zeros(P)
     col22 = np.zeros(P)
+    scale = float(scale)
     rows = _row_block(P, P, block_size)
+    strict = np.triu(np.ones((rows, rows), dtype=bool), 1)  # strict upper triangle of a diagonal block
     for i0 in range(0, P, rows):
         i1 = min(i0 + rows, P)
         nb = i1 - i0
         g12, g11, g22 = act.kappa_grad(d[i0:i1, None], K[i0:i1, i0:], d[None, i0:])
         Gb = G[i0:i1, i0:]
+        # right of the diagonal block every pair is off-diagonal; inside it, each pair counts once
+        # (its strict upper triangle)
+        row11[i0:i1] += np.einsum("ij,ij->i", g11[:, nb:], Gb[:, nb:])
+        col22[i1:] += np.einsum("ij,ij->j", g22[:, nb:], Gb[:, nb:])
+        up = np.where(strict[:nb, :nb], Gb[:, :nb], 0.0)
+        row11[i0:i1] += np.einsum("ij,ij->i", g11[:, :nb], up)
+        col22[i0:i1] += np.einsum("ij,ij->j", g22[:, :nb], up)
         g12 *= Gb
-        g11 *= Gb
-        g22 *= Gb
-        # the diagonal block counts each pair once: its strict upper triangle
-        low = np.tril_indices(nb)
-        g11[low] = 0.0
-        g22[low] = 0.0
-        row11[i0:i1] += g11.sum(axis=1)
-        col22[i0:] += g22.sum(axis=0)
+        g12 *= scale
         out[i0:i1, i1:] = g12[:, nb:]
         out[i1:, i0:i1] = g12[:, nb:].T
-        db = np.triu(g12[:, :nb], 1)
+        db = np.where(strict[:nb, :nb], g12[:, :nb], 0.0)
         out[i0:i1, i0:i1] = db + db.T
-    out[np.diag_indices(P)] = np.diagonal(G) * act.kappa_diag_grad(d) + 2.0 * (row11 + col22)
-    out *= float(scale)
+    out[np.diag_indices(P)] = scale * (np.diagonal(G) * act.kappa_diag_grad(d) + 2.0 * (row11 + col22))
     return out
 
 

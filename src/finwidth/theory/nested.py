@@ -6,7 +6,8 @@ kernel), and the action (normalised as −2 log Z up to constants, as in :mod:`~
     S(Q̄) = Σ_l N_l (Q̄_l − log Q̄_l − 1) + log det(T + K_L^R) + yᵀ (T + K_L^R)⁻¹ y.
 
 Each evaluation costs one Cholesky factorisation of T + K_L^R, its inverse, the forward recursion
-and its adjoint (:func:`finwidth.kernels.propagate_vjp`); the input kernel C is built once.
+and its adjoint (:func:`finwidth.kernels.propagate_vjp`); the input kernel C and κ(C) (which does
+not depend on Q̄) are built once.
 
 The solver works in x = log Q̄. It starts from the product-form saddle (exact for relu and linear,
 close for erf) with that form's Hessian (O(P) in the output eigenbasis), and takes quasi-Newton
@@ -84,21 +85,27 @@ class NestedAction:
 
     def __init__(self, network, X, y, temperature: float):
         self.network = network
-        self.C = kernels.input_kernel(network, X).train
+        # K_1^R = Q̄_1 κ(C)/λ_1 + σ²_b,1: the first layer's κ does not depend on Q̄ and is computed once
+        C = kernels.KernelBlocks(kernels.input_kernel(network, X).train)
+        self.kappa1 = kernels.propagate(C, network.activation, 1.0 / network.priors[1], inplace=True).train
         self.y = np.asarray(y, dtype=np.float64)
         self.T = float(temperature)
         self.widths = np.array(network.widths, dtype=float)
         self.n_factorizations = 0
 
     def nngp_kernel(self) -> np.ndarray:
-        """The NNGP output kernel K_L (all Q̄_l = 1), built from the stored input kernel."""
+        """The NNGP output kernel K_L (all Q̄_l = 1), built from the stored first layer."""
         return self._chain(np.ones(self.network.depth))[-1]
 
-    def _chain(self, qbar: np.ndarray) -> list[np.ndarray]:
+    def _chain(self, qbar: np.ndarray) -> list:
+        """[None, K_1^R, …, K_L^R] (the input kernel is not needed once κ(C) is stored)."""
         net = self.network
         bias = net.bias_variances()
-        chain = [self.C]
-        for l in range(1, net.depth + 1):
+        K1 = self.kappa1 * qbar[0]
+        if bias[1]:
+            K1 += bias[1]
+        chain = [None, K1]
+        for l in range(2, net.depth + 1):
             nxt = kernels.propagate(kernels.KernelBlocks(chain[-1]), net.activation, qbar[l - 1] / net.priors[l], bias[l])
             chain.append(nxt.train)
         return chain
@@ -134,8 +141,7 @@ class NestedAction:
         aK = float(a @ KR @ a) - b * float(a.sum()) ** 2
         scale_out = abs(float(np.vdot(Ginv, KR)) - b * float(Ginv.sum())) + abs(aK)
         curv = self._top_curvature(Ginv, a, b) if top_curvature else math.nan
-        gam = Ginv
-        gam -= np.outer(a, a)  # ∂D/∂K_L^R
+        gam = linalg.blas.dger(-1.0, a, a, a=Ginv.T, overwrite_a=1).T  # ∂D/∂K_L^R = G⁻¹ − a aᵀ, in place
         grad = np.empty_like(x)
         for l in range(net.depth, 0, -1):
             # Σ Γ ∘ (K_l^R − σ²_b,l) = Σ Γ ∘ (Q̄_l/λ_l) κ(K_{l−1}^R)
