@@ -51,7 +51,8 @@ def gibbs_vs_bpkr(n_sweeps: int = 6000, replicas: int = 16) -> None:
 
 
 def teacher_sweep(seeds=(1, 2), widths=(25, 100, 400)) -> None:
-    from finwidth.simulate.meanfield import TwoLayerFCN, sample_weights
+    from finwidth.simulate.two_layer import TwoLayerFCN
+    from finwidth.simulate.weights import sample_weights
 
     print("erf, mean field, teacher tanh(2 w.x/sqrt(N0)) drawn with other seeds; P = 20, N0 = 5, priors (1, 0.1), "
           "T = 0.5/N")

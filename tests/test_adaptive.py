@@ -259,6 +259,7 @@ def test_linear_mean_field_approaches_bpkr_like_one_over_n():
     assert all(3.0 < r < 5.5 for r in rates), (diffs, rates)  # 4 for an exact 1/N law
 
 
+@pytest.mark.slow
 def test_linear_standard_scaling_misses_the_kernel_renormalisation():
     """Standard scaling, proportional regime (theory notes §C.6): at α = 2 AK is worse than the GP
     while exact BPKR is better; at α = 0.5 AK ≈ GP while BPKR differs visibly."""
@@ -291,15 +292,15 @@ def test_covariance_summary():
 def test_errors(teacher, monkeypatch):
     X, y, Xt, _, _ = teacher
     with pytest.raises(ConfigError, match="one hidden layer"):
-        AdaptiveKernel(Network([5, 5]), 0.1)
+        AdaptiveKernel(Network([5, 5]), 0.1).fit(X, y)
     with pytest.raises(ConfigError, match="biases"):
-        AdaptiveKernel(Network([5], bias=1.0), 0.1)
+        AdaptiveKernel(Network([5], bias=1.0), 0.1).fit(X, y)
     with pytest.raises(ConfigError, match="scaling"):
-        AdaptiveKernel(Network([5]), 0.1, scaling="ntk")
+        AdaptiveKernel(Network([5]), 0.1, scaling="ntk").fit(X, y)
     with pytest.raises(ConfigError, match="temperature"):
-        AdaptiveKernel(Network([5]), -0.1)
+        AdaptiveKernel(Network([5]), -0.1).fit(X, y)
     with pytest.raises(ConfigError, match="Network or ConvNetwork"):
-        AdaptiveKernel("net", 0.1)
+        AdaptiveKernel("net", 0.1).fit(X, y)
     ak = AdaptiveKernel(Network([5]), 0.1)
     with pytest.raises(ConfigError, match="not fitted"):
         ak.predict(Xt)

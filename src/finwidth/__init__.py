@@ -31,6 +31,9 @@ _LAZY = {
     "ConfigError": "finwidth.errors",
     "DivergenceError": "finwidth.errors",
     "ConditioningWarning": "finwidth.errors",
+    "MissingDependencyError": "finwidth.errors",
+    "threads": "finwidth.threads",
+    "set_num_threads": "finwidth.threads",
 }
 _SUBMODULES = {"data", "activations", "kernels", "theory", "simulate", "experiments", "errors", "network", "convnet"}
 

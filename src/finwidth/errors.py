@@ -41,6 +41,10 @@ class DivergenceError(FinwidthError, RuntimeError):
     """A simulation diverged (NaN/inf or energy blow-up)."""
 
 
+class MissingDependencyError(FinwidthError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
 class ConditioningWarning(UserWarning):
     """An answer is sensitive to round-off: the problem is near-singular in float64.
 

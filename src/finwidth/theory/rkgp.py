@@ -40,11 +40,12 @@ import numpy as np
 from scipy import optimize
 
 from finwidth.errors import ConfigError, ConvergenceError
-from finwidth.kernels import as_inputs as _as_X
+from finwidth.inputs import as_inputs as _as_X
 from finwidth.theory import nested, spectral
+from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
 
-__all__ = ["RKGP", "WidthCriterion"]
+__all__ = ["RKGP", "WidthCriterion", "width_criterion"]
 
 _NONODD_STARTS = ((1.0, 0.0), (0.5, 1.0), (2.0, -0.5), (0.2, 4.0), (5.0, -0.8))
 
@@ -74,13 +75,37 @@ class WidthCriterion:
     student_t_factor: float | None
 
 
-class RKGP:
+def width_criterion(basis: spectral.Eigenbasis, y_t: np.ndarray, widths) -> WidthCriterion:
+    """The T → 0 width criterion of the product-form theory with output kernel ``basis`` (Pacelli et al. §8).
+
+    ``widths`` are N_1..N_L; the Student-t factor is given for one hidden layer only.
+    """
+    widths = np.asarray(widths, dtype=float)
+    k = basis.values
+    P = k.size
+    pos = k > 0
+    r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
+    try:
+        pi0 = spectral.solve_product(basis, y_t, 0.0, widths).pi
+    except ConvergenceError:
+        pi0 = float("nan")
+    stf = None
+    if widths.size == 1:
+        nu = widths[0]
+        stf = (nu + P * r - 2.0) / (nu + P - 2.0)
+    return WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
+
+
+class RKGP(Estimator):
     """Renormalised-kernel GP estimator (finite-width Bayesian network, proportional limit).
 
     Parameters
     ----------
-    network : finwidth.Network
-        Widths N_1..N_L, activation, prior precisions λ_0..λ_L, optional bias variances.
+    network : finwidth.Network or finwidth.ConvNetwork
+        Widths N_1..N_L, activation, prior precisions λ_0..λ_L, optional bias variances. A
+        ``ConvNetwork`` gets the local kernel renormalisation of :mod:`finwidth.theory.conv`
+        (``qbar_`` is then the Ñ×Ñ patch–patch matrix; ``renormalization`` does not apply and
+        ``mean_correction`` must be None or False); its options are on ``ConvRKGP``.
     temperature : float
         T ≥ 0, the likelihood variance of the Gibbs posterior (DESIGN.md §2). T = 0 is legal.
     renormalization : {"product", "nested"}
@@ -114,28 +139,40 @@ class RKGP:
         emits a :class:`~finwidth.errors.ConditioningWarning`.
     kind_ : str
         "product", "nested" or "nonodd".
+    mean_correction_ : bool
+        Whether the mean term was used (``mean_correction`` resolved).
+
+    Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
+    ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
     """
 
     def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None):
+        self.network = network
+        self.temperature = temperature
+        self.renormalization = renormalization
+        self.mean_correction = mean_correction
+
+    def _check_params(self) -> bool:
+        """Validate the parameters (ConfigError); returns whether the mean term is used."""
         from finwidth.network import Network
 
+        network, mean_correction = self.network, self.mean_correction
+        if type(network).__name__ == "ConvNetwork":  # the CNN theory (finwidth.theory.conv) validates in fit
+            return False
         if not isinstance(network, Network):
             raise ConfigError(f"network must be a finwidth.Network, got {type(network).__name__}")
-        T = validate_noise(temperature)
-        if renormalization not in ("product", "nested"):
-            raise ConfigError(f"renormalization must be 'product' or 'nested', got {renormalization!r}")
+        validate_noise(self.temperature)
+        if self.renormalization not in ("product", "nested"):
+            raise ConfigError(f"renormalization must be 'product' or 'nested', got {self.renormalization!r}")
         act = network.activation
         if mean_correction is None:
-            mean_correction = (not act.odd) and network.depth == 1
-        elif mean_correction:
+            return (not act.odd) and network.depth == 1
+        if mean_correction:
             if network.depth != 1:
                 raise ConfigError("mean_correction=True is implemented for one hidden layer only (L = 1)")
             if act.odd:
                 raise ConfigError(f"mean_correction=True needs a non-odd activation; {act.name!r} is odd (zero mean)")
-        self.network = network
-        self.temperature = T
-        self.renormalization = renormalization
-        self.mean_correction = bool(mean_correction)
+        return bool(mean_correction)
 
     # ------------------------------------------------------------------------------------------
     def fit(self, X, y) -> RKGP:
@@ -159,6 +196,10 @@ class RKGP:
         """
         from finwidth import kernels
 
+        self.mean_correction_ = self._check_params()
+        self._conv = None
+        if type(self.network).__name__ == "ConvNetwork":
+            return self._fit_conv(X, y)
         X = _as_X(X, "X")
         y = validate_targets(y, X.shape[0])
         net = self.network
@@ -168,7 +209,7 @@ class RKGP:
         widths = np.array(net.widths, dtype=float)
         # only the output layer is kept as a P×P matrix; the lower layers enter through their diagonals
         # (the nested form keeps the input kernel too, and builds K_out from it)
-        is_nested = not self.mean_correction and self.renormalization == "nested" and (L > 1 or net.bias is not None)
+        is_nested = not self.mean_correction_ and self.renormalization == "nested" and (L > 1 or net.bias is not None)
         action = nested.NestedAction(net, X, y, T) if is_nested else None
         K_out = action.nngp_kernel() if is_nested else np.asarray(kernels.nngp(net, X).train, dtype=np.float64)
         self.X_train_ = X
@@ -181,7 +222,7 @@ class RKGP:
         y_t = basis.project(y)
         self._criterion(basis, y_t, widths)
 
-        if self.mean_correction:
+        if self.mean_correction_:
             self.kind_ = "nonodd"
             self._fit_nonodd(basis, y_t, X)
         elif not is_nested:
@@ -215,21 +256,20 @@ class RKGP:
         self.log_evidence_ = None if not math.isfinite(self.action_) else -0.5 * self.action_ - P_half_log
         return self
 
+    def _fit_conv(self, X, y) -> RKGP:
+        """A ConvNetwork: the local kernel renormalisation (finwidth.theory.conv.ConvRKGP, its defaults)."""
+        from finwidth.theory.conv import ConvRKGP
+
+        self._conv = ConvRKGP(self.network, self.temperature, mean_correction=self.mean_correction).fit(X, y)
+        for name in ("qbar_", "q_", "action_", "log_evidence_", "residual_", "width_criterion_", "kind_",
+                     "X_train_", "y_train_", "n_evaluations_"):
+            setattr(self, name, getattr(self._conv, name))
+        self.roots_, self.n_factorizations_ = [self.qbar_], 0
+        return self
+
     # ------------------------------------------------------------------------------------------
     def _criterion(self, basis: spectral.Eigenbasis, y_t: np.ndarray, widths: np.ndarray) -> None:
-        k = basis.values
-        P = k.size
-        pos = k > 0
-        r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
-        try:
-            pi0 = spectral.solve_product(basis, y_t, 0.0, widths).pi
-        except ConvergenceError:
-            pi0 = float("nan")
-        stf = None
-        if self.network.depth == 1:
-            nu = widths[0]
-            stf = (nu + P * r - 2.0) / (nu + P - 2.0)
-        self.width_criterion_ = WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
+        self.width_criterion_ = width_criterion(basis, y_t, widths)
 
     # ------------------------------------------------------------------------------------------
     # one hidden layer, non-odd activation: (Q̄, Q) saddle with Sherman–Morrison
@@ -347,6 +387,8 @@ class RKGP:
         from finwidth import kernels
 
         self._check_fitted()
+        if getattr(self, "_conv", None) is not None:
+            return self._conv.renormalized_kernel(X_test)
         X_test = None if X_test is None else _as_X(X_test, "X_test")
         if X_test is not None and X_test.shape[1] != self.X_train_.shape[1]:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
@@ -371,7 +413,7 @@ class RKGP:
             train=train, test_train=qbar * out.test_train - c * np.outer(mt, m), test_diag=qbar * out.test_diag - c * mt ** 2
         )
 
-    def predict(self, X_test, return_var: bool = False, return_cov: bool = False):
+    def predict(self, X_test, return_var: bool = False, return_cov: bool = False, return_std: bool = False):
         """Posterior mean (and variance) of f at test inputs: the GP with the renormalised kernel.
 
         Parameters
@@ -381,15 +423,23 @@ class RKGP:
             Also return the posterior variance of f (observation noise T not added).
         return_cov : bool
             Not supported for the renormalised-kernel GP (raises ConfigError); use the variance.
+        return_std : bool
+            Also return the posterior standard deviation of f, √var (last in the tuple).
 
         Returns
         -------
         mean : ndarray, shape (P_t,)
         var : ndarray, shape (P_t,), if ``return_var``
+        std : ndarray, shape (P_t,), if ``return_std``
         """
         from finwidth import kernels
 
+        if return_std:
+            return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
+
         self._check_fitted()
+        if getattr(self, "_conv", None) is not None:
+            return self._conv.predict(X_test, return_var=return_var, return_cov=return_cov)
         if return_cov:
             raise ConfigError("return_cov is not available for RKGP; use return_var=True")
         X_test = _as_X(X_test, "X_test")
