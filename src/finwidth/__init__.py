@@ -31,6 +31,7 @@ _LAZY = {
     "ConfigError": "finwidth.errors",
     "DivergenceError": "finwidth.errors",
     "NotConvergedWarning": "finwidth.errors",
+    "ConditioningWarning": "finwidth.errors",
     "MissingDependencyError": "finwidth.errors",
     "threads": "finwidth.threads",
     "set_num_threads": "finwidth.threads",
