@@ -41,7 +41,8 @@ from scipy import linalg, optimize
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.kernels import as_inputs as _as_X
 from finwidth.theory import spectral
-from finwidth.theory.gp import validate_noise, validate_targets
+from finwidth.theory.gp import as_outputs, validate_noise, validate_targets
+from finwidth.theory.multioutput_estimator import MultiOutputMixin
 
 __all__ = ["RKGP", "WidthCriterion"]
 
@@ -73,8 +74,11 @@ class WidthCriterion:
     student_t_factor: float | None
 
 
-class RKGP:
+class RKGP(MultiOutputMixin):
     """Renormalised-kernel GP estimator (finite-width Bayesian network, proportional limit).
+
+    With targets of shape (P, D), D ≥ 2, the order parameters are D×D matrices (kernel shape renormalisation
+    across outputs, :mod:`finwidth.theory.multioutput`; attributes in :class:`MultiOutputMixin`).
 
     Parameters
     ----------
@@ -139,7 +143,8 @@ class RKGP:
         Parameters
         ----------
         X : array, shape (P, N_0)
-        y : array, shape (P,)
+        y : array, shape (P,) or (P, D)
+            D ≥ 2 columns: D outputs (matrix order parameters); (P, 1) is one output.
 
         Returns
         -------
@@ -155,7 +160,10 @@ class RKGP:
         from finwidth import kernels
 
         X = _as_X(X, "X")
-        y = validate_targets(y, X.shape[0])
+        y = as_outputs(y, X.shape[0])
+        if y.ndim == 2:
+            return self._fit_multioutput(X, y)
+        self.n_outputs_ = 1
         net = self.network
         P = X.shape[0]
         L = net.depth
@@ -397,6 +405,9 @@ class RKGP:
         from finwidth import kernels
 
         self._check_fitted()
+        if self.n_outputs_ > 1:
+            raise ConfigError("with several outputs the renormalised kernel is renormalization_ ⊗ K_L: use "
+                              "renormalization_ and finwidth.kernels.nngp")
         X_test = None if X_test is None else _as_X(X_test, "X_test")
         if X_test is not None and X_test.shape[1] != self.X_train_.shape[1]:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
@@ -430,16 +441,20 @@ class RKGP:
         return_var : bool
             Also return the posterior variance of f (observation noise T not added).
         return_cov : bool
-            Not supported for the renormalised-kernel GP (raises ConfigError); use the variance.
+            With D outputs: also the D×D posterior covariance of the outputs at each test point. Not
+            available for one output (raises ConfigError); use the variance.
 
         Returns
         -------
-        mean : ndarray, shape (P_t,)
-        var : ndarray, shape (P_t,), if ``return_var``
+        mean : ndarray, shape (P_t,), or (P_t, D) with D outputs
+        var : ndarray, shape (P_t,) or (P_t, D), if ``return_var``
+        cov : ndarray, shape (P_t, D, D), if ``return_cov`` (D outputs)
         """
         from finwidth import kernels
 
         self._check_fitted()
+        if self.n_outputs_ > 1:
+            return self._predict_multioutput(X_test, return_var, return_cov)
         if return_cov:
             raise ConfigError("return_cov is not available for RKGP; use return_var=True")
         X_test = _as_X(X_test, "X_test")
@@ -493,10 +508,14 @@ class RKGP:
         Returns
         -------
         finwidth.theory.gp.ErrorDecomposition
-            ``total``, ``bias``, ``variance``.
+            ``total``, ``bias``, ``variance``; with D outputs these are sums over the outputs, with
+            ``bias_per_output``, ``variance_per_output`` and the argmax ``accuracy``.
         """
         from finwidth.theory.gp import generalization_error
 
+        self._check_fitted()
+        if self.n_outputs_ > 1:
+            return self._generalization_error_multioutput(X_test, y_test)
         X_test = _as_X(X_test, "X_test")
         y_test = validate_targets(y_test, X_test.shape[0], "y_test")
         mean, var = self.predict(X_test, return_var=True)
