@@ -12,7 +12,7 @@ import numpy as np
 
 from finwidth.errors import ConfigError
 from finwidth.theory import spectral
-from finwidth.theory.gp import as_outputs, generalization_error
+from finwidth.theory.gp import as_outputs, generalization_error, validate_noise
 from finwidth.theory.multioutput import (
     correlation,
     covariance_from_eigen,
@@ -44,10 +44,7 @@ class MultiOutputMixin:
         from finwidth import kernels
 
         net = self.network
-        mean_correction = self.mean_correction
-        if mean_correction is None:  # the default: on for non-odd activations at L = 1 (RKGP docstring)
-            mean_correction = (not net.activation.odd) and net.depth == 1
-        if mean_correction:
+        if self.mean_correction_:  # resolved by RKGP._check_params (default: on for non-odd σ at L = 1)
             raise ConfigError(
                 "the mean-corrected (non-odd) theory is implemented for one output; with several outputs pass "
                 "mean_correction=False (the plain theory, as deepbays' FC_1HL_multiclass)"
@@ -57,7 +54,7 @@ class MultiOutputMixin:
                 "with several outputs only the product form (the equivalent-Wishart ansatz) is derived; use "
                 "renormalization='product' (it equals the nested form for relu and linear networks)"
             )
-        T = self.temperature
+        T = validate_noise(self.temperature)
         widths = np.array(net.widths, dtype=float)
         K_out = np.asarray(kernels.nngp(net, X).train, dtype=np.float64)
         basis = spectral.eigenbasis(K_out)
@@ -96,7 +93,8 @@ class MultiOutputMixin:
     def _predict_multioutput(self, X_test, return_var: bool, return_cov: bool):
         kt, kd = self._test_blocks(X_test)
         need = return_var or return_cov
-        mean, s = predictive(self._multi, self._pred_basis, self._multi_Y_t, self.temperature, kt, kd if need else None)
+        mean, s = predictive(self._multi, self._pred_basis, self._multi_Y_t, validate_noise(self.temperature), kt,
+                             kd if need else None)
         if not need:
             return mean
         V = self._multi.vectors

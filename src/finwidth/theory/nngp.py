@@ -13,6 +13,7 @@ import numpy as np
 
 from finwidth.errors import ConfigError
 from finwidth.kernels import as_inputs, layer_diagonals, nngp, nngp_cross
+from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import (
     ErrorDecomposition,
     as_outputs,
@@ -26,13 +27,13 @@ from finwidth.theory.gp import (
 __all__ = ["NNGP"]
 
 
-class NNGP:
+class NNGP(Estimator):
     """Infinite-width Bayesian network: NNGP regression at temperature T.
 
     Parameters
     ----------
-    network : Network
-        Depth, activation, priors λ_0..λ_L (precisions) and biases. Widths are ignored.
+    network : Network or ConvNetwork
+        Depth, activation, priors λ_0..λ_L (precisions) and biases. Widths (channels) are ignored.
     temperature : float
         T ≥ 0, the noise variance of the Gibbs likelihood exp(−Σ(y − f)²/(2T)). T = 0 is
         noise-free interpolation; a singular kernel (e.g. a linear network with P > N_0,
@@ -60,9 +61,12 @@ class NNGP:
     X_train_, y_train_ : numpy.ndarray
         The training data (copies, float64).
     train_diags_ : numpy.ndarray, shape (L+1, P)
-        Diagonals of K_0..K_L on the training inputs (for test kernels).
+        Diagonals of K_0..K_L on the training inputs (for test kernels); None for a ConvNetwork.
     fit_ : GPFit
         Factorisation and solution (shared helper object).
+
+    Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
+    ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
 
     Examples
     --------
@@ -75,14 +79,17 @@ class NNGP:
     """
 
     def __init__(self, network: Any, temperature: float, *, rtol: float | None = None, block_size: int | None = None):
-        from finwidth.network import Network
-
-        if not isinstance(network, Network):
-            raise ConfigError(f"NNGP needs a finwidth.Network, got {type(network).__name__}")
         self.network = network
-        self.temperature = validate_noise(temperature, "temperature")
+        self.temperature = temperature
         self.rtol = rtol
         self.block_size = block_size
+
+    def _check_params(self) -> None:
+        from finwidth.network import Network
+
+        if not isinstance(self.network, Network) and type(self.network).__name__ != "ConvNetwork":
+            raise ConfigError(f"NNGP needs a finwidth.Network or ConvNetwork, got {type(self.network).__name__}")
+        validate_noise(self.temperature, "temperature")
 
     # ------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> NNGP:
@@ -92,6 +99,7 @@ class NNGP:
         -------
         self
         """
+        self._check_params()
         Xa = as_inputs(X, "X")
         yv = as_outputs(y, Xa.shape[0])
         blocks = nngp(self.network, Xa, block_size=self.block_size)
@@ -100,7 +108,8 @@ class NNGP:
         self.X_train_ = Xa
         self.y_train_ = yv
         self.kernel_ = K
-        self.train_diags_ = layer_diagonals(self.network, Xa)
+        # a ConvNetwork's test blocks need the patches, not layer diagonals
+        self.train_diags_ = None if type(self.network).__name__ == "ConvNetwork" else layer_diagonals(self.network, Xa)
         self.fit_: GPFit = fit
         self.alpha_ = fit.alpha
         self.log_evidence_ = fit.log_evidence
@@ -122,8 +131,8 @@ class NNGP:
             Ktt = nngp(self.network, Xt, block_size=self.block_size).train  # type: ignore[union-attr]
         return Ks, kd, Ktt
 
-    def predict(self, X_test: Any, return_var: bool = False, return_cov: bool = False) -> Any:
-        """Posterior mean of f at X_test; optionally its variance and covariance.
+    def predict(self, X_test: Any, return_var: bool = False, return_cov: bool = False, return_std: bool = False) -> Any:
+        """Posterior mean of f at X_test; optionally its variance, covariance and standard deviation.
 
         The variance/covariance are those of f (no observation noise T added). With D outputs the mean
         and variance are (P_t, D) and ``return_cov`` gives the D×D covariance of the outputs at each test
@@ -132,8 +141,10 @@ class NNGP:
 
         Returns
         -------
-        mean (P_t,), or (mean, var), (mean, cov), (mean, var, cov).
+        mean (P_t,), or a tuple: mean, then var, cov, std in this order, each if asked.
         """
+        if return_std:
+            return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
         if getattr(self, "n_outputs_", 1) > 1:
             self._check_fitted()
             Ks, kd, _ = self.test_kernels(X_test)
@@ -159,6 +170,3 @@ class NNGP:
             raise ConfigError(f"y_test has {D} outputs but the model was fitted with {self.n_outputs_}")
         mean, var = self.predict(Xt, return_var=True)
         return generalization_error(yt, mean, var)
-
-    def __repr__(self) -> str:
-        return f"NNGP({self.network!r}, temperature={self.temperature})"

@@ -41,10 +41,11 @@ from scipy import linalg, optimize
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.kernels import as_inputs as _as_X
 from finwidth.theory import spectral
+from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import as_outputs, validate_noise, validate_targets
 from finwidth.theory.multioutput_estimator import MultiOutputMixin
 
-__all__ = ["RKGP", "WidthCriterion"]
+__all__ = ["RKGP", "WidthCriterion", "width_criterion"]
 
 _NONODD_STARTS = ((1.0, 0.0), (0.5, 1.0), (2.0, -0.5), (0.2, 4.0), (5.0, -0.8))
 
@@ -74,7 +75,28 @@ class WidthCriterion:
     student_t_factor: float | None
 
 
-class RKGP(MultiOutputMixin):
+def width_criterion(basis: spectral.Eigenbasis, y_t: np.ndarray, widths) -> WidthCriterion:
+    """The T → 0 width criterion of the product-form theory with output kernel ``basis`` (Pacelli et al. §8).
+
+    ``widths`` are N_1..N_L; the Student-t factor is given for one hidden layer only.
+    """
+    widths = np.asarray(widths, dtype=float)
+    k = basis.values
+    P = k.size
+    pos = k > 0
+    r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
+    try:
+        pi0 = spectral.solve_product(basis, y_t, 0.0, widths).pi
+    except ConvergenceError:
+        pi0 = float("nan")
+    stf = None
+    if widths.size == 1:
+        nu = widths[0]
+        stf = (nu + P * r - 2.0) / (nu + P - 2.0)
+    return WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
+
+
+class RKGP(MultiOutputMixin, Estimator):
     """Renormalised-kernel GP estimator (finite-width Bayesian network, proportional limit).
 
     With targets of shape (P, D), D ≥ 2, the order parameters are D×D matrices (kernel shape renormalisation
@@ -82,8 +104,11 @@ class RKGP(MultiOutputMixin):
 
     Parameters
     ----------
-    network : finwidth.Network
-        Widths N_1..N_L, activation, prior precisions λ_0..λ_L, optional bias variances.
+    network : finwidth.Network or finwidth.ConvNetwork
+        Widths N_1..N_L, activation, prior precisions λ_0..λ_L, optional bias variances. A
+        ``ConvNetwork`` gets the local kernel renormalisation of :mod:`finwidth.theory.conv`
+        (``qbar_`` is then the Ñ×Ñ patch–patch matrix; ``renormalization`` does not apply and
+        ``mean_correction`` must be None or False); its options are on ``ConvRKGP``.
     temperature : float
         T ≥ 0, the likelihood variance of the Gibbs posterior (DESIGN.md §2). T = 0 is legal.
     renormalization : {"product", "nested"}
@@ -113,28 +138,40 @@ class RKGP(MultiOutputMixin):
         Cholesky factorisations done by the nested solver (0 for the eigenbasis forms).
     kind_ : str
         "product", "nested" or "nonodd".
+    mean_correction_ : bool
+        Whether the mean term was used (``mean_correction`` resolved).
+
+    Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
+    ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
     """
 
     def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None):
+        self.network = network
+        self.temperature = temperature
+        self.renormalization = renormalization
+        self.mean_correction = mean_correction
+
+    def _check_params(self) -> bool:
+        """Validate the parameters (ConfigError); returns whether the mean term is used."""
         from finwidth.network import Network
 
+        network, mean_correction = self.network, self.mean_correction
+        if type(network).__name__ == "ConvNetwork":  # the CNN theory (finwidth.theory.conv) validates in fit
+            return False
         if not isinstance(network, Network):
             raise ConfigError(f"network must be a finwidth.Network, got {type(network).__name__}")
-        T = validate_noise(temperature)
-        if renormalization not in ("product", "nested"):
-            raise ConfigError(f"renormalization must be 'product' or 'nested', got {renormalization!r}")
+        validate_noise(self.temperature)
+        if self.renormalization not in ("product", "nested"):
+            raise ConfigError(f"renormalization must be 'product' or 'nested', got {self.renormalization!r}")
         act = network.activation
         if mean_correction is None:
-            mean_correction = (not act.odd) and network.depth == 1
-        elif mean_correction:
+            return (not act.odd) and network.depth == 1
+        if mean_correction:
             if network.depth != 1:
                 raise ConfigError("mean_correction=True is implemented for one hidden layer only (L = 1)")
             if act.odd:
                 raise ConfigError(f"mean_correction=True needs a non-odd activation; {act.name!r} is odd (zero mean)")
-        self.network = network
-        self.temperature = T
-        self.renormalization = renormalization
-        self.mean_correction = bool(mean_correction)
+        return bool(mean_correction)
 
     # ------------------------------------------------------------------------------------------
     def fit(self, X, y) -> RKGP:
@@ -159,11 +196,15 @@ class RKGP(MultiOutputMixin):
         """
         from finwidth import kernels
 
+        self.mean_correction_ = self._check_params()
+        self._conv = None
+        self.n_outputs_ = 1
+        if type(self.network).__name__ == "ConvNetwork":
+            return self._fit_conv(X, y)
         X = _as_X(X, "X")
         y = as_outputs(y, X.shape[0])
         if y.ndim == 2:
             return self._fit_multioutput(X, y)
-        self.n_outputs_ = 1
         net = self.network
         P = X.shape[0]
         L = net.depth
@@ -181,7 +222,7 @@ class RKGP(MultiOutputMixin):
         y_t = basis.project(y)
         self._criterion(basis, y_t, widths)
 
-        if self.mean_correction:
+        if self.mean_correction_:
             self.kind_ = "nonodd"
             self._fit_nonodd(basis, y_t, X)
         elif self.renormalization == "product" or L == 1 and net.bias is None:
@@ -211,21 +252,20 @@ class RKGP(MultiOutputMixin):
         self.log_evidence_ = None if not math.isfinite(self.action_) else -0.5 * self.action_ - P_half_log
         return self
 
+    def _fit_conv(self, X, y) -> RKGP:
+        """A ConvNetwork: the local kernel renormalisation (finwidth.theory.conv.ConvRKGP, its defaults)."""
+        from finwidth.theory.conv import ConvRKGP
+
+        self._conv = ConvRKGP(self.network, self.temperature, mean_correction=self.mean_correction).fit(X, y)
+        for name in ("qbar_", "q_", "action_", "log_evidence_", "residual_", "width_criterion_", "kind_",
+                     "X_train_", "y_train_", "n_evaluations_"):
+            setattr(self, name, getattr(self._conv, name))
+        self.roots_, self.n_factorizations_ = [self.qbar_], 0
+        return self
+
     # ------------------------------------------------------------------------------------------
     def _criterion(self, basis: spectral.Eigenbasis, y_t: np.ndarray, widths: np.ndarray) -> None:
-        k = basis.values
-        P = k.size
-        pos = k > 0
-        r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
-        try:
-            pi0 = spectral.solve_product(basis, y_t, 0.0, widths).pi
-        except ConvergenceError:
-            pi0 = float("nan")
-        stf = None
-        if self.network.depth == 1:
-            nu = widths[0]
-            stf = (nu + P * r - 2.0) / (nu + P - 2.0)
-        self.width_criterion_ = WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
+        self.width_criterion_ = width_criterion(basis, y_t, widths)
 
     # ------------------------------------------------------------------------------------------
     # one hidden layer, non-odd activation: (Q̄, Q) saddle with Sherman–Morrison
@@ -405,7 +445,9 @@ class RKGP(MultiOutputMixin):
         from finwidth import kernels
 
         self._check_fitted()
-        if self.n_outputs_ > 1:
+        if getattr(self, "_conv", None) is not None:
+            return self._conv.renormalized_kernel(X_test)
+        if getattr(self, "n_outputs_", 1) > 1:
             raise ConfigError("with several outputs the renormalised kernel is renormalization_ ⊗ K_L: use "
                               "renormalization_ and finwidth.kernels.nngp")
         X_test = None if X_test is None else _as_X(X_test, "X_test")
@@ -432,7 +474,7 @@ class RKGP(MultiOutputMixin):
             train=train, test_train=qbar * out.test_train - c * np.outer(mt, m), test_diag=qbar * out.test_diag - c * mt ** 2
         )
 
-    def predict(self, X_test, return_var: bool = False, return_cov: bool = False):
+    def predict(self, X_test, return_var: bool = False, return_cov: bool = False, return_std: bool = False):
         """Posterior mean (and variance) of f at test inputs: the GP with the renormalised kernel.
 
         Parameters
@@ -443,17 +485,25 @@ class RKGP(MultiOutputMixin):
         return_cov : bool
             With D outputs: also the D×D posterior covariance of the outputs at each test point. Not
             available for one output (raises ConfigError); use the variance.
+        return_std : bool
+            Also return the posterior standard deviation of f, √var (last in the tuple).
 
         Returns
         -------
         mean : ndarray, shape (P_t,), or (P_t, D) with D outputs
         var : ndarray, shape (P_t,) or (P_t, D), if ``return_var``
         cov : ndarray, shape (P_t, D, D), if ``return_cov`` (D outputs)
+        std : ndarray, shape of ``mean``, if ``return_std``
         """
         from finwidth import kernels
 
+        if return_std:
+            return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
+
         self._check_fitted()
-        if self.n_outputs_ > 1:
+        if getattr(self, "_conv", None) is not None:
+            return self._conv.predict(X_test, return_var=return_var, return_cov=return_cov)
+        if getattr(self, "n_outputs_", 1) > 1:
             return self._predict_multioutput(X_test, return_var, return_cov)
         if return_cov:
             raise ConfigError("return_cov is not available for RKGP; use return_var=True")
@@ -514,7 +564,7 @@ class RKGP(MultiOutputMixin):
         from finwidth.theory.gp import generalization_error
 
         self._check_fitted()
-        if self.n_outputs_ > 1:
+        if getattr(self, "n_outputs_", 1) > 1:
             return self._generalization_error_multioutput(X_test, y_test)
         X_test = _as_X(X_test, "X_test")
         y_test = validate_targets(y_test, X_test.shape[0], "y_test")
