@@ -50,6 +50,7 @@ __all__ = [
     "OutputWidthCriterion",
     "as_outputs",
     "solve_multioutput",
+    "width_criterion",
 ]
 
 #: distinct solutions closer than this (relative Frobenius distance of 𝒬) count as one
@@ -118,7 +119,7 @@ class MultiOutputAction:
         return layers, pi
 
     def data_terms(self, pi: np.ndarray, V: np.ndarray):
-        """β, Z and the eigenbasis sums of the data term Φ(𝒬) for 𝒬 = V diag(π) Vᵀ."""
+        """log det A, the quadratic form, t and W (module docstring) for 𝒬 = V diag(π) Vᵀ."""
         Z = self.Y_m @ V
         beta = self.T + self.k_m[:, None] * pi[None, :]
         inv = 1.0 / beta
@@ -148,7 +149,6 @@ class MultiOutputAction:
         data_size = (root[:, None] * root[None, :]) * dd * (np.diag(np.abs(t)) + np.abs(Wm))
         scale = float(np.linalg.norm(prior_size) + np.linalg.norm(data_size))
         return value, 0.5 * (G + G.T), scale
-
 
     def hessian(self, Qn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Analytic Hessian of S with respect to 𝒬 = f(Q_n), in O(P D³ + D⁶).
@@ -438,55 +438,3 @@ def _solve_t0(action: MultiOutputAction, basis: spectral.Eigenbasis, Y_t: np.nda
     qbar, Qprod, pi, V = _layer_matrices(action, Qn)
     return MultiOutputSaddle(qbar=qbar, renormalization=Qprod, pi=pi, vectors=V, action=value, residual=residual,
                              roots=[Qprod], n_evaluations=1, method="t0_closed_form")
-
-
-# ----------------------------------------------------------------------------------------------
-# predictor
-# ----------------------------------------------------------------------------------------------
-def predictive(saddle: MultiOutputSaddle, basis: spectral.Eigenbasis, Y_t: np.ndarray, temperature: float,
-               kt: np.ndarray, kd: np.ndarray | None):
-    """Posterior mean (P_t, D) and, if ``kd`` is given, the eigen-variances s (P_t, D) such that the D×D
-    covariance at test point p is V diag(s[p]) Vᵀ (V = ``saddle.vectors``).
-
-    ``kt`` (P_t, P) and ``kd`` (P_t,) are the NNGP test×train kernel and test diagonal (scale 1).
-    """
-    k = basis.values
-    pos = k > 0
-    pi, V = saddle.pi, saddle.vectors
-    kt_t = kt @ basis.vectors
-    kt_t[:, ~pos] = 0.0  # k_* lies in range(K_L) for a PSD joint kernel (as in the scalar predictor)
-    beta = temperature + k[:, None] * pi[None, :]
-    inv = np.zeros_like(beta)
-    ok = beta > 0
-    inv[ok] = 1.0 / beta[ok]
-    Z = Y_t @ V
-    mean = (kt_t @ (Z * pi[None, :] * inv)) @ V.T
-    if kd is None:
-        return mean, None
-    s = pi[None, :] * kd[:, None] - (pi ** 2)[None, :] * ((kt_t ** 2) @ inv)
-    prior = pi[None, :] * kd[:, None]
-    floor = -1e-6 * np.maximum(np.abs(prior), np.finfo(np.float64).tiny)
-    if np.any(s < floor):
-        i = np.unravel_index(int(np.argmin(s - floor)), s.shape)
-        raise ConvergenceError(
-            f"negative posterior variance {s[i]:.3g} at test point {i[0]} (direction {i[1]}): the kernel is not "
-            "positive semi-definite or too ill-conditioned",
-            suggestion="raise the temperature, or check the kernel for duplicate inputs",
-        )
-    return mean, np.maximum(s, 0.0)
-
-
-def covariance_from_eigen(s: np.ndarray, V: np.ndarray) -> np.ndarray:
-    """(P_t, D, D) covariances V diag(s[p]) Vᵀ."""
-    return np.einsum("ac,pc,bc->pab", V, s, V)
-
-
-def correlation(cov: np.ndarray) -> np.ndarray:
-    """Correlation matrices of (…, D, D) covariances (0 where a variance is 0)."""
-    d = np.sqrt(np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0))
-    denom = d[..., :, None] * d[..., None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(denom > 0, cov / np.where(denom > 0, denom, 1.0), 0.0)
-    idx = np.arange(cov.shape[-1])
-    out[..., idx, idx] = np.where(d > 0, 1.0, 0.0)
-    return out

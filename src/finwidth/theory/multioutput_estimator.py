@@ -1,4 +1,4 @@
-"""The D-output side of the ``RKGP`` estimator (and of ``BPKR``, which inherits it).
+"""The D-output side of the ``RKGP`` estimator (and of ``BPKR``, which inherits it), and its predictor.
 
 ``RKGP.fit(X, Y)`` with Y of shape (P, D), D ≥ 2, lands here; one output (shape (P,) or (P, 1)) keeps the
 scalar code paths untouched. The theory and its solver are in :mod:`finwidth.theory.multioutput`.
@@ -10,16 +10,10 @@ import math
 
 import numpy as np
 
-from finwidth.errors import ConfigError
+from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.theory import spectral
 from finwidth.theory.gp import as_outputs, generalization_error, validate_noise
-from finwidth.theory.multioutput import (
-    correlation,
-    covariance_from_eigen,
-    predictive,
-    solve_multioutput,
-    width_criterion,
-)
+from finwidth.theory.multioutput import MultiOutputSaddle, solve_multioutput, width_criterion
 
 
 class MultiOutputMixin:
@@ -144,3 +138,55 @@ class MultiOutputMixin:
         if Y_test.shape[0] != mean.shape[0]:
             raise ConfigError(f"y_test has {Y_test.shape[0]} rows but X_test has {mean.shape[0]}")
         return generalization_error(Y_test, mean, var)
+
+
+# ----------------------------------------------------------------------------------------------
+# predictor (formulas in finwidth.theory.multioutput's docstring)
+# ----------------------------------------------------------------------------------------------
+def predictive(saddle: MultiOutputSaddle, basis: spectral.Eigenbasis, Y_t: np.ndarray, temperature: float,
+               kt: np.ndarray, kd: np.ndarray | None):
+    """Posterior mean (P_t, D) and, if ``kd`` is given, the eigen-variances s (P_t, D) such that the D×D
+    covariance at test point p is V diag(s[p]) Vᵀ (V = ``saddle.vectors``).
+
+    ``kt`` (P_t, P) and ``kd`` (P_t,) are the NNGP test×train kernel and test diagonal (scale 1).
+    """
+    k = basis.values
+    pos = k > 0
+    pi, V = saddle.pi, saddle.vectors
+    kt_t = kt @ basis.vectors
+    kt_t[:, ~pos] = 0.0  # k_* lies in range(K_L) for a PSD joint kernel (as in the scalar predictor)
+    beta = temperature + k[:, None] * pi[None, :]
+    inv = np.zeros_like(beta)
+    ok = beta > 0
+    inv[ok] = 1.0 / beta[ok]
+    Z = Y_t @ V
+    mean = (kt_t @ (Z * pi[None, :] * inv)) @ V.T
+    if kd is None:
+        return mean, None
+    s = pi[None, :] * kd[:, None] - (pi ** 2)[None, :] * ((kt_t ** 2) @ inv)
+    prior = pi[None, :] * kd[:, None]
+    floor = -1e-6 * np.maximum(np.abs(prior), np.finfo(np.float64).tiny)
+    if np.any(s < floor):
+        i = np.unravel_index(int(np.argmin(s - floor)), s.shape)
+        raise ConvergenceError(
+            f"negative posterior variance {s[i]:.3g} at test point {i[0]} (direction {i[1]}): the kernel is not "
+            "positive semi-definite or too ill-conditioned",
+            suggestion="raise the temperature, or check the kernel for duplicate inputs",
+        )
+    return mean, np.maximum(s, 0.0)
+
+
+def covariance_from_eigen(s: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """(P_t, D, D) covariances V diag(s[p]) Vᵀ."""
+    return np.einsum("ac,pc,bc->pab", V, s, V)
+
+
+def correlation(cov: np.ndarray) -> np.ndarray:
+    """Correlation matrices of (…, D, D) covariances (0 where a variance is 0)."""
+    d = np.sqrt(np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0))
+    denom = d[..., :, None] * d[..., None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(denom > 0, cov / np.where(denom > 0, denom, 1.0), 0.0)
+    idx = np.arange(cov.shape[-1])
+    out[..., idx, idx] = np.where(d > 0, 1.0, 0.0)
+    return out
