@@ -26,11 +26,12 @@ import numpy as np
 from scipy import linalg
 
 from finwidth.errors import ConfigError, ConvergenceError
+from finwidth.inputs import validate_targets
+from finwidth.inputs import validate_temperature as validate_noise
 
 __all__ = [
     "ErrorDecomposition",
     "accuracy",
-    "as_outputs",
     "GPFactor",
     "GPFit",
     "factorize",
@@ -103,60 +104,6 @@ class ErrorDecomposition:
         if self.accuracy is not None:
             out["accuracy"] = float(self.accuracy)
         return out
-
-
-def validate_noise(noise: Any, what: str = "temperature") -> float:
-    """A finite, non-negative float, else ConfigError (strings and booleans are not numbers here)."""
-    try:
-        if isinstance(noise, (str, bytes, bool, np.bool_)):
-            raise TypeError(type(noise).__name__)
-        value = float(noise)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what} must be a non-negative number, got {noise!r}") from exc
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{what} must be finite and non-negative, got {value}")
-    return value
-
-
-def validate_targets(y: Any, n: int | None = None, what: str = "y") -> np.ndarray:
-    """Labels as a float64 vector (P,); (P, 1) is accepted. ConfigError on NaN/inf or bad shape."""
-    arr = np.asarray(y)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-        raise ConfigError(f"{what} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ConfigError(f"{what} must have shape (n_points,) or (n_points, 1) (one output), got {arr.shape}")
-    if n is not None and arr.shape[0] != n:
-        raise ConfigError(f"{what} has {arr.shape[0]} entries but there are {n} inputs")
-    arr = np.array(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise ConfigError(f"{what} contains NaN or inf (first at index {int(np.argmin(np.isfinite(arr)))})")
-    return arr
-
-
-def as_outputs(Y, n: int | None = None, what: str = "y") -> np.ndarray:
-    """Targets as float64: (P,) for one output ((P, 1) is flattened: today's single-output theory),
-    (P, D) for D ≥ 2 outputs. ConfigError naming the problem (D = 0, NaN/inf, wrong length or shape)."""
-    arr = np.asarray(Y)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-        raise ConfigError(f"{what} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim == 2 and arr.shape[1] == 0:
-        raise ConfigError(f"{what} has shape {arr.shape}: zero outputs (D = 0); give at least one column")
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim not in (1, 2):
-        raise ConfigError(f"{what} must have shape (n_points,) or (n_points, n_outputs), got {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ConfigError(f"{what} is empty")
-    if n is not None and arr.shape[0] != n:
-        raise ConfigError(f"{what} has {arr.shape[0]} entries but there are {n} inputs (rows of X)")
-    arr = np.array(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        where = f"row {bad[0]}" + (f", output {bad[1]}" if arr.ndim == 2 else "")
-        raise ConfigError(f"{what} contains NaN or inf (first at {where})")
-    return arr
 
 
 def _check_square(K: Any, what: str) -> np.ndarray:
@@ -323,7 +270,7 @@ def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite
         Bad shapes or values.
     """
     K = _check_square(K, "the kernel")
-    yv = as_outputs(y, K.shape[0])  # (P,) or (P, D): D independent outputs share the factorisation
+    yv = validate_targets(y, K.shape[0], multi_output=True)  # (P, D): D independent outputs, one factorisation
     noise = validate_noise(noise, "noise")
     # keep K for the residual check unless told we may destroy it
     fac = factorize(K, noise, rtol=rtol, overwrite=overwrite)

@@ -41,14 +41,12 @@ from scipy import linalg
 
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.theory import spectral
-from finwidth.theory.gp import as_outputs  # noqa: F401  (re-exported: the validator of D-output targets)
 from finwidth.theory.spd import SADDLE_RTOL, minimize_spd, stationarity_residual
 
 __all__ = [
     "MultiOutputAction",
     "MultiOutputSaddle",
     "OutputWidthCriterion",
-    "as_outputs",
     "solve_multioutput",
     "width_criterion",
 ]

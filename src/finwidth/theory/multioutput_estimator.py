@@ -12,7 +12,7 @@ import numpy as np
 
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.theory import spectral
-from finwidth.theory.gp import as_outputs, generalization_error, validate_noise
+from finwidth.theory.gp import generalization_error, validate_noise, validate_targets
 from finwidth.theory.multioutput import MultiOutputSaddle, solve_multioutput, width_criterion
 
 
@@ -131,7 +131,7 @@ class MultiOutputMixin:
         return correlation(cov.mean(axis=0) if average else cov)
 
     def _generalization_error_multioutput(self, X_test, y_test):
-        Y_test = as_outputs(y_test, None, "y_test")
+        Y_test = validate_targets(y_test, None, "y_test", multi_output=True)
         if Y_test.ndim != 2 or Y_test.shape[1] != self.n_outputs_:
             raise ConfigError(f"y_test must have shape (P_test, {self.n_outputs_}), got {np.shape(y_test)}")
         mean, var = self._predict_multioutput(X_test, True, False)

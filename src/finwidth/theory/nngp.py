@@ -12,16 +12,17 @@ from typing import Any
 import numpy as np
 
 from finwidth.errors import ConfigError
-from finwidth.kernels import as_inputs, layer_diagonals, nngp, nngp_cross
+from finwidth.inputs import as_inputs
+from finwidth.kernels import layer_diagonals, nngp, nngp_cross
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import (
     ErrorDecomposition,
-    as_outputs,
     GPFit,
     generalization_error,
     gp_fit,
     gp_predict,
     validate_noise,
+    validate_targets,
 )
 
 __all__ = ["NNGP"]
@@ -101,7 +102,7 @@ class NNGP(Estimator):
         """
         self._check_params()
         Xa = as_inputs(X, "X")
-        yv = as_outputs(y, Xa.shape[0])
+        yv = validate_targets(y, Xa.shape[0], multi_output=True)
         blocks = nngp(self.network, Xa, block_size=self.block_size)
         K = blocks.train  # type: ignore[union-attr]
         fit = gp_fit(K, yv, self.temperature, rtol=self.rtol)
@@ -164,7 +165,7 @@ class NNGP(Estimator):
         outputs summed over the outputs, with per-output values and the argmax accuracy."""
         self._check_fitted()
         Xt = as_inputs(X_test, "X_test")
-        yt = as_outputs(y_test, Xt.shape[0], "y_test")
+        yt = validate_targets(y_test, Xt.shape[0], "y_test", multi_output=True)
         D = 1 if yt.ndim == 1 else yt.shape[1]
         if D != self.n_outputs_:
             raise ConfigError(f"y_test has {D} outputs but the model was fitted with {self.n_outputs_}")

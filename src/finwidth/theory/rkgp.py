@@ -39,10 +39,10 @@ import numpy as np
 from scipy import linalg, optimize
 
 from finwidth.errors import ConfigError, ConvergenceError
-from finwidth.kernels import as_inputs as _as_X
+from finwidth.inputs import as_inputs as _as_X
 from finwidth.theory import spectral
 from finwidth.theory.base import Estimator, with_std
-from finwidth.theory.gp import as_outputs, validate_noise, validate_targets
+from finwidth.theory.gp import validate_noise, validate_targets
 from finwidth.theory.multioutput_estimator import MultiOutputMixin
 
 __all__ = ["RKGP", "WidthCriterion", "width_criterion"]
@@ -202,7 +202,7 @@ class RKGP(MultiOutputMixin, Estimator):
         if type(self.network).__name__ == "ConvNetwork":
             return self._fit_conv(X, y)
         X = _as_X(X, "X")
-        y = as_outputs(y, X.shape[0])
+        y = validate_targets(y, X.shape[0], multi_output=True)
         if y.ndim == 2:
             return self._fit_multioutput(X, y)
         net = self.network
