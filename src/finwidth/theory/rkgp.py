@@ -44,6 +44,7 @@ from finwidth.inputs import as_inputs as _as_X
 from finwidth.theory import nested, spectral
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
+from finwidth.theory.multioutput_estimator import MultiOutputMixin
 
 __all__ = ["RKGP", "WidthCriterion", "width_criterion"]
 
@@ -96,8 +97,11 @@ def width_criterion(basis: spectral.Eigenbasis, y_t: np.ndarray, widths) -> Widt
     return WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
 
 
-class RKGP(Estimator):
+class RKGP(MultiOutputMixin, Estimator):
     """Renormalised-kernel GP estimator (finite-width Bayesian network, proportional limit).
+
+    With targets of shape (P, D), D ≥ 2, the order parameters are D×D matrices (kernel shape renormalisation
+    across outputs, :mod:`finwidth.theory.multioutput`; attributes in :class:`MultiOutputMixin`).
 
     Parameters
     ----------
@@ -181,7 +185,8 @@ class RKGP(Estimator):
         Parameters
         ----------
         X : array, shape (P, N_0)
-        y : array, shape (P,)
+        y : array, shape (P,) or (P, D)
+            D ≥ 2 columns: D outputs (matrix order parameters); (P, 1) is one output.
 
         Returns
         -------
@@ -198,10 +203,13 @@ class RKGP(Estimator):
 
         self.mean_correction_ = self._check_params()
         self._conv = None
+        self.n_outputs_ = 1
         if type(self.network).__name__ == "ConvNetwork":
             return self._fit_conv(X, y)
         X = _as_X(X, "X")
-        y = validate_targets(y, X.shape[0])
+        y = validate_targets(y, X.shape[0], multi_output=True)
+        if y.ndim == 2:
+            return self._fit_multioutput(X, y)
         net = self.network
         P = X.shape[0]
         L = net.depth
@@ -389,6 +397,9 @@ class RKGP(Estimator):
         self._check_fitted()
         if getattr(self, "_conv", None) is not None:
             return self._conv.renormalized_kernel(X_test)
+        if getattr(self, "n_outputs_", 1) > 1:
+            raise ConfigError("with several outputs the renormalised kernel is renormalization_ ⊗ K_L: use "
+                              "renormalization_ and finwidth.kernels.nngp")
         X_test = None if X_test is None else _as_X(X_test, "X_test")
         if X_test is not None and X_test.shape[1] != self.X_train_.shape[1]:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
@@ -422,15 +433,17 @@ class RKGP(Estimator):
         return_var : bool
             Also return the posterior variance of f (observation noise T not added).
         return_cov : bool
-            Not supported for the renormalised-kernel GP (raises ConfigError); use the variance.
+            With D outputs: also the D×D posterior covariance of the outputs at each test point. Not
+            available for one output (raises ConfigError); use the variance.
         return_std : bool
             Also return the posterior standard deviation of f, √var (last in the tuple).
 
         Returns
         -------
-        mean : ndarray, shape (P_t,)
-        var : ndarray, shape (P_t,), if ``return_var``
-        std : ndarray, shape (P_t,), if ``return_std``
+        mean : ndarray, shape (P_t,), or (P_t, D) with D outputs
+        var : ndarray, shape (P_t,) or (P_t, D), if ``return_var``
+        cov : ndarray, shape (P_t, D, D), if ``return_cov`` (D outputs)
+        std : ndarray, shape of ``mean``, if ``return_std``
         """
         from finwidth import kernels
 
@@ -440,6 +453,8 @@ class RKGP(Estimator):
         self._check_fitted()
         if getattr(self, "_conv", None) is not None:
             return self._conv.predict(X_test, return_var=return_var, return_cov=return_cov)
+        if getattr(self, "n_outputs_", 1) > 1:
+            return self._predict_multioutput(X_test, return_var, return_cov)
         if return_cov:
             raise ConfigError("return_cov is not available for RKGP; use return_var=True")
         X_test = _as_X(X_test, "X_test")
@@ -495,10 +510,14 @@ class RKGP(Estimator):
         Returns
         -------
         finwidth.theory.gp.ErrorDecomposition
-            ``total``, ``bias``, ``variance``.
+            ``total``, ``bias``, ``variance``; with D outputs these are sums over the outputs, with
+            ``bias_per_output``, ``variance_per_output`` and the argmax ``accuracy``.
         """
         from finwidth.theory.gp import generalization_error
 
+        self._check_fitted()
+        if getattr(self, "n_outputs_", 1) > 1:
+            return self._generalization_error_multioutput(X_test, y_test)
         X_test = _as_X(X_test, "X_test")
         y_test = validate_targets(y_test, X_test.shape[0], "y_test")
         mean, var = self.predict(X_test, return_var=True)
