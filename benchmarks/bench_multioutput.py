@@ -2,8 +2,8 @@
 
 Usage (one command; numbers go to docs/benchmarks.md, section "Theory with D outputs"):
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_multioutput.py --sizes 1000 4000 \
-        --deepbays-sizes 50 100 200 400 --deepbays-path /tmp/deepbays-site:/tmp/deepbays-stubs
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_multioutput.py --sizes 1000 4000 \
+        --deepbays-sizes 50 100 200 400 --deepbays-python /tmp/deepbays-venv/bin/python
 
 Data: MNIST, all ten digits, one-hot targets (D = 10), the "paper" preset, when the files are found
 (``../shared/data`` or ``$FINWIDTH_DATA``); otherwise Gaussian inputs with one-hot labels of a random
@@ -11,8 +11,8 @@ linear teacher. Network: one hidden erf layer, N_1 = P/2, λ = 1.
 
 * floor: the NNGP kernel plus one ``eigh`` of it, what any eigenbasis method must pay; timed alternately
   with the fit (best of --repeats) so that both see the same machine load; wall and CPU seconds.
-* deepbays 0.1.11 ``FC_1HL_multiclass`` (side environment, never a dependency; run through
-  ``tests/fixtures/deepbays_multiclass/adapter.py`` because its ``preprocess`` raises as shipped): dense
+* deepbays 0.1.11 ``FC_1HL_multiclass`` (its side environment, in a subprocess: ``deepbays_multiclass_worker.py``,
+  through ``tests/fixtures/deepbays_multiclass/adapter.py`` because its ``preprocess`` raises as shipped): dense
   DP × DP float32 inverse at every evaluation, fsolve with a finite-difference Jacobian. Timed one after
   the other with finwidth's fit on the same data, at --deepbays-temperature (default 1, where deepbays
   reaches the saddle point; the row says whether it did: its Q against finwidth's). Sizes stop growing once
@@ -23,15 +23,13 @@ linear teacher. Network: one hidden erf layer, N_1 = P/2, λ = 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
-import io
+import json
 import os
 import pathlib
 import platform
-import sys
+import subprocess
+import tempfile
 import time
-import warnings
 
 import numpy as np
 
@@ -68,48 +66,39 @@ def _time_pair(a, b, repeat):
     return (best["a"], out["a"]), (best["b"], out["b"])
 
 
-def _load_deepbays(path):
-    sys.path[:0] = path.split(":")
-    try:
-        from deepbays.rkgp import FC_1HL_multiclass
-    except Exception as exc:
-        print(f"deepbays baseline skipped: cannot import from {path}: {exc}")
-        return None, None
-    spec = importlib.util.spec_from_file_location(
-        "deepbays_adapter", ROOT / "tests" / "fixtures" / "deepbays_multiclass" / "adapter.py")
-    adapter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(adapter)
-    return FC_1HL_multiclass, adapter
-
-
-def _deepbays_row(FC_1HL_multiclass, adapter, P, T):
+def _deepbays_row(cmd, P, T, tmp):
+    """deepbays' fit in its side environment (a subprocess, ``deepbays_multiclass_worker.py``), then
+    finwidth's on the same data in this process; (row, deepbays wall seconds) or (None, None) if it failed."""
     from finwidth import RKGP, Network
 
     X, Y, source = _data(P)
-    net = Network([P // 2], "erf")
-
-    def db():
-        mdl = FC_1HL_multiclass(P // 2, 10, T, l0=1.0, l1=1.0, act="erf")
-        adapter.prepare(mdl, X, Y)
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fsolve's "not making good progress", reported below instead
-            mdl.optimize()
-        return mdl
-
-    (t_db, mdl), (t_fw, m) = _time_pair(db, lambda: RKGP(net, T).fit(X, Y), 1)
-    Qdb = np.asarray(mdl.optQ, dtype=float)
+    src, dst = tmp / f"in{P}.npz", tmp / f"out{P}.json"
+    np.savez(src, X=X, Y=Y, N1=P // 2, T=T)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=cmd["pythonpath"])
+    proc = subprocess.run([cmd["python"], str(ROOT / "benchmarks" / "deepbays_multiclass_worker.py"), str(src),
+                           str(dst)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"# deepbays failed at P = {P}: {proc.stderr.strip().splitlines()[-1:]}")
+        return None, None
+    db = json.loads(dst.read_text())
+    t, c = time.perf_counter(), time.process_time()
+    m = RKGP(Network([P // 2], "erf"), T).fit(X, Y)
+    t_fw = (time.perf_counter() - t, time.process_time() - c)
+    Qdb = np.asarray(db["Q"])
     gap = float(np.max(np.abs(Qdb - m.qbar_[0])) / np.max(np.abs(m.qbar_[0])))
     verdict = "same saddle point" if gap <= SAME_Q else "NOT the saddle point"
     note = (f"{source}, T = {T:g}; deepbays: max|ΔQ|/max|Q| = {gap:.1e} ({verdict}), converged flag "
-            f"{bool(mdl.converged)}, λ_min(Q) = {np.linalg.eigvalsh(Qdb)[0]:.3g}; CPU {t_db[1]:.3g} s / {t_fw[1]:.3g} s")
-    return (P, "deepbays `FC_1HL_multiclass` / finwidth fit", t_db[0], t_fw[0], t_db[0] / t_fw[0], note), t_db[0]
+            f"{db['converged']}, λ_min(Q) = {np.linalg.eigvalsh(Qdb)[0]:.3g}; torch {db['torch']}, "
+            f"{db['threads']} thread; CPU {db['cpu']:.3g} s / {t_fw[1]:.3g} s")
+    return (P, "deepbays `FC_1HL_multiclass` / finwidth fit", db["wall"], t_fw[0], db["wall"] / t_fw[0], note), db["wall"]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 4000])
     ap.add_argument("--deepbays-sizes", type=int, nargs="*", default=[50, 100, 200, 400])
-    ap.add_argument("--deepbays-path", default=None, help="colon-separated sys.path entries with deepbays 0.1.11")
+    ap.add_argument("--deepbays-python", default=None, help="python of deepbays' side environment (none: no deepbays rows)")
+    ap.add_argument("--deepbays-pythonpath", default="/tmp/deepbays-stubs", help="PYTHONPATH for it")
     ap.add_argument("--temperature", type=float, default=1e-3)
     ap.add_argument("--deepbays-temperature", type=float, default=1.0)
     ap.add_argument("--deepbays-low-t-size", type=int, default=50, help="0: no row at --temperature")
@@ -139,22 +128,23 @@ def main(argv=None):
                      f"CPU {t_fit[1]:.3g} s / {t_floor[1]:.3g} s = {t_fit[1] / t_floor[1]:.3g}"))
         print(rows[-1], flush=True)
 
-    if args.deepbays_path:
-        FC, adapter = _load_deepbays(args.deepbays_path)
-        if FC is not None:
-            import torch
-
-            print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s)", flush=True)
+    if args.deepbays_python:
+        cmd = {"python": args.deepbays_python, "pythonpath": args.deepbays_pythonpath}
+        with tempfile.TemporaryDirectory(prefix="bench-multiout-") as tmp:
             for P in args.deepbays_sizes:
-                row, t_db = _deepbays_row(FC, adapter, P, args.deepbays_temperature)
+                row, t_db = _deepbays_row(cmd, P, args.deepbays_temperature, pathlib.Path(tmp))
+                if row is None:
+                    break
                 rows.append(row)
                 print(rows[-1], flush=True)
                 if t_db > args.budget:
                     print(f"# deepbays took {t_db:.0f} s > --budget {args.budget:g} s at P = {P}: larger P not run")
                     break
             if args.deepbays_low_t_size:
-                rows.append(_deepbays_row(FC, adapter, args.deepbays_low_t_size, T)[0])
-                print(rows[-1], flush=True)
+                row, _ = _deepbays_row(cmd, args.deepbays_low_t_size, T, pathlib.Path(tmp))
+                if row is not None:
+                    rows.append(row)
+                    print(rows[-1], flush=True)
     print(f"# load average {os.getloadavg()[0]:.2f} at end")
     print("\n| P | case | time (s) | floor or finwidth (s) | ratio | note |\n|---|---|---|---|---|---|")
     for r in rows:
