@@ -30,6 +30,7 @@ _LAZY = {
     "DataError": "finwidth.errors",
     "ConfigError": "finwidth.errors",
     "DivergenceError": "finwidth.errors",
+    "ValidityWarning": "finwidth.errors",
 }
 _SUBMODULES = {"data", "activations", "kernels", "theory", "simulate", "experiments", "errors", "network", "convnet"}
 
@@ -37,7 +38,7 @@ __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.activations import Activation
-    from finwidth.errors import ConfigError, ConvergenceError, DataError, DivergenceError, FinwidthError
+    from finwidth.errors import ConfigError, ConvergenceError, DataError, DivergenceError, FinwidthError, ValidityWarning
     from finwidth.network import Network
 
 

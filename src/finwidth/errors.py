@@ -39,3 +39,12 @@ class ConvergenceError(FinwidthError, RuntimeError):
 
 class DivergenceError(FinwidthError, RuntimeError):
     """A simulation diverged (NaN/inf or energy blow-up)."""
+
+
+class ValidityWarning(UserWarning):
+    """A theory's prediction is outside the region where it was checked against sampled networks.
+
+    Raised (as a warning) by :meth:`finwidth.RKGP.fit` when its validity diagnostic (``validity_``)
+    exceeds the calibrated threshold; the prediction is still returned. See docs/theory.md, "When
+    to trust the theory".
+    """

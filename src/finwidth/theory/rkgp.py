@@ -89,6 +89,11 @@ class RKGP(Estimator):
     mean_correction : bool or None
         Mean term of non-odd activations (two order parameters). ``None``: on for non-odd
         activations at L = 1, off otherwise. ``True`` requires L = 1 and a non-odd activation.
+    correction : {None, "kernel_shape", "qbar_fluctuations"}
+        Beyond the saddle point, one hidden layer only (:mod:`finwidth.theory.corrections`):
+        the first-order kernel-shape correction of deepbays' ``FC_1HL_corrected``, or the exact
+        integral over Q̄ (a mixture of GPs; exact for linear activations). Predictions use it;
+        ``qbar_``, ``action_`` and the evidence stay those of the saddle point.
 
     Attributes
     ----------
@@ -112,16 +117,20 @@ class RKGP(Estimator):
         "product", "nested" or "nonodd".
     mean_correction_ : bool
         Whether the mean term was used (``mean_correction`` resolved).
+    correction_ : object or None
+        The fitted correction (``KernelShape`` or ``QbarMixture``), None without one.
 
     Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
     ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
     """
 
-    def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None):
+    def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None,
+                 correction=None):
         self.network = network
         self.temperature = temperature
         self.renormalization = renormalization
         self.mean_correction = mean_correction
+        self.correction = correction
 
     def _check_params(self) -> bool:
         """Validate the parameters (ConfigError); returns whether the mean term is used."""
@@ -209,6 +218,7 @@ class RKGP(Estimator):
             # start from the product-form saddle (exact for relu/linear, close for erf)
             start = spectral.solve_product(basis, y_t, T, widths)
             self._fit_nested(X, y, widths, np.log(start.qbar))
+        self.correction_ = self._fit_correction(basis, y_t)
         P_half_log = 0.5 * P * math.log(2 * math.pi)
         if not math.isfinite(self.action_):
             self.action_ = math.nan  # T = 0 with labels outside the kernel's range: S is not defined
@@ -230,6 +240,20 @@ class RKGP(Estimator):
             nu = widths[0]
             stf = (nu + P * r - 2.0) / (nu + P - 2.0)
         self.width_criterion_ = WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
+
+    def _fit_correction(self, basis: spectral.Eigenbasis, y_t: np.ndarray):
+        from finwidth.theory import corrections
+
+        if self.correction is None:
+            return None
+        if self.correction not in corrections.CORRECTIONS:
+            raise ConfigError(f"correction must be None or one of {corrections.CORRECTIONS}, got {self.correction!r}")
+        if self.network.depth != 1 or self.kind_ != "product":
+            raise ConfigError(f"correction={self.correction!r} is implemented for one hidden layer without the "
+                              f"non-odd mean term (this fit is {self.kind_!r} at depth {self.network.depth}); "
+                              "use mean_correction=False or correction=None")
+        return corrections.fit_correction(self.correction, k=basis.values, y_t=y_t, temperature=float(self.temperature),
+                                          qbar=float(self.qbar_[0]), width=float(self.network.widths[0]))
 
     # ------------------------------------------------------------------------------------------
     # one hidden layer, non-odd activation: (Q̄, Q) saddle with Sherman–Morrison
@@ -475,6 +499,10 @@ class RKGP(Estimator):
             # test blocks only: the train kernel is never rebuilt
             kt, kd = kernels.nngp_cross(self.network, self.X_train_, X_test, train_diags=self._train_diags)
             s = self._pred_scale
+            if getattr(self, "correction_", None) is not None:
+                kt_t = kt @ basis.vectors
+                kt_t[:, ~pos] = 0.0
+                return self.correction_.predict(kt_t, kd, return_var)
         kt_t = (kt @ basis.vectors) * s  # renormalised test×train in the eigenbasis
         kd = kd * s
         kt_t[:, ~pos] = 0.0  # consistent with the zeroed null modes (k ∈ range K for a PSD kernel)
