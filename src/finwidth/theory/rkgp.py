@@ -119,6 +119,9 @@ class RKGP(Estimator):
         Whether the mean term was used (``mean_correction`` resolved).
     correction_ : object or None
         The fitted correction (``KernelShape`` or ``QbarMixture``), None without one.
+    validity_ : finwidth.theory.validity.Validity
+        Validity diagnostic: the effective load α_eff = df/N_L of the renormalised GP; above its
+        calibrated threshold ``fit`` warns with :class:`finwidth.ValidityWarning` (docs/validity.md).
 
     Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
     ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
@@ -219,6 +222,7 @@ class RKGP(Estimator):
             start = spectral.solve_product(basis, y_t, T, widths)
             self._fit_nested(X, y, widths, np.log(start.qbar))
         self.correction_ = self._fit_correction(basis, y_t)
+        self.validity_ = self._validity()
         P_half_log = 0.5 * P * math.log(2 * math.pi)
         if not math.isfinite(self.action_):
             self.action_ = math.nan  # T = 0 with labels outside the kernel's range: S is not defined
@@ -240,6 +244,17 @@ class RKGP(Estimator):
             nu = widths[0]
             stf = (nu + P * r - 2.0) / (nu + P - 2.0)
         self.width_criterion_ = WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
+
+    def _validity(self):
+        from finwidth.theory import validity
+
+        b = self._pred_basis
+        m_t, c = None, 0.0
+        if self.kind_ == "nonodd":
+            m_t = b.project(self._mean_vector(self._train_diags[0]))
+            c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0]))
+        dof = validity.effective_dof(b.values, self._pred_scale, float(self.temperature), m_t=m_t, c=c)
+        return validity.assess(dof, self.network.widths[-1], stacklevel=4)
 
     def _fit_correction(self, basis: spectral.Eigenbasis, y_t: np.ndarray):
         from finwidth.theory import corrections

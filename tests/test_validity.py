@@ -1,0 +1,74 @@
+"""The validity diagnostic of RKGP (effective load α_eff = df/N_L) and finwidth.ValidityWarning.
+
+df is checked against a dense trace of the renormalised kernel returned by ``renormalized_kernel``
+(product, nested and non-odd forms); the warning fires exactly above the threshold. The threshold's
+calibration against sampled networks is documented in docs/validity.md (data and script under
+examples/reproductions/breakdown_*.py), not re-run here.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import finwidth
+from finwidth.network import Network
+from finwidth.theory import validity
+from finwidth.theory.rkgp import RKGP
+
+
+def _data(P=40, N0=10, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(P, N0))
+    return X, np.tanh(X[:, 0]) + 0.1 * rng.normal(size=P)
+
+
+def _fit(net, T, **kw):
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", finwidth.ValidityWarning)
+        return RKGP(net, T, **kw).fit(X, y)
+
+
+@pytest.mark.parametrize("net,kw", [
+    (Network([30], "erf"), {}),
+    (Network([30, 20], "erf"), dict(renormalization="nested")),
+    (Network([30, 20], "relu"), {}),
+    (Network([30], "relu"), {}),  # non-odd: the mean term (rank-one) is in K_R
+])
+@pytest.mark.parametrize("T", [1e-3, 0.3])
+def test_effective_dof_is_the_trace_of_the_hat_matrix(net, kw, T):
+    model = _fit(net, T, **kw)
+    K = model.renormalized_kernel().train
+    ev = np.linalg.eigvalsh(K)
+    dof = float(np.sum(ev / (ev + T)))
+    assert model.validity_.degrees_of_freedom == pytest.approx(dof, rel=1e-9)
+    assert model.validity_.effective_load == pytest.approx(dof / net.widths[-1], rel=1e-9)
+    assert model.validity_.width == net.widths[-1]
+
+
+def test_T0_counts_the_rank():
+    model = _fit(Network([30], "erf"), 0.0)
+    assert model.validity_.degrees_of_freedom == 40.0
+
+
+def test_warning_fires_exactly_above_the_threshold():
+    assert issubclass(finwidth.ValidityWarning, UserWarning)
+    X, y = _data()
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        narrow = RKGP(Network([10], "erf"), 1e-3).fit(X, y)
+        wide = RKGP(Network([400], "erf"), 1e-3).fit(X, y)
+    hits = [w for w in rec if issubclass(w.category, finwidth.ValidityWarning)]
+    assert narrow.validity_.effective_load > validity.THRESHOLD and not narrow.validity_.reliable
+    assert wide.validity_.effective_load < validity.THRESHOLD and wide.validity_.reliable
+    assert len(hits) == 1 and "effective load" in str(hits[0].message)
+    assert hits[0].filename == __file__  # points at the caller of fit
+
+
+def test_dof_matches_closed_form_in_simple_cases():
+    k = np.array([0.0, 1.0, 3.0])
+    assert validity.effective_dof(k, 2.0, 1.0) == pytest.approx(2 / 3 + 6 / 7)
+    assert validity.effective_dof(k, 2.0, 0.0) == 2.0
