@@ -72,3 +72,14 @@ def test_dof_matches_closed_form_in_simple_cases():
     k = np.array([0.0, 1.0, 3.0])
     assert validity.effective_dof(k, 2.0, 1.0) == pytest.approx(2 / 3 + 6 / 7)
     assert validity.effective_dof(k, 2.0, 0.0) == 2.0
+
+
+def test_linear_networks_are_reliable_at_any_load():
+    """Linear activation: the hidden features are exactly Gaussian, the saddle point is the Laplace
+    approximation of an exact one-dimensional integral (tests/test_corrections.py checks it against
+    Gibbs sampling), so no warning whatever the load."""
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", finwidth.ValidityWarning)
+        model = RKGP(Network([3], "linear"), 1e-3).fit(X, y)
+    assert model.validity_.effective_load > 1 and model.validity_.reliable

@@ -254,20 +254,22 @@ class RKGP(Estimator):
             m_t = b.project(self._mean_vector(self._train_diags[0]))
             c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0]))
         dof = validity.effective_dof(b.values, self._pred_scale, float(self.temperature), m_t=m_t, c=c)
-        return validity.assess(dof, self.network.widths[-1], stacklevel=4)
+        return validity.assess(dof, self.network.widths[-1], gaussian_features=self.network.activation.name == "linear",
+                               stacklevel=4)
 
     def _fit_correction(self, basis: spectral.Eigenbasis, y_t: np.ndarray):
         from finwidth.theory import corrections
 
-        if self.correction is None:
+        correction = getattr(self, "correction", None)  # subclasses (BPKR) may not take the parameter
+        if correction is None:
             return None
-        if self.correction not in corrections.CORRECTIONS:
-            raise ConfigError(f"correction must be None or one of {corrections.CORRECTIONS}, got {self.correction!r}")
+        if correction not in corrections.CORRECTIONS:
+            raise ConfigError(f"correction must be None or one of {corrections.CORRECTIONS}, got {correction!r}")
         if self.network.depth != 1 or self.kind_ != "product":
-            raise ConfigError(f"correction={self.correction!r} is implemented for one hidden layer without the "
+            raise ConfigError(f"correction={correction!r} is implemented for one hidden layer without the "
                               f"non-odd mean term (this fit is {self.kind_!r} at depth {self.network.depth}); "
                               "use mean_correction=False or correction=None")
-        return corrections.fit_correction(self.correction, k=basis.values, y_t=y_t, temperature=float(self.temperature),
+        return corrections.fit_correction(correction, k=basis.values, y_t=y_t, temperature=float(self.temperature),
                                           qbar=float(self.qbar_[0]), width=float(self.network.widths[0]))
 
     # ------------------------------------------------------------------------------------------

@@ -48,7 +48,9 @@ class Validity:
     threshold : float
         :data:`THRESHOLD`.
     reliable : bool
-        ``effective_load <= threshold``.
+        ``effective_load <= threshold``, or a linear network (Gaussian features: the saddle point is
+        reliable at any load; its only error is the O(1/N) width of p(Q̄ | y), which
+        ``correction="qbar_fluctuations"`` removes).
     """
 
     effective_load: float
@@ -79,11 +81,15 @@ def effective_dof(k: np.ndarray, scale: float, temperature: float, *, m_t: np.nd
     return float(k.size - T * tr_inv)
 
 
-def assess(dof: float, width: int, *, stacklevel: int = 3) -> Validity:
-    """Build the :class:`Validity` record and warn (:class:`~finwidth.ValidityWarning`) when unreliable."""
+def assess(dof: float, width: int, *, gaussian_features: bool = False, stacklevel: int = 3) -> Validity:
+    """Build the :class:`Validity` record and warn (:class:`~finwidth.ValidityWarning`) when unreliable.
+
+    ``gaussian_features``: the hidden features are exactly Gaussian (linear activation), where the
+    load does not matter.
+    """
     load = dof / float(width)
     v = Validity(effective_load=load, degrees_of_freedom=dof, width=int(width), threshold=THRESHOLD,
-                 reliable=bool(load <= THRESHOLD))
+                 reliable=bool(load <= THRESHOLD or gaussian_features))
     if not v.reliable and math.isfinite(load):
         warnings.warn(
             f"RKGP: effective load df/N_L = {dof:.3g}/{width} = {load:.3g} > {THRESHOLD:g}: the renormalised GP "
