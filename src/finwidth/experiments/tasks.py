@@ -9,6 +9,8 @@ stored in ``result.json`` and collected into columns:
 ``<model>.total/bias/variance``  ε_g = bias + variance on the test set (theory; noise T not added)
 ``<model>.qbar``                 order parameters Q̄_1..Q̄_L (RKGP; list), ``<model>.qbar_L`` the last
 ``<model>.r``                    width criterion r = yᵀK⁻¹y/P (RKGP; finite width better iff r < 1)
+``<model>.effective_load``       validity diagnostic α_eff = df/N_L (RKGP; ``<model>.reliable`` is
+                                 False above its threshold, docs/validity.md)
 ``<model>.error``                the message of a theory that did not converge (values then absent)
 ``sim.total/bias/variance``      the same ε_g from sampled networks, with ``..._stderr``
 ``sim.train_error``              posterior mean training MSE (with ``_stderr``)
@@ -107,6 +109,8 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
             values["r"] = float(est.width_criterion_.r)
             values["residual"] = float(est.residual_)
             values["kind"] = str(est.kind_)
+            values["effective_load"] = float(est.validity_.effective_load)
+            values["reliable"] = bool(est.validity_.reliable)
         values["wall_s"] = time.perf_counter() - start
         out[model] = values
     return out
