@@ -30,7 +30,10 @@ _LAZY = {
     "DataError": "finwidth.errors",
     "ConfigError": "finwidth.errors",
     "DivergenceError": "finwidth.errors",
+    "MissingDependencyError": "finwidth.errors",
     "ValidityWarning": "finwidth.errors",
+    "threads": "finwidth.threads",
+    "set_num_threads": "finwidth.threads",
 }
 _SUBMODULES = {"data", "activations", "kernels", "theory", "simulate", "experiments", "errors", "network", "convnet"}
 
@@ -38,7 +41,8 @@ __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.activations import Activation
-    from finwidth.errors import ConfigError, ConvergenceError, DataError, DivergenceError, FinwidthError, ValidityWarning
+    from finwidth.errors import (ConfigError, ConvergenceError, DataError, DivergenceError, FinwidthError,
+                                 ValidityWarning)
     from finwidth.network import Network
 
 

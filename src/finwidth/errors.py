@@ -41,10 +41,14 @@ class DivergenceError(FinwidthError, RuntimeError):
     """A simulation diverged (NaN/inf or energy blow-up)."""
 
 
+class MissingDependencyError(FinwidthError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
 class ValidityWarning(UserWarning):
     """A theory's prediction is outside the region where it was checked against sampled networks.
 
     Raised (as a warning) by :meth:`finwidth.RKGP.fit` when its validity diagnostic (``validity_``)
-    exceeds the calibrated threshold; the prediction is still returned. See docs/theory.md, "When
+    exceeds the calibrated threshold; the prediction is still returned. See docs/validity.md, "When
     to trust the theory".
     """

@@ -247,6 +247,9 @@ class AdaptiveKernel(Estimator):
                 raise ConfigError("AdaptiveKernel does not model biases; use a Network with bias=None")
             self._conv = False
         elif isinstance(network, ConvNetwork):
+            if network.readout != "local":
+                raise ConfigError("AdaptiveKernel models the CNN with a local readout (one weight per channel and patch); "
+                                  f"got readout={network.readout!r}")
             self._conv = True
         else:
             raise ConfigError(f"network must be a finwidth.Network or ConvNetwork, got {type(network).__name__}")
@@ -268,7 +271,7 @@ class AdaptiveKernel(Estimator):
         return self.network.channels if hasattr(self.network, "channels") else self.network.widths[0]
 
     def _fan_in(self) -> int:
-        return self.network.patch_size if self._conv else self._n_inputs
+        return self.network.patch_features if self._conv else self._n_inputs
 
     def _n_patches(self) -> int:
         return self.network.n_patches if self._conv else 1
@@ -281,7 +284,7 @@ class AdaptiveKernel(Estimator):
 
     def _inputs(self, X: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
         """Patches in the coordinates of the unknown Σ, and the out-of-span variance (FCN)."""
-        from finwidth.kernels import as_inputs
+        from finwidth.inputs import as_inputs
 
         if self._conv:
             return self.network.patches(X, what), None
@@ -407,9 +410,7 @@ class AdaptiveKernel(Estimator):
             A continuation stage failed even with the finest width steps; the message gives the
             width reached, the residual and what to try.
         """
-        from finwidth.kernels import as_inputs
-        from finwidth.simulate.networks import InputReduction
-        from finwidth.theory.gp import validate_targets
+        from finwidth.inputs import InputReduction, as_inputs, validate_targets
 
         self._check_params()
         Xa = as_inputs(X, "X")
@@ -538,7 +539,7 @@ class AdaptiveKernel(Estimator):
 
     def generalization_error(self, X_test: Any, y_test: Any) -> ErrorDecomposition:
         """ε_g = mean[(y − ⟨f⟩)²] + mean[Var f] over the test set (bias + variance, no noise)."""
-        from finwidth.theory.gp import validate_targets
+        from finwidth.inputs import validate_targets
 
         mean, var = self.predict(X_test, return_var=True)
         yt = validate_targets(y_test, mean.shape[0], "y_test")
