@@ -19,10 +19,11 @@ from finwidth.theory import validity
 from finwidth.theory.rkgp import RKGP
 
 
-def _data(P=40, N0=10, seed=0):
+def _data(P=40, N0=10, seed=0, offset=0.0):
+    """Gaussian inputs; ``offset`` adds a common mean input (structured data: low effective rank)."""
     rng = np.random.default_rng(seed)
-    X = rng.normal(size=(P, N0))
-    return X, np.tanh(X[:, 0]) + 0.1 * rng.normal(size=P)
+    X = rng.normal(size=(P, N0)) + offset
+    return X, np.tanh(X[:, 0] - offset) + 0.1 * rng.normal(size=P)
 
 
 def _fit(net, T, **kw):
@@ -54,18 +55,36 @@ def test_T0_counts_the_rank():
     assert model.validity_.degrees_of_freedom == 40.0
 
 
-def test_warning_fires_exactly_above_the_threshold():
+def test_warning_fires_exactly_where_the_rule_says():
     assert issubclass(finwidth.ValidityWarning, UserWarning)
-    X, y = _data()
+    cases = {}
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        narrow = RKGP(Network([10], "erf"), 1e-3).fit(X, y)
-        wide = RKGP(Network([400], "erf"), 1e-3).fit(X, y)
-    hits = [w for w in rec if issubclass(w.category, finwidth.ValidityWarning)]
-    assert narrow.validity_.effective_load > validity.THRESHOLD and not narrow.validity_.reliable
-    assert wide.validity_.effective_load < validity.THRESHOLD and wide.validity_.reliable
-    assert len(hits) == 1 and "effective load" in str(hits[0].message)
-    assert hits[0].filename == __file__  # points at the caller of fit
+        for name, (N, offset) in {"structured_narrow": (10, 3.0), "structured_wide": (400, 3.0),
+                                  "isotropic_narrow": (10, 0.0)}.items():
+            X, y = _data(offset=offset)
+            n0 = len(rec)
+            cases[name] = (RKGP(Network([N], "erf"), 1e-3).fit(X, y).validity_, len(rec) - n0)
+    v, hits = cases["structured_narrow"]
+    assert v.effective_load > validity.LOAD_THRESHOLD and v.rank_per_unit < validity.RANK_THRESHOLD
+    assert not v.reliable and hits == 1
+    v, hits = cases["structured_wide"]
+    assert v.effective_load < validity.LOAD_THRESHOLD and v.reliable and hits == 0
+    v, hits = cases["isotropic_narrow"]  # loaded, but the kernel has many effective dimensions per unit
+    assert v.effective_load > validity.LOAD_THRESHOLD and v.rank_per_unit > validity.RANK_THRESHOLD
+    assert v.reliable and hits == 0
+    msgs = [w for w in rec if issubclass(w.category, finwidth.ValidityWarning)]
+    assert len(msgs) == 1 and "effective load" in str(msgs[0].message) and msgs[0].filename == __file__
+
+
+def test_participation_ratio():
+    assert validity.participation_ratio(np.array([0.0, 0.0, 2.0])) == pytest.approx(1.0)
+    assert validity.participation_ratio(np.ones(7)) == pytest.approx(7.0)
+    X, _ = _data()
+    model = _fit(Network([30], "erf"), 0.1)
+    ev = np.linalg.eigvalsh(model.renormalized_kernel().train)
+    assert model.validity_.kernel_rank == pytest.approx(ev.sum() ** 2 / (ev ** 2).sum(), rel=1e-9)
+    assert model.validity_.rank_per_unit == pytest.approx(model.validity_.kernel_rank / 30)
 
 
 def test_dof_matches_closed_form_in_simple_cases():
@@ -78,8 +97,8 @@ def test_linear_networks_are_reliable_at_any_load():
     """Linear activation: the hidden features are exactly Gaussian, the saddle point is the Laplace
     approximation of an exact one-dimensional integral (tests/test_corrections.py checks it against
     Gibbs sampling), so no warning whatever the load."""
-    X, y = _data()
     with warnings.catch_warnings():
         warnings.simplefilter("error", finwidth.ValidityWarning)
-        model = RKGP(Network([3], "linear"), 1e-3).fit(X, y)
-    assert model.validity_.effective_load > 1 and model.validity_.reliable
+        model = RKGP(Network([3], "linear"), 1e-3).fit(*_data(offset=3.0))
+    v = model.validity_
+    assert v.effective_load > 1 and v.rank_per_unit < validity.RANK_THRESHOLD and v.reliable

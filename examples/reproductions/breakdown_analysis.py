@@ -116,7 +116,8 @@ def theory(p: dict) -> dict:
         e = plain.generalization_error(d.X_test, d.y_test)
         out.update(theory_total=e.total, theory_bias=e.bias, theory_variance=e.variance,
                    theory_qbar=float(plain.qbar_[0]), alpha_eff=plain.validity_.effective_load,
-                   dof=plain.validity_.degrees_of_freedom)
+                   dof=plain.validity_.degrees_of_freedom, rank_per_unit=plain.validity_.rank_per_unit,
+                   kernel_rank=plain.validity_.kernel_rank, reliable=plain.validity_.reliable)
         nn = NNGP(net, p["T"]).fit(d.X_train, d.y_train).generalization_error(d.X_test, d.y_test)
         out.update(nngp_total=nn.total, nngp_bias=nn.bias)
         for c in CORRECTIONS:
@@ -143,8 +144,9 @@ def main() -> None:
         print(f"{p['data']:7s} {p['act']:4s} P{p['P']:4d} N{p['N1']:5d} T{p['T']:.0e} sim {p['sim_total']:.5f}±"
               f"{p['sim_total_se']:.5f} th {t['theory_total']:.5f} dev {100 * r['rel_dev']:+6.1f}% "
               f"ks {100 * r['kernel_shape_rel_dev']:+6.1f}% mix {100 * r['qbar_fluctuations_rel_dev']:+6.1f}% "
-              f"α_eff {t['alpha_eff']:.2f} Q̄ sim {p['sim_qbar']:.3f} th {t['theory_qbar']:.3f} "
+              f"α_eff {t['alpha_eff']:.2f} ρ {t['rank_per_unit']:.2f} {'  ' if t['reliable'] else '!!'} Q̄ sim {p['sim_qbar']:.3f} th {t['theory_qbar']:.3f} "
               f"{'ok' if r['converged'] else 'NOT CONVERGED'} ({r['convergence_note']})", flush=True)
+    rates(rows)
     keys = list(rows[0])
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -157,6 +159,27 @@ def main() -> None:
     figures(rows)
 
 
+CALIBRATION_PARTS = ("mnist", "tsweep", "step", "map_p100", "p100_earlier", "gauss", "rerun")
+
+
+def rates(rows: list[dict]) -> None:
+    """Confusion of the validity rule against 'the theory is off by more than 10%' (converged points)."""
+    for r in rows:
+        r["set"] = "calibration" if r["part"] in CALIBRATION_PARTS else "held-out"
+        r["off_by_10pct"] = bool(abs(r["rel_dev"]) > 0.10)
+    for which in ("calibration", "held-out"):
+        sel = [r for r in rows if r["set"] == which and r["converged"]]
+        fa = [r for r in sel if not r["reliable"] and not r["off_by_10pct"]]
+        miss = [r for r in sel if r["reliable"] and r["off_by_10pct"]]
+        n_ok = sum(not r["off_by_10pct"] for r in sel)
+        n_bad = sum(r["off_by_10pct"] for r in sel)
+        print(f"{which}: {len(sel)} converged points; false alarms {len(fa)}/{n_ok} theory-within-10% points, "
+              f"misses {len(miss)}/{n_bad} theory-off-by->10% points")
+        for r in fa + miss:
+            print(f"   {'false alarm' if r in fa else 'miss'}: {r['data']} {r['act']} P{r['P']} N{r['N1']} T{r['T']:g} "
+                  f"dev {100 * r['rel_dev']:+.1f}% α_eff {r['alpha_eff']:.2f} ρ {r['rank_per_unit']:.2f}")
+
+
 def figures(rows: list[dict]) -> None:
     import matplotlib
 
@@ -164,44 +187,54 @@ def figures(rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
 
-    from finwidth.theory.validity import THRESHOLD
+    from finwidth.theory.validity import LOAD_THRESHOLD, RANK_THRESHOLD
 
     ok = [r for r in rows if r["converged"]]
     FIG.mkdir(parents=True, exist_ok=True)
-    # the map: MNIST erf, load α vs temperature, colour = deviation; line: α_eff = threshold at P = 100
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-0.8, vmax=0.2)
+    # the map: MNIST erf, load α vs temperature, colour = deviation; line: where the rule switches (P = 100)
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4))
     ax = axes[0]
     m = [r for r in ok if r["data"] == "mnist" and r["act"] == "erf"]
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-0.65, vmax=0.1)
-    sc = ax.scatter([r["alpha"] for r in m], [r["T"] for r in m], c=[r["rel_dev"] for r in m], s=[20 + r["P"] / 4 for r in m],
-                    cmap="coolwarm_r", norm=norm, edgecolors="k")
+    sc = ax.scatter([r["alpha"] for r in m], [r["T"] for r in m], c=[r["rel_dev"] for r in m],
+                    s=[25 + r["P"] / 4 for r in m], cmap="coolwarm_r", norm=norm, edgecolors="k")
+    seen = set()
     for r in m:
-        ax.annotate(f"{100 * r['rel_dev']:+.0f}%", (r["alpha"], r["T"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        if (r["alpha"], r["T"]) in seen:
+            continue
+        seen.add((r["alpha"], r["T"]))
+        ax.annotate(f"{100 * r['rel_dev']:+.0f}%", (r["alpha"], r["T"]), textcoords="offset points", xytext=(6, 4),
+                    fontsize=7)
     d = dataset("mnist", 100)
-    alphas = np.geomspace(0.2, 5, 40)
-    temps = np.geomspace(5e-5, 0.2, 30)
+    alphas = np.geomspace(0.2, 5, 36)
+    temps = np.geomspace(5e-5, 0.2, 28)
     A = np.empty((temps.size, alphas.size))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ValidityWarning)
         for i, T in enumerate(temps):
             for j, a in enumerate(alphas):
-                A[i, j] = RKGP(Network([max(int(round(100 / a)), 1)], "erf"), T).fit(d.X_train, d.y_train).validity_.effective_load
-    cs = ax.contour(alphas, temps, A, levels=[THRESHOLD], colors="k", linestyles="--")
-    ax.clabel(cs, fmt={THRESHOLD: f"α_eff = {THRESHOLD:g} (P = 100)"}, fontsize=7)
-    ax.set(xscale="log", yscale="log", xlabel="α = P/N₁", ylabel="T", title="MNIST 0/1, erf: (sim − theory)/theory")
+                v = RKGP(Network([max(int(round(100 / a)), 1)], "erf"), T).fit(d.X_train, d.y_train).validity_
+                A[i, j] = 0.0 if v.reliable else 1.0
+    ax.contourf(alphas, temps, A, levels=[0.5, 1.5], colors="none", hatches=["//"])
+    ax.contour(alphas, temps, A, levels=[0.5], colors="k", linestyles="--")
+    ax.set(xscale="log", yscale="log", xlabel="α = P/N₁", ylabel="T",
+           title="MNIST 0/1, erf: (sim − theory)/theory\nhatched: RKGP.validity_ unreliable (P = 100)")
     fig.colorbar(sc, ax=ax, label="relative deviation of ε_g")
     ax = axes[1]
-    for data, mk in (("mnist", "o"), ("gauss", "s"), ("cifar10", "^")):
-        for act in ("erf", "relu"):
-            sel = [r for r in ok if r["data"] == data and r["act"] == act]
-            if sel:
-                ax.scatter([r["alpha_eff"] for r in sel], [abs(r["rel_dev"]) for r in sel], marker=mk,
-                           label=f"{data} {act}", facecolors="none" if act == "relu" else None)
-    ax.axvline(THRESHOLD, color="k", ls="--")
-    ax.axhline(0.10, color="gray", ls=":")
-    ax.set(xscale="log", yscale="log", xlabel="effective load α_eff = df/N₁ (RKGP.validity_)",
-           ylabel="|sim − theory| / theory", title="the diagnostic against sampled networks")
-    ax.legend(fontsize=7)
+    marks = {"mnist": "o", "gauss": "s", "cifar10": "^"}
+    for r in ok:
+        ax.scatter(r["alpha_eff"], r["rank_per_unit"], c=[r["rel_dev"]], cmap="coolwarm_r", norm=norm,
+                   marker=marks[r["data"]], s=60 if r["act"] == "erf" else 90,
+                   edgecolors="k" if r["set"] == "calibration" else "m", linewidths=1.5 if r["act"] == "relu" else 0.8)
+    for data, mk in marks.items():
+        ax.scatter([], [], marker=mk, c="w", edgecolors="k", label=data)
+    ax.scatter([], [], marker="o", c="w", edgecolors="m", label="held out (magenta edge)")
+    ax.axvline(LOAD_THRESHOLD, color="k", ls="--")
+    ax.axhline(RANK_THRESHOLD, color="k", ls="--")
+    ax.fill_between([LOAD_THRESHOLD, 20], 1e-3, RANK_THRESHOLD, color="k", alpha=0.06)
+    ax.set(xscale="log", yscale="log", xlim=(0.03, 6), ylim=(0.003, 5), xlabel="effective load α_eff = df/N₁",
+           ylabel="kernel effective rank per unit PR(K)/N₁", title="the rule: unreliable in the shaded corner")
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(FIG / "breakdown_map.png", dpi=120)
     plt.close(fig)

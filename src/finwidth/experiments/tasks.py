@@ -9,8 +9,9 @@ stored in ``result.json`` and collected into columns:
 ``<model>.total/bias/variance``  ε_g = bias + variance on the test set (theory; noise T not added)
 ``<model>.qbar``                 order parameters Q̄_1..Q̄_L (RKGP; list), ``<model>.qbar_L`` the last
 ``<model>.r``                    width criterion r = yᵀK⁻¹y/P (RKGP; finite width better iff r < 1)
-``<model>.effective_load``       validity diagnostic α_eff = df/N_L (RKGP; ``<model>.reliable`` is
-                                 False above its threshold, docs/validity.md)
+``<model>.effective_load``       validity diagnostic (RKGP): α_eff = df/N_L, ``rank_per_unit`` the
+                                 kernel's effective rank per hidden unit, ``reliable`` the verdict
+                                 (docs/validity.md)
 ``<model>.error``                the message of a theory that did not converge (values then absent)
 ``sim.total/bias/variance``      the same ε_g from sampled networks, with ``..._stderr``
 ``sim.train_error``              posterior mean training MSE (with ``_stderr``)
@@ -111,6 +112,7 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
             values["residual"] = float(est.residual_)
             values["kind"] = str(est.kind_)
             values["effective_load"] = float(est.validity_.effective_load)
+            values["rank_per_unit"] = float(est.validity_.rank_per_unit)
             values["reliable"] = bool(est.validity_.reliable)
         values["wall_s"] = time.perf_counter() - start
         out[model] = values

@@ -144,8 +144,9 @@ class RKGP(Estimator):
     correction_ : object or None
         The fitted correction (``KernelShape`` or ``QbarMixture``), None without one.
     validity_ : finwidth.theory.validity.Validity
-        Validity diagnostic: the effective load α_eff = df/N_L of the renormalised GP; above its
-        calibrated threshold ``fit`` warns with :class:`finwidth.ValidityWarning` (docs/validity.md).
+        Validity diagnostic: the effective load α_eff = df/N_L of the renormalised GP and the kernel's
+        effective rank per hidden unit; where both say the saddle point is unreliable, ``fit`` warns
+        with :class:`finwidth.ValidityWarning` (rule and its measured error rates: docs/validity.md).
 
     Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
     ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
@@ -282,8 +283,8 @@ class RKGP(Estimator):
             m_t = b.project(self._mean_vector(self._train_diags[0]))
             c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0]))
         dof = validity.effective_dof(b.values, self._pred_scale, float(self.temperature), m_t=m_t, c=c)
-        return validity.assess(dof, self.network.widths[-1], gaussian_features=self.network.activation.name == "linear",
-                               stacklevel=4)
+        return validity.assess(dof, b.values, self.network.widths[-1],
+                               gaussian_features=self.network.activation.name == "linear", stacklevel=4)
 
     def _fit_correction(self, basis: spectral.Eigenbasis, y_t: np.ndarray):
         from finwidth.theory import corrections
