@@ -147,6 +147,7 @@ def main() -> None:
               f"α_eff {t['alpha_eff']:.2f} ρ {t['rank_per_unit']:.2f} {'  ' if t['reliable'] else '!!'} Q̄ sim {p['sim_qbar']:.3f} th {t['theory_qbar']:.3f} "
               f"{'ok' if r['converged'] else 'NOT CONVERGED'} ({r['convergence_note']})", flush=True)
     rates(rows)
+    markdown(rows)
     keys = list(rows[0])
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -178,6 +179,28 @@ def rates(rows: list[dict]) -> None:
         for r in fa + miss:
             print(f"   {'false alarm' if r in fa else 'miss'}: {r['data']} {r['act']} P{r['P']} N{r['N1']} T{r['T']:g} "
                   f"dev {100 * r['rel_dev']:+.1f}% α_eff {r['alpha_eff']:.2f} ρ {r['rank_per_unit']:.2f}")
+
+
+def markdown(rows: list[dict]) -> None:
+    """The table of docs/reproductions.md (written to docs/data/reproductions/breakdown_table.md)."""
+    head = ("| data | act | P | N₁ | α | T | sampler | sim ε_g ± s.e. | bias sim / th | RKGP | dev | kernel_shape | "
+            "qbar_fluct. | Q̄ sim / th | α_eff | ρ | flagged | R̂ / ESS | set |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    order = {"mnist": 0, "gauss": 1, "cifar10": 2}
+    for r in sorted(rows, key=lambda r: (order[r["data"]], r["act"], r["T"], r["P"], -r["alpha"], r["source"])):
+        conv = f"{r['rhat_test']:.2f} / {r['ess_test']:.0f}" if math.isfinite(r["rhat_test"]) else r["convergence_note"]
+        if not r["converged"]:
+            conv += " **not converged**"
+        ks = r["kernel_shape_rel_dev"]
+        mix = r["qbar_fluctuations_rel_dev"]
+        lines.append(
+            f"| {r['data']} | {r['act']} | {r['P']} | {r['N1']} | {r['alpha']:g} | {r['T']:g} | {r['sampler']} | "
+            f"{r['sim_total']:.5f} ± {r['sim_total_se']:.5f} | {r['sim_bias']:.4f} / {r['theory_bias']:.4f} | "
+            f"{r['theory_total']:.5f} | {100 * r['rel_dev']:+.1f}% | "
+            f"{'—' if not math.isfinite(ks) else f'{100 * ks:+.1f}%'} | {'—' if not math.isfinite(mix) else f'{100 * mix:+.1f}%'} | "
+            f"{r['sim_qbar']:.3f} / {r['theory_qbar']:.3f} | {r['alpha_eff']:.2f} | {r['rank_per_unit']:.2f} | "
+            f"{'yes' if not r['reliable'] else ''} | {conv} | {r['set']} |")
+    (DATA / "breakdown_table.md").write_text("\n".join(lines) + "\n")
 
 
 def figures(rows: list[dict]) -> None:

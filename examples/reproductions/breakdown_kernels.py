@@ -84,6 +84,19 @@ def sample(data: str, P: int, N1: int):
     return out
 
 
+def top_modes(M: np.ndarray, yw: np.ndarray, m: int) -> dict:
+    """Whitened mean kernel restricted to the m leading modes of K (the last m coordinates)."""
+    Mm, ym = M[-m:, -m:], yw[-m:] / np.linalg.norm(yw[-m:])
+    ev = np.linalg.eigvalsh(Mm)
+    c = float(np.median(ev))
+    D = Mm - c * np.eye(m)
+    Py = np.outer(ym, ym)
+    return {f"top{m}_median": c, f"top{m}_min": float(ev[0]), f"top{m}_max": float(ev[-1]),
+            f"top{m}_label_rayleigh": float(ym @ Mm @ ym),
+            f"top{m}_label_weight": float(np.sum(yw[-m:] ** 2)),
+            f"top{m}_change_outside_labels": float(np.linalg.norm(D - Py @ D @ Py) / np.linalg.norm(D))}
+
+
 def analyse(data: str, P: int, N1: int, s: dict) -> dict:
     d = dataset(data, P)
     net = Network([N1], "erf")
@@ -141,6 +154,10 @@ def analyse(data: str, P: int, N1: int, s: dict) -> dict:
         "whitened_median": c, "whitened_min": float(ev[0]), "whitened_max": float(ev[-1]),
         "whitened_label_rayleigh": float(yw @ M @ yw),
         "shape_change_fraction_outside_labels": float(np.linalg.norm(D - Py @ D @ Py) / np.linalg.norm(D)),
+        # statistical noise of the measured kernel in the same whitened norm (entrywise stderr, whitened)
+        "whitened_noise_over_change": float(np.linalg.norm(W.T @ s["K_se"] @ W) / np.linalg.norm(D)),
+        # the 20 leading kernel modes only (well measured; they carry the labels)
+        **top_modes(M, yw, 20),
         "rel_error_K_vs_measured": err(K), "rel_error_kernel_shape_vs_measured": err(Kc),
         "K_measured_stderr_rel": float(np.linalg.norm(s["K_se"]) / np.linalg.norm(Km)),
         "gp_of_measured_mean_kernel_eps": [mean_kernel.total, mean_kernel.bias, mean_kernel.variance],
