@@ -92,6 +92,15 @@ RUNS += [run_spec("extra", "gauss", 200, 50, 1e-3), run_spec("extra", "gauss", 2
 RUNS += [run_spec("rerun", "mnist", 100, 50, 1e-3, seed=1, time_total=2000.0),
          run_spec("rerun", "mnist", 200, 200, 1e-3, seed=1, time_total=1500.0)]
 RUNS += [run_spec("rerun_heldout", "gauss", 200, 50, 1e-3, seed=1, time_total=2000.0)]
+# second round: every calibration point whose first run missed the project's convergence rule
+# (finwidth.experiments.verdicts: R̂ ≤ 1.05, ESS ≥ 100), twice as long, another seed
+RUNS += [run_spec("rerun", data, P, N1, 1e-3, seed=2, time_total=2000.0)
+         for data, P, N1 in (("mnist", 100, 200), ("mnist", 100, 25), ("gauss", 100, 50), ("mnist", 200, 100),
+                             ("gauss", 200, 100))]
+RUNS += [run_spec("rerun400", "mnist", 400, 200, 1e-3, seed=1, time_total=2000.0)]
+# held out, sampled here with the test-error R̂/ESS recorded: CIFAR-10 plane/car and relu on MNIST
+RUNS += [run_spec("extra", "cifar10", 100, 50, 1e-3), run_spec("extra", "cifar10", 100, 100, 1e-3),
+         run_spec("extra", "mnist", 100, 200, 1e-3, act="relu", time_total=2000.0)]
 
 
 def _atomic_write(path: Path, write) -> None:
