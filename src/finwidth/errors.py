@@ -52,3 +52,19 @@ class ValidityWarning(UserWarning):
     exceeds the calibrated threshold; the prediction is still returned. See docs/validity.md, "When
     to trust the theory".
     """
+
+
+class NotConvergedWarning(UserWarning):
+    """Sampled chains that have not converged (R̂ too large) or do not move (MALA acceptance near
+    zero): their error bars are not to be trusted. ``warnings.simplefilter("error",
+    NotConvergedWarning)`` turns it into an error."""
+
+
+class ConditioningWarning(UserWarning):
+    """An answer is sensitive to round-off: the problem is near-singular in float64.
+
+    Raised (as a warning) when the relative error that round-off in the kernel's eigenvalues can
+    put on the solution exceeds a threshold, e.g. a nearly rank-deficient kernel (few input
+    dimensions, duplicated inputs) at a tiny temperature. The message gives the estimate and what
+    to try.
+    """
