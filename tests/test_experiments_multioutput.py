@@ -3,8 +3,6 @@ a sweep collects and plots them. Data: small MNIST-format files with three class
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
 import pytest
 
@@ -14,14 +12,9 @@ from finwidth.experiments import ResultStore, parse_spec, run_sweep
 from finwidth.experiments.plots import plot_qbar, plot_sweep
 from finwidth.experiments.spec import TaskConfig
 from finwidth.experiments.tasks import run_task
+from test_cli import write_idx
 
 DATA = {"name": "mnist", "classes": [0, 1, 2], "labels": "onehot", "n_train": 24, "n_test": 15}
-
-
-def _write_idx(path, array, magic):
-    header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +25,8 @@ def fake_mnist(tmp_path_factory):
     for prefix, n in (("train", 120), ("t10k", 60)):
         lab = np.arange(n) % 3
         img = rng.integers(0, 60, (n, 28, 28)) + 150 * (lab[:, None, None] == np.arange(28)[None, :, None] % 3)
-        _write_idx(root / "mnist" / f"{prefix}-images-idx3-ubyte.gz", img, 2051)
-        _write_idx(root / "mnist" / f"{prefix}-labels-idx1-ubyte.gz", lab, 2049)
+        write_idx(root / "mnist" / f"{prefix}-images-idx3-ubyte.gz", img, 2051)
+        write_idx(root / "mnist" / f"{prefix}-labels-idx1-ubyte.gz", lab, 2049)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FINWIDTH_DATA", str(root))
         yield root
