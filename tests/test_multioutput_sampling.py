@@ -52,8 +52,10 @@ def _check(res, theory, Xt, Yt, n_min):
     assert len(key) >= 3 and min(d.ess[k] for k in key) > 100, d.ess
     Q = theory.qbar_[-1]
     _close(res.qbar_matrix, res.qbar_matrix_stderr, Q, n_min, "Q_L")
-    # the finite-width renormalisation itself is resolved (Q = 1 at infinite width)
+    # the finite-width renormalisation itself is resolved (Q = 1 at infinite width), by the sampler and
+    # beyond the tolerance above, so that an infinite-width answer would fail
     assert np.max(np.abs(res.qbar_matrix - np.eye(3)) / (res.qbar_matrix_stderr + 1e-300)) > 20
+    assert np.max(np.abs(Q - np.eye(3))) > 3 * np.max(np.abs(Q)) / n_min
     err, ref = res.generalization_error, theory.generalization_error(Xt, Yt)
     _close(float(err.total), err.total.stderr, ref.total, n_min, "ε_g")
     _close([float(e) for e in err.total_per_output], [e.stderr for e in err.total_per_output],
