@@ -34,6 +34,7 @@ def test_theory_values_are_those_of_the_estimators():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::finwidth.errors.NotConvergedWarning")  # 300 steps: the settings, not a result
 def test_simulation_is_passed_every_setting():
     sim = {"sampler": "baoab", "step_size": 0.05, "n_steps": 300, "burn_in": 100, "replicas": 4, "seed": 7,
            "dtype": "float64", "options": {"init": "prior"}}
