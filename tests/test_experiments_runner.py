@@ -320,6 +320,7 @@ def test_zombie_writer_counts_as_dead():
     assert _pid_alive(os.getpid())
 
 
+@pytest.mark.slow  # two driver processes
 def test_two_drivers_writing_the_same_store_at_once(tmp_path):
     """Two sweeps of the same spec into one store, concurrently: every task stored once, complete and right."""
     spec_path = tmp_path / "toy.toml"

@@ -69,6 +69,8 @@ def test_rao_blackwell_agrees_with_raw_and_reduces_variance(reduced_and_full):
         assert float(ge.variance) == pytest.approx(res.prediction_var.mean(), rel=0.05)
 
 
+@pytest.mark.slow  # three float64 MALA runs
+@pytest.mark.filterwarnings("ignore::finwidth.errors.NotConvergedWarning")  # 200 steps: the record layout and seeds, not a result
 def test_seed_reproducibility_and_record_layout():
     X, y, Xt, yt = _data(P=8, N0=10, Pt=5)
     net = Network([6, 5], "relu", priors=[1.0, 2.0, 1.0], bias=0.3)
@@ -187,6 +189,7 @@ def test_bad_input_raises_config_error(change, match):
         finwidth.sample_posterior("not a network", X, y, temperature=0.1, step_size=0.1, n_steps=10)
 
 
+@pytest.mark.filterwarnings("ignore::finwidth.errors.NotConvergedWarning")  # a short run: shapes and the burn-in rule
 def test_predictions_without_test_labels_and_fixed_burn_in():
     X, y, Xt, _ = _data(P=10, N0=8, Pt=7)
     res = finwidth.sample_posterior(Network([12], "erf", bias=0.5), X, y, temperature=0.1, sampler="euler",
