@@ -104,6 +104,8 @@ finwidth.sample_posterior({net}, X, np.tanh(X @ w / 4.5), temperature=0.05, samp
 
 
 @pytest.mark.slow
+# 4000 steps: bit-identity after a kill, not a converged result (MALA's energy R̂ is ~1.2 here)
+@pytest.mark.filterwarnings("ignore::finwidth.errors.NotConvergedWarning")
 @pytest.mark.parametrize("sampler,h,net,scaling,n", [
     ("baoab", 0.2, "Network([40], 'erf')", "standard", 4000),
     ("mala", 0.02, "Network([40], 'erf')", "standard", 4000),
@@ -144,6 +146,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, sampler, h, net, scaling
     assert resumed.config["scaling"] == scaling
     assert resumed.traces["energy"].shape == (n // 5, 4)
     assert np.all(np.isfinite(resumed.traces["energy"]))  # no record lost
+    np.testing.assert_array_equal(resumed.record_steps, np.arange(5, n + 1, 5))  # none twice, none missing
     for k in ref.traces:
         np.testing.assert_array_equal(resumed.traces[k], ref.traces[k], err_msg=k)
     assert float(resumed.generalization_error.total) == float(ref.generalization_error.total)
