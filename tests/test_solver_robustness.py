@@ -96,6 +96,7 @@ _EXPLAINED_T0 = (
 )
 
 
+@pytest.mark.slow  # 110 random fits
 def test_random_problems_at_T0_fit_or_explain():
     """RKGP.fit at T = 0 on random problems (every form, duplicated inputs, constant and random labels,
     label scales 1e-2 … 1e2): a verified answer or one of the explained limits, nothing else."""
