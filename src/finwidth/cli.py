@@ -206,7 +206,8 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     n = len(spec.tasks())
     print(f"sweep {spec.name!r}: {n} tasks → {store}", file=sys.stderr)
     report = run_sweep(spec, store, task_fn=args.task, executor=args.executor, max_workers=args.workers,
-                       scheduler=args.scheduler, slurm=slurm, progress=not args.no_progress, fail_fast=args.fail_fast,
+                       scheduler=args.scheduler, slurm=slurm, progress=False if args.no_progress else "auto",
+                       fail_fast=args.fail_fast,
                        worker_timeout=args.worker_timeout, scheduler_timeout=args.scheduler_timeout)
     print(report.summary(), file=sys.stderr)
     return EXIT_OK if not report.failed else EXIT_FAILED_TASKS
@@ -300,7 +301,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from finwidth.experiments.demo import run_demo
 
     _set_data_root(args.data_root)
-    return run_demo(out=Path(args.out), quick=args.quick, workers=args.workers, progress=not args.no_progress)
+    return run_demo(out=Path(args.out), quick=args.quick, workers=args.workers,
+                    progress=False if args.no_progress else "auto")
 
 
 # ---- parser ----------------------------------------------------------------------------------------------
@@ -370,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slurm-log-dir", default=None, help="job logs (default STORE/cluster/logs)")
     g.add_argument("--slurm-retries", type=int, default=None,
                    help="re-runs of a task whose worker died before it fails (default 2)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal, none in logs; it moves within each simulation)")
     r.set_defaults(func=cmd_sweep_run)
     for name, helptext, func in (
         ("status", "how many tasks are done, pending, failed", cmd_sweep_status),
@@ -419,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="theory only (seconds), for smoke tests")
     p.add_argument("--data-root", default=None, help="folder with the data sets (default $FINWIDTH_DATA, then the search path)")
     p.add_argument("--workers", type=int, default=None, help="parallel simulations (default: the number of cores)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal, none in logs; it moves within each simulation)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -33,6 +33,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +134,16 @@ def _limit_torch_threads() -> None:
 
 
 def run_simulation(
-    config: TaskConfig, dataset, *, progress: bool = False, checkpoint: str | os.PathLike | None = None  # noqa: ANN001
+    config: TaskConfig,
+    dataset,  # noqa: ANN001
+    *,
+    progress: bool | Callable[[Any], None] = False,
+    checkpoint: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Sample the posterior of the finite-width network with ``config.simulation`` (see module doc).
 
+    ``progress``: passed to ``sample_posterior`` (True: its own bar; a callable: called with a
+    :class:`finwidth.simulate.loop.ProgressInfo` after each record).
     ``checkpoint``: a file to checkpoint into; when it exists (a killed run of this very task) the
     run continues from it. Gibbs runs do not checkpoint.
     """
@@ -201,14 +208,17 @@ def run_simulation(
     return values, arrays
 
 
-def run_task(config: TaskConfig, *, progress: bool = False, checkpoint: str | os.PathLike | None = None) -> TaskOutput:
+def run_task(config: TaskConfig, *, progress: bool | Callable[[Any], None] = False,
+             checkpoint: str | os.PathLike | None = None) -> TaskOutput:
     """Theory and/or simulation for one task config (the runner's default task function).
 
     Parameters
     ----------
     config : TaskConfig
-    progress : bool
-        Show the sampler's own progress bar (only sensible when the task runs in the foreground).
+    progress : bool or callable
+        True: the sampler's own progress bar (sensible only when the task runs in the foreground); a
+        callable receives the sampler's :class:`finwidth.simulate.loop.ProgressInfo` after each
+        record (how :func:`~finwidth.experiments.runner.run_sweep` moves its bar within a task).
     checkpoint : path, optional
         Where the simulation checkpoints (the runner passes ``STORE/checkpoints/<key>.ckpt``), so a
         killed task resumes instead of restarting.

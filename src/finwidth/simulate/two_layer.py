@@ -179,9 +179,6 @@ class TwoLayerCNN(TwoLayerModel):
         if network.readout != "local":
             raise ConfigError(f"TwoLayerCNN samples the local readout (one weight per channel and patch); "
                               f"a {network.readout!r} readout has no sampler model yet")
-        if network.readout != "local":
-            raise ConfigError(f"TwoLayerCNN samples the local readout (one weight per channel and patch); the "
-                              f"{network.readout!r} readout has no sampler model yet")
         self._setup(network, temperature, scaling, device, dtype)
         self.width = network.channels
         self.n_patches = network.n_patches

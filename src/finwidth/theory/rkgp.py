@@ -111,7 +111,7 @@ class RKGP(MultiOutputMixin, Estimator):
         (``qbar_`` is then the Ñ×Ñ patch–patch matrix; ``renormalization`` does not apply and
         ``mean_correction`` must be None or False); its options are on ``ConvRKGP``.
     temperature : float
-        T ≥ 0, the likelihood variance of the Gibbs posterior (DESIGN.md §2). T = 0 is legal.
+        T ≥ 0, the likelihood variance of the Gibbs posterior (docs/conventions.md). T = 0 is legal.
     renormalization : {"product", "nested"}
         Deep renormalised kernel (module docstring). Identical at L = 1 without biases, and for
         relu/linear at any depth (homogeneity).
