@@ -52,9 +52,9 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     src.add_argument("--dataset", default=None, help="data set read from disk: mnist or cifar10 (default mnist)")
     src.add_argument("--teacher", default=None, help="synthetic teacher kind instead of a data set (see finwidth.data.teacher)")
     d.add_argument("--n-features", type=int, default=None, help="input dimension N_0 of a teacher")
-    d.add_argument("--classes", type=int, nargs="+", default=None, help="the two classes (default 0 1)")
+    d.add_argument("--classes", type=int, nargs="+", default=None, help="the classes (default 0 1; with --labels onehot or onehot_centered, one output each)")
     d.add_argument("--preset", default="paper", help="preprocessing preset (default: paper)")
-    d.add_argument("--labels", default="01", help="label coding, e.g. 01 or pm1 (default 01)")
+    d.add_argument("--labels", default="01", help="label coding: 01, pm1, onehot (D outputs), ... (default 01)")
     d.add_argument("-P", "--n-train", type=int, default=100, help="training set size P (default 100)")
     d.add_argument("--n-test", type=int, default=1000, help="test set size P_test (default 1000)")
     d.add_argument("--data-seed", type=int, default=0, help="seed of the data subset / teacher (default 0)")
@@ -142,9 +142,13 @@ def _theory_rows(results: dict[str, Any]) -> list[list[str]]:
         if "error" in r:
             rows.append([model, "no answer: " + r["error"].splitlines()[0], "", "", "", ""])
             continue
-        q = r.get("qbar")
-        rows.append([model, _fmt(r["total"]), _fmt(r["bias"]), _fmt(r["variance"]),
-                     "1 (infinite width)" if model == "nngp" else ", ".join(_fmt(v) for v in q), _fmt(r.get("r"))])
+        q, crit = r.get("qbar"), r.get("r")
+        if "qbar_L_matrix" in r:  # D outputs: tr Q_L / D, and the eigenvalues of R
+            qcol, crit = f"tr/D {_fmt(r['qbar_L'])}", ", ".join(_fmt(v, 3) for v in crit)
+        else:
+            qcol = "1 (infinite width)" if model == "nngp" else ", ".join(_fmt(v) for v in q)
+        total = _fmt(r["total"]) + (f" (acc {_fmt(r['accuracy'], 3)})" if r.get("accuracy") is not None else "")
+        rows.append([model, total, _fmt(r["bias"]), _fmt(r["variance"]), qcol, crit if isinstance(crit, str) else _fmt(crit)])
     return rows
 
 
@@ -172,7 +176,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if "error" in s:
         print(f"finwidth: the simulation diverged: {s['error']}", file=sys.stderr)
         return EXIT_NO_ANSWER
-    rows = [[name, f"{_fmt(s[name])} ± {_fmt(s.get(name + '_stderr'), 2)}"] for name in ("total", "bias", "variance", "train_error", "qbar_readout")]
+    names = ("total", "bias", "variance", "train_error", "qbar_readout") + (("accuracy",) if "accuracy" in s else ())
+    rows = [[name, f"{_fmt(s[name])} ± {_fmt(s.get(name + '_stderr'), 2)}"] for name in names]
     rows += [[name, _fmt(s.get(name))] for name in ("rhat", "ess", "acceptance") if s.get(name) is not None]
     rows.append(["wall time (s)", _fmt(s["wall_s"], 3)])
     _print_table(["simulation", "value ± s.e."], rows)

@@ -21,6 +21,19 @@ stored in ``result.json`` and collected into columns:
 ``data.N0``                      input dimension after preprocessing
 =========================== ==================================================================
 
+With D outputs (``data.labels`` one-hot): ε_g and its parts are summed over the outputs, and also
+
+=========================== ==================================================================
+``<model>.accuracy``             argmax accuracy of the posterior mean (``sim.accuracy`` with ``_stderr``)
+``<model>.bias_per_output``      lists of D (theory: also ``variance_per_output``; simulation:
+                                 ``total/bias/variance_per_output`` with ``..._stderr``)
+``<model>.qbar``                 Q_1..Q_L as D × D nested lists; ``<model>.qbar_L`` = tr Q_L / D (comparable
+                                 with ``sim.qbar_readout`` = tr Q̂_L / D), ``<model>.qbar_L_matrix`` = Q_L
+``<model>.r``                    the eigenvalues of R = Yᵀ K⁺ Y / P (list)
+``<model>.output_correlation``   D × D correlations of the test-averaged posterior covariance (RKGP; and
+                                 ``sim.output_correlation`` with ``_stderr``); ``sim.qbar_matrix`` = Q̂_L
+=========================== ==================================================================
+
 A theory that raises :class:`finwidth.errors.ConvergenceError` is recorded (``<model>.error``)
 rather than failing the task, so the simulation of the same grid point is kept; a diverged
 simulation likewise records ``sim.error``. Anything else (a bug, bad input) fails the task.
@@ -109,17 +122,25 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
         except ConvergenceError as exc:
             out[model] = {"error": str(exc), "wall_s": time.perf_counter() - start}
             continue
-        values: dict[str, Any] = {"total": float(err.total), "bias": float(err.bias), "variance": float(err.variance)}
+        values: dict[str, Any] = err.as_dict()  # with D outputs also accuracy and the per-output terms
         if model != "nngp":
             qbar = np.atleast_1d(np.asarray(est.qbar_, dtype=float))
             values["qbar"] = qbar.tolist()
-            values["qbar_L"] = float(qbar[-1])
-            values["r"] = float(est.width_criterion_.r)
+            if qbar.ndim == 3:  # D outputs: Q_l are D × D matrices
+                values["qbar_L"] = float(np.trace(qbar[-1])) / qbar.shape[-1]
+                values["qbar_L_matrix"] = qbar[-1].tolist()
+                values["r"] = np.atleast_1d(np.asarray(est.width_criterion_.r, dtype=float)).tolist()
+                values["output_correlation"] = est.output_correlation(dataset.X_test, average=True).tolist()
+            else:
+                values["qbar_L"] = float(qbar[-1])
+                values["r"] = float(est.width_criterion_.r)
             values["residual"] = float(est.residual_)
             values["kind"] = str(est.kind_)
-            values["effective_load"] = float(est.validity_.effective_load)
-            values["rank_per_unit"] = float(est.validity_.rank_per_unit)
-            values["reliable"] = bool(est.validity_.reliable)
+            validity = getattr(est, "validity_", None)  # not defined for D outputs
+            if validity is not None:
+                values["effective_load"] = float(validity.effective_load)
+                values["rank_per_unit"] = float(validity.rank_per_unit)
+                values["reliable"] = bool(validity.reliable)
         values["wall_s"] = time.perf_counter() - start
         out[model] = values
     return out
@@ -193,6 +214,15 @@ def run_simulation(
         values[part], values[f"{part}_stderr"] = _estimate(getattr(ge, part))
     values["train_error"], values["train_error_stderr"] = _estimate(res.train_error)
     values["qbar_readout"], values["qbar_readout_stderr"] = _estimate(res.qbar_readout)
+    if res.n_outputs > 1:
+        values["accuracy"], values["accuracy_stderr"] = _estimate(ge.accuracy)
+        for part in ("total", "bias", "variance"):
+            per = getattr(ge, f"{part}_per_output")
+            values[f"{part}_per_output"] = [float(e) for e in per]
+            values[f"{part}_per_output_stderr"] = [e.stderr for e in per]
+        for name in ("qbar_matrix", "output_correlation"):
+            values[name] = getattr(res, name).tolist()
+            values[f"{name}_stderr"] = getattr(res, f"{name}_stderr").tolist()
     diag = res.diagnostics
     for name in ("rhat", "ess", "acceptance"):
         value = diag.get(name) if isinstance(diag, dict) else getattr(diag, name, None)
