@@ -144,10 +144,14 @@ def test_demo_quick(mnist_root, tmp_path):
     assert (table["rkgp.total"] > 0).all() and table["nngp.total"].nunique() == 1
 
 
-def test_demo_without_data_is_a_clear_error(tmp_path):
+def test_without_data_the_demo_runs_on_the_embedded_subset_and_more_is_a_clear_error(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    out = finwidth("demo", "--quick", "--out", tmp_path / "demo", "--no-progress",
-                   env={"FINWIDTH_DATA": str(empty), "HOME": str(tmp_path)})
+    env = {"FINWIDTH_DATA": str(empty), "HOME": str(tmp_path)}
+    out = finwidth("demo", "--quick", "--out", tmp_path / "demo", "--no-progress", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "theory only" not in out.stdout and "1000" in out.stdout  # --quick; the table reaches N_1 = 1000
+    out = finwidth("theory", "-P", "500", "--n-test", "10", env=env)  # more than the subset holds
     assert out.returncode == 2
-    assert "mnist not found" in out.stderr and "Traceback" not in out.stderr
+    assert "mnist not found" in out.stderr and "finwidth data fetch mnist" in out.stderr
+    assert "embedded in finwidth" in out.stderr and "Traceback" not in out.stderr

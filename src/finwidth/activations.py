@@ -748,8 +748,9 @@ class QuadratureActivation(Activation):
         return self._autograd(x)[1]
 
     def _autograd(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import torch
+        from finwidth._deps import require_torch
 
+        torch = require_torch("σ' and σ'' of a custom activation by autograd (or pass derivatives=)")
         t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64).requires_grad_(True)
         y = self._th(t)  # type: ignore[misc]
         (g,) = torch.autograd.grad(y.sum(), t, create_graph=True)

@@ -5,7 +5,11 @@ a checkpointed run) and :func:`suggest_step_size`. Samplers: ``"euler"`` (the pa
 ``"baoab"``, ``"mala"`` and ``"gibbs"`` (exact, linear networks). See docs/sampling.md.
 """
 
-from finwidth.simulate.api import (
+from finwidth._deps import require_torch
+
+require_torch("posterior sampling (finwidth.simulate, finwidth.sample_posterior)")
+
+from finwidth.simulate.api import (  # noqa: E402 - after the check that torch is there
     Diagnostics,
     ErrorEstimate,
     Estimate,
@@ -14,7 +18,7 @@ from finwidth.simulate.api import (
     sample_posterior,
     suggest_step_size,
 )
-from finwidth.simulate.networks import BatchedMLP, InputReduction, LinearRegressionTarget
+from finwidth.simulate.networks import BatchedMLP  # noqa: E402, InputReduction, LinearRegressionTarget
 
 __all__ = [
     "BatchedMLP",
