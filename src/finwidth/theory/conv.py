@@ -214,8 +214,8 @@ class ConvRKGP(Estimator):
             No verified stationary point.
         """
         from finwidth.conv_kernels import PatchInputs
-        from finwidth.kernels import as_inputs
-        from finwidth.theory.gp import validate_targets
+        from finwidth.inputs import as_inputs
+        from finwidth.inputs import validate_targets
 
         T = self._check_params()
         self.__dict__.pop("_gp", None)  # a refit invalidates the cached factorisation of K_R
@@ -368,6 +368,7 @@ class ConvRKGP(Estimator):
 
         if return_std:
             return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
+
         self._check_fitted()
         if return_cov:
             raise ConfigError("return_cov is not available for the CNN theory; use return_var=True")
@@ -383,8 +384,9 @@ class ConvRKGP(Estimator):
         dε_g/d(1/C) is minus the derivative of ε_g along D: one test×train kernel with weights D.
         """
         from finwidth.conv_kernels import PatchInputs, nngp_weights, weighted_diagonal, weighted_kernel
-        from finwidth.kernels import as_inputs
-        from finwidth.theory.gp import gp_fit, validate_targets
+        from finwidth.inputs import as_inputs
+        from finwidth.inputs import validate_targets
+        from finwidth.theory.gp import gp_fit
 
         self._check_fitted()
         X_test = as_inputs(X_test, "X_test")
@@ -409,8 +411,9 @@ class ConvRKGP(Estimator):
 
     def generalization_error(self, X_test, y_test):
         """ε_g = bias + variance over the test set (noise T not added); ErrorDecomposition."""
-        from finwidth.kernels import as_inputs
-        from finwidth.theory.gp import generalization_error, validate_targets
+        from finwidth.inputs import as_inputs
+        from finwidth.inputs import validate_targets
+        from finwidth.theory.gp import generalization_error
 
         X_test = as_inputs(X_test, "X_test")
         y_test = validate_targets(y_test, X_test.shape[0], "y_test")

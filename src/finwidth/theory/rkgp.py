@@ -39,7 +39,7 @@ import numpy as np
 from scipy import linalg, optimize
 
 from finwidth.errors import ConfigError, ConvergenceError
-from finwidth.kernels import as_inputs as _as_X
+from finwidth.inputs import as_inputs as _as_X
 from finwidth.theory import spectral
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
