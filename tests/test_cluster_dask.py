@@ -103,6 +103,9 @@ class DaskProcesses:
                 proc.wait(10)
 
 
+pytestmark = pytest.mark.slow  # separate scheduler and worker processes: an integration test
+
+
 @pytest.fixture(scope="module")
 def dask_processes(tmp_path_factory):
     procs = DaskProcesses(tmp_path_factory.mktemp("dask"))

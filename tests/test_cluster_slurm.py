@@ -27,7 +27,7 @@ from finwidth.experiments import ResultStore, parse_spec, run_sweep
 from slurm_local import LocalSlurm, SlurmUnavailable
 from test_cluster_dask import SMALL_SWEEP, TOY_SWEEP, driver_only_module, worker_env  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 pytest.importorskip("dask_jobqueue")
 
 HERE = Path(__file__).resolve().parent
