@@ -125,6 +125,10 @@ class Recorder:
             tr["train_mse_rb"][k] = _mean_error(self.y64, mu, v)
             # E|a'|² of the standard-form readout, back in the model's own units (a = a'/standard_factor)
             tr["readout_norm_rb"][k] = (rc.norm2 / ro.standard_factor ** 2).cpu().numpy()
+        if getattr(model, "readout_groups", None):  # the readout as a matrix (CNN: C × Ñ), its second moment
+            self._trace("readout_outer_raw", k, model.readout_outer(params))
+            if rc is not None:
+                self._trace("readout_outer_rb", k, model.readout_outer_conditional(rc))
         post = k >= self.rec0
         measured = {"f_train": f64}
         if self.has_test:
@@ -133,6 +137,12 @@ class Recorder:
             self._observe(ob, params, k, post, measured)
         if post:
             self.n_summed += 1
+
+    def _trace(self, name: str, k: int, value: torch.Tensor) -> None:
+        value = value.double().cpu().numpy()
+        if name not in self.traces:
+            self.traces[name] = np.full((self.n_rec, *value.shape), np.nan)
+        self.traces[name][k] = value
 
     def _record_test(self, params, rc, k: int, post: bool) -> torch.Tensor:
         model, tr = self.model, self.traces
