@@ -9,11 +9,6 @@ Input reduction (exact; docs/sampling.md, "Exact cost cuts"): when the training 
 dimensions (always when P < N_0), write W^(0) = W_span Bᵀ + W_perp with B (N_0 × r) an orthonormal
 basis of the row span of X. The likelihood only sees W_span; W_perp is independent of the data and stays
 at its prior. The theories use the same basis to work in r instead of N_0 dimensions.
-
-For a CNN (:class:`PatchReduction`) the shared filters w_c ∈ R^S see the data only through w_c·x_i^μ
-over every training point μ and patch i, so the same split holds with B an orthonormal basis of the
-span of all training *patches* (one basis for all patches: per-patch bases would not be exact, the
-filter being shared).
 """
 
 from __future__ import annotations
@@ -30,7 +25,6 @@ from finwidth.errors import ConfigError
 
 __all__ = [
     "InputReduction",
-    "PatchReduction",
     "as_inputs",
     "as_list",
     "float_sequence",
@@ -223,54 +217,3 @@ class InputReduction:
         q, r = np.linalg.qr(xp.T)  # xp = rᵀ qᵀ
         keep = np.abs(np.diag(r)) > 1e-12 * max(1.0, np.abs(r).max())
         return np.ascontiguousarray(r[keep].T)
-
-
-@dataclass
-class PatchReduction:
-    """The exact input reduction of a two-layer CNN (module docstring): an orthonormal basis of the
-    span of all training patches x_i^μ ∈ R^S.
-
-    Write each filter w = B u + w_perp with B (S × r) that basis. The likelihood depends on the
-    filters only through w·x_i^μ = u·(Bᵀx_i^μ), so w_perp is independent of the data and keeps its
-    prior N(0, (1 − BBᵀ)/λ_0): the sampler simulates u ∈ R^r on the reduced patches Bᵀx_i and, at a
-    test point, adds w_perp·x*_i draws with the exact joint law over patches and channels
-    (:meth:`perp_factor`). Useful when the training patches span fewer than S dimensions (few points
-    with large or strongly overlapping patches, or patches with constant pixels).
-
-    Attributes
-    ----------
-    network : ConvNetwork
-    rows : InputReduction
-        The reduction of the stacked training patches (P·Ñ, S): ``rows.basis`` is B, ``rows.rank`` r.
-    """
-
-    network: Any
-    rows: InputReduction
-    train_lower: None = None  # the lower-trapezoid shortcut of InputReduction does not apply to patches
-
-    @classmethod
-    def from_inputs(cls, network: Any, X: np.ndarray) -> PatchReduction:
-        """The basis of the span of the patches of the training inputs X (n, N_0)."""
-        Z = network.patches(X, "X")
-        return cls(network, InputReduction.from_inputs(Z.reshape(-1, Z.shape[2]), "svd"))
-
-    @property
-    def basis(self) -> np.ndarray:
-        """B, shape (S, r)."""
-        return self.rows.basis
-
-    @property
-    def rank(self) -> int:
-        """r, the dimension of the span of the training patches."""
-        return self.rows.rank
-
-    def reduce(self, X: np.ndarray) -> np.ndarray:
-        """Reduced patches Bᵀx_i of inputs X (n, N_0): shape (n, Ñ, r)."""
-        return self.network.patches(X, "X") @ self.basis
-
-    def perp_factor(self, X: np.ndarray) -> np.ndarray:
-        """F (n·Ñ × k) with F Fᵀ the Gram matrix of the orthogonal parts of the patches of X, stacked
-        point-major (row m·Ñ + i is patch i of point m): w_perp·x_i,perp over all points and patches
-        has the law of F g with g ~ N(0, I_k/λ_0), one g per channel."""
-        Z = self.network.patches(X, "X")
-        return self.rows.perp_factor(Z.reshape(-1, Z.shape[2]))

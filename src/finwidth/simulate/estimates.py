@@ -101,6 +101,11 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
 
     rhat = {k: diag.split_rhat(chains(k)) for k in scalars}
     ess = {k: diag.effective_sample_size(chains(k)) for k in scalars}
+    patch_keys = [k for k in ("patch_outer_rb", "patch_outer_raw") if k in tr]
+    for k in patch_keys:  # CNN: the worst entry (i ≤ j) of the Ñ × Ñ readout second moment
+        entries = [tr[k][post][:, :, i, j].T for i, j in zip(*np.triu_indices(tr[k].shape[-1]))]
+        rhat[k] = max(diag.split_rhat(c) for c in entries)
+        ess[k] = min(diag.effective_sample_size(c) for c in entries)
     taus = [diag.integrated_time(chains(k)) for k in key_obs if chains(k).shape[1] >= 4]
     tau = max(taus) if taus else 1.0
     groups = _block_layout(rec, d, tau)
@@ -110,8 +115,8 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
                       "use replicas >= 2", RuntimeWarning, stacklevel=3)
     records = [np.concatenate([rec.chunk_records(c) for c in grp]) for grp in groups]
 
-    def block_scalar(x):  # x: [n_rec, R] -> sums [J], counts [J]
-        sums = [x[idx, r].sum() for r in range(R) for idx in records]
+    def block_scalar(x):  # x: [n_rec, R, ...] -> sums [J, ...], counts [J]
+        sums = [x[idx, r].sum(axis=0) for r in range(R) for idx in records]
         return np.array(sums), np.array([idx.size for _ in range(R) for idx in records], dtype=float)
 
     def block_vec(name):
@@ -128,6 +133,7 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
     qbar = scalar_estimate(tr["readout_norm_rb" if rb else "readout_norm_raw"], qbar_factor)
     qbar_raw = scalar_estimate(tr["readout_norm_raw"], qbar_factor)
     layer_norms = [scalar_estimate(tr["layer_norms"][:, :, l]) for l in range(tr["layer_norms"].shape[-1])]
+    patch_q = _patch_q(tr, rb, block_scalar, qbar_factor) if patch_keys else {}
 
     def error_estimate(mse_key, mean_name):
         s_tot, n = block_scalar(tr[mse_key])
@@ -164,7 +170,7 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
             if rb and gen_err.total.stderr > 0:
                 vr = float((gen_raw.total.stderr / gen_err.total.stderr) ** 2)
 
-    problems = convergence_problems(rhat, key_obs, acceptance, cfg)
+    problems = convergence_problems(rhat, key_obs + patch_keys[:1], acceptance, cfg)
     if problems:
         warnings.warn("; ".join(problems), NotConvergedWarning, stacklevel=4)
     diagnostics = Diagnostics(
@@ -178,5 +184,20 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
         generalization_error=gen_err, generalization_error_raw=gen_raw, variance_reduction=vr,
         train_error=train, train_error_raw=train_raw, qbar_readout=qbar, qbar_readout_raw=qbar_raw,
         layer_norms=layer_norms, prediction_mean=pm, prediction_var=pv, prediction_mean_stderr=pse,
-        diagnostics=diagnostics, traces=tr, record_steps=cfg.record_steps(), config=cfg,
+        diagnostics=diagnostics, traces=tr, record_steps=cfg.record_steps(), config=cfg, **patch_q,
     )
+
+
+def _patch_q(tr, rb: bool, block_scalar, qbar_factor: float) -> dict[str, np.ndarray]:
+    """The CNN's patch–patch order parameter from the local readout, Q̂ = λ_1 ⟨Σ_c a_c a_cᵀ⟩ / C
+    (a_c ∈ R^Ñ the readout row of channel c, model units; derivation in docs/sampling.md, "CNNs"), with
+    jackknife standard errors. λ_1/C = ``qbar_factor`` · Ñ, so tr Q̂ / Ñ is ``qbar_readout``."""
+    out = {}
+    for name, key in (("qbar_patches", "patch_outer_rb" if rb else "patch_outer_raw"),
+                      ("qbar_patches_raw", "patch_outer_raw")):
+        factor = qbar_factor * tr[key].shape[-1]
+        s, n = block_scalar(tr[key])
+        est, se, _ = diag.jackknife(lambda S, m: S / m, s.reshape(len(s), -1), n)
+        out[name] = factor * est.reshape(tr[key].shape[-2:])
+        out[name + "_stderr"] = factor * se.reshape(tr[key].shape[-2:])
+    return out

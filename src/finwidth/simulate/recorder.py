@@ -125,10 +125,10 @@ class Recorder:
             tr["train_mse_rb"][k] = _mean_error(self.y64, mu, v)
             # E|a'|² of the standard-form readout, back in the model's own units (a = a'/standard_factor)
             tr["readout_norm_rb"][k] = (rc.norm2 / ro.standard_factor ** 2).cpu().numpy()
-        if getattr(model, "readout_groups", None):  # the readout as a matrix (CNN: C × Ñ), its second moment
-            self._trace("readout_outer_raw", k, model.readout_outer(params))
+        if getattr(model, "readout_groups", None):  # CNN local readout: Σ_c a_c a_cᵀ (the estimator of Q)
+            self._trace("patch_outer_raw", k, model.readout_outer(params))
             if rc is not None:
-                self._trace("readout_outer_rb", k, model.readout_outer_conditional(rc))
+                self._trace("patch_outer_rb", k, model.readout_outer_conditional(rc))
         post = k >= self.rec0
         measured = {"f_train": f64}
         if self.has_test:

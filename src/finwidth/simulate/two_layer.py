@@ -15,7 +15,7 @@ dynamics differ (the readout moves on an O(1) scale), which is why these are sep
 Both follow the model protocol of :mod:`finwidth.simulate.models`, plus ``weight_covariance`` and
 ``preactivations`` (the observables of :func:`finwidth.simulate.weights.sample_weights`).
 Parameters are ``[W, a]``: FCN W ``[R, N, N_0]``, a ``[R, 1, N]``; CNN W ``[R, C, S]`` (shared
-filters; ``[R, C, r]`` under input reduction), a ``[R, C, Ñ]`` (local readout: one weight per
+filters), a ``[R, C, Ñ]`` (local readout: one weight per
 channel and patch) or ``[R, C, 1]`` (pooled readout), inputs cut into patches ``[n, Ñ, S]`` by
 ``prepare_inputs`` (1-D blocks or 2-D windows, overlapping or not:
 :meth:`finwidth.convnet.ConvNetwork.patches`).
@@ -164,12 +164,11 @@ class TwoLayerCNN(TwoLayerModel):
     """R replicas of the two-layer CNN with hand-written gradients of U.
 
     Local readout: f = s_out Σ_c Σ_i a_ci σ(h_ci), a ``[R, C, Ñ]``; pooled readout (standard scaling):
-    f = s_out Σ_c a_c (1/Ñ) Σ_i σ(h_ci), a ``[R, C, 1]``; h_ci = w_c·x_i/sqrt(S), W ``[R, C, S]``.
+    f = s_out Σ_c a_c (1/Ñ) Σ_i σ(h_ci), a ``[R, C, 1]``; h_ci = w_c·x_i/sqrt(S), W ``[R, C, S]``
+    (S = ``network.patch_features``, the fan-in of 1-D blocks or 2-D windows alike).
 
-    Input reduction (exact, :class:`finwidth.inputs.PatchReduction`): with ``first_layer_inputs=r``
-    the filters are simulated in the r-dimensional span of the training patches, W ``[R, C, r]``, on
-    reduced patches ``[n, Ñ, r]`` (the 1/sqrt(S) scale kept); test points add the fresh orthogonal
-    term of :meth:`perp_preactivation`.
+    No input reduction: the filters are shared by every patch, so the exact reduction would use the
+    span of all P·Ñ training patches, which is all of R^S as soon as P·Ñ ≥ S (always in practice).
 
     Parameters
     ----------
@@ -177,16 +176,11 @@ class TwoLayerCNN(TwoLayerModel):
     temperature : float
         T > 0.
     scaling : {"mean_field", "standard"}
-        Local readout only for ``"mean_field"`` (the pooled readout is defined in standard scaling).
-    first_layer_inputs : int, optional
-        r, the simulated filter length under input reduction (default S: no reduction).
+        The pooled readout is defined in standard scaling only.
     device, dtype : torch device and dtype.
     """
 
-    supports_input_reduction = True
-
-    def __init__(self, network, temperature: float, *, scaling: str = "mean_field", first_layer_inputs=None,
-                 device="cpu", dtype="float64"):
+    def __init__(self, network, temperature: float, *, scaling: str = "mean_field", device="cpu", dtype="float64"):
         from finwidth.convnet import ConvNetwork
 
         if not isinstance(network, ConvNetwork):
@@ -195,59 +189,20 @@ class TwoLayerCNN(TwoLayerModel):
         self.pooled = network.readout == "pooled"
         self.width = network.channels
         self.n_patches = network.n_patches
-        self.fan_in = network.patch_features  # S: the 1/sqrt(S) scale, whatever is simulated
-        self.patch_size = self.fan_in if first_layer_inputs is None else positive_int(first_layer_inputs,
-                                                                                       "first_layer_inputs")
-        if self.patch_size > self.fan_in:
-            raise ConfigError(f"first_layer_inputs ({self.patch_size}) exceeds the patch size S = {self.fan_in}")
+        self.patch_size = network.patch_features
         self.n_inputs = network.input_size
-        self.in_scale = 1.0 / math.sqrt(self.fan_in)
+        self.in_scale = 1.0 / math.sqrt(self.patch_size)
         self.shapes = [(self.width, self.patch_size), (self.width, 1 if self.pooled else self.n_patches)]
-        # the readout as a C × Ñ matrix (local readout): Q̂ = λ_1 ⟨AᵀA⟩/C estimates the theory's Q
+        # local readout: its C × Ñ matrix gives the estimator of the patch-patch Q (readout_outer)
         self.readout_groups = None if self.pooled else self.width
-        self.outer_factor = self.precisions[1] / self.width
 
     def prepare_inputs(self, X) -> torch.Tensor:
-        """Patches ``[n, Ñ, r]``: cut from inputs (n, N_0), or already cut (and reduced) (n, Ñ, r)."""
-        X = np.asarray(X, dtype=np.float64)
-        want = (self.n_patches, self.patch_size)
-        if X.ndim == 3:
-            if X.shape[1:] != want or not np.all(np.isfinite(X)):
-                raise ConfigError(f"patches must be a finite (n, {want[0]}, {want[1]}) array, got shape {X.shape}")
-            Z = X
-        else:
-            Z = self.network.patches(X)
-            if Z.shape[2] != self.patch_size:
-                raise ConfigError(f"this model simulates reduced filters (r = {self.patch_size} of S = "
-                                  f"{self.fan_in}): give reduced patches (PatchReduction.reduce), not raw inputs")
+        Z = self.network.patches(np.asarray(X, dtype=np.float64))
         return torch.as_tensor(Z, dtype=self.dtype, device=self.device)
 
     def preactivations(self, params, A0: torch.Tensor) -> torch.Tensor:
         """h_{c,i} = w_c·x_i/sqrt(S), shape ``[R, n, Ñ, C]``."""
         return torch.einsum("nis,rcs->rnic", A0, params[0]) * self.in_scale
-
-    def forward(self, params, A0: torch.Tensor, extra_h1=None, *, keep: bool = False, derivatives: bool = True):
-        """Outputs f ``[R, n]``; ``extra_h1`` ``[R, n, Ñ, C]`` is added to h (the orthogonal part of the
-        filters under input reduction); with ``keep=True`` also (σ(h), σ'(h))."""
-        h = self.preactivations(params, A0)
-        if extra_h1 is not None:
-            h = h + extra_h1
-        s, d = self.act(h, derivatives)
-        f = self._output(s, params[1]) * self.out_scale
-        return (f, (s, d)) if keep else f
-
-    def perp_preactivation(self, F: torch.Tensor, generator: torch.Generator, replicas: int) -> torch.Tensor:
-        """A fresh draw of w_perp·x_i,perp/sqrt(S) for every channel at points whose stacked patches'
-        orthogonal parts have the factor F (``[n Ñ, k]``, :meth:`finwidth.inputs.PatchReduction.perp_factor`):
-        ``[R, n, Ñ, C]``."""
-        G = torch.randn((replicas, self.width, F.shape[1]), generator=generator, device=self.device, dtype=self.dtype)
-        G.mul_(1.0 / math.sqrt(self.precisions[0] * self.fan_in))
-        h = torch.matmul(F, G.transpose(-1, -2))                                   # [R, n Ñ, C]
-        return h.reshape(replicas, -1, self.n_patches, self.width)
-
-    def perp_norm(self, rank: int) -> float:
-        """E‖W_perp‖² = C (S − r)/λ_0, the prior part of ‖W‖² under input reduction."""
-        return self.width * (self.fan_in - rank) / self.precisions[0]
 
     def _output(self, s, a):
         if self.pooled:
