@@ -118,6 +118,11 @@ class RKGP(MultiOutputMixin, Estimator):
     mean_correction : bool or None
         Mean term of non-odd activations (two order parameters). ``None``: on for non-odd
         activations at L = 1, off otherwise. ``True`` requires L = 1 and a non-odd activation.
+    correction : {None, "kernel_shape", "qbar_fluctuations"}
+        Beyond the saddle point, one hidden layer only (:mod:`finwidth.theory.corrections`):
+        the first-order kernel-shape correction of deepbays' ``FC_1HL_corrected``, or the exact
+        integral over Q̄ (a mixture of GPs; exact for linear activations). Predictions use it;
+        ``qbar_``, ``action_`` and the evidence stay those of the saddle point.
 
     Attributes
     ----------
@@ -145,16 +150,24 @@ class RKGP(MultiOutputMixin, Estimator):
         "product", "nested" or "nonodd".
     mean_correction_ : bool
         Whether the mean term was used (``mean_correction`` resolved).
+    correction_ : object or None
+        The fitted correction (``KernelShape`` or ``QbarMixture``), None without one.
+    validity_ : finwidth.theory.validity.Validity
+        Validity diagnostic: the effective load α_eff = df/N_L of the renormalised GP and the kernel's
+        effective rank per hidden unit; where both say the saddle point is unreliable, ``fit`` warns
+        with :class:`finwidth.ValidityWarning` (rule and its measured error rates: docs/validity.md).
 
     Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
     ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
     """
 
-    def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None):
+    def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None,
+                 correction=None):
         self.network = network
         self.temperature = temperature
         self.renormalization = renormalization
         self.mean_correction = mean_correction
+        self.correction = correction
 
     def _check_params(self) -> bool:
         """Validate the parameters (ConfigError); returns whether the mean term is used."""
@@ -258,6 +271,8 @@ class RKGP(MultiOutputMixin, Estimator):
         # (the NNGP eigenbasis scaled by ∏ Q̄_l: exact for the product form, an estimate otherwise)
         self.roundoff_sensitivity_ = spectral.roundoff_sensitivity(basis, y_t, T, float(np.prod(self.qbar_)))
         spectral.warn_if_ill_conditioned(self.roundoff_sensitivity_, "this RKGP fit")
+        self.correction_ = self._fit_correction(basis, y_t)
+        self.validity_ = self._validity(basis)
         P_half_log = 0.5 * P * math.log(2 * math.pi)
         if not math.isfinite(self.action_):
             self.action_ = math.nan  # T = 0 with labels outside the kernel's range: S is not defined
@@ -278,6 +293,39 @@ class RKGP(MultiOutputMixin, Estimator):
     # ------------------------------------------------------------------------------------------
     def _criterion(self, basis: spectral.Eigenbasis, y_t: np.ndarray, widths: np.ndarray) -> None:
         self.width_criterion_ = width_criterion(basis, y_t, widths)
+
+    def _validity(self, basis: spectral.Eigenbasis):
+        """The diagnostic of finwidth.theory.validity; ``basis``: the NNGP output kernel's eigenbasis."""
+        from finwidth.theory import validity
+
+        T = float(self.temperature)
+        m_t, c = None, 0.0
+        if self.kind_ == "nested":
+            # the renormalised kernel is not a multiple of K here: its eigenvalues (no vectors, one P×P solve)
+            kr, scale = np.linalg.eigvalsh(self._nested_kernels(self.qbar_, self.X_train_)[-1].train), 1.0
+        else:
+            kr, scale = basis.values, self._pred_scale
+            if self.kind_ == "nonodd":
+                m_t = basis.project(self._mean_vector(self._train_diags[0]))
+                c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0]))
+        dof = validity.effective_dof(np.maximum(kr, 0.0), scale, T, m_t=m_t, c=c)
+        return validity.assess(dof, basis.values, self.network.widths[-1],
+                               gaussian_features=self.network.activation.name == "linear", stacklevel=4)
+
+    def _fit_correction(self, basis: spectral.Eigenbasis, y_t: np.ndarray):
+        from finwidth.theory import corrections
+
+        correction = getattr(self, "correction", None)  # subclasses (BPKR) may not take the parameter
+        if correction is None:
+            return None
+        if correction not in corrections.CORRECTIONS:
+            raise ConfigError(f"correction must be None or one of {corrections.CORRECTIONS}, got {correction!r}")
+        if self.network.depth != 1 or self.kind_ != "product":
+            raise ConfigError(f"correction={correction!r} is implemented for one hidden layer without the "
+                              f"non-odd mean term (this fit is {self.kind_!r} at depth {self.network.depth}); "
+                              "use mean_correction=False or correction=None")
+        return corrections.fit_correction(correction, k=basis.values, y_t=y_t, temperature=float(self.temperature),
+                                          qbar=float(self.qbar_[0]), width=float(self.network.widths[0]))
 
     # ------------------------------------------------------------------------------------------
     # one hidden layer, non-odd activation: (Q̄, Q) saddle with Sherman–Morrison
@@ -470,6 +518,11 @@ class RKGP(MultiOutputMixin, Estimator):
             # test blocks only: the train kernel is never rebuilt
             kt, kd = kernels.nngp_cross(self.network, self.X_train_, X_test, train_diags=self._train_diags)
             s = self._pred_scale
+            if getattr(self, "correction_", None) is not None:
+                basis = self._pred_basis
+                kt_t = kt @ basis.vectors
+                kt_t[:, ~(basis.values > 0)] = 0.0
+                return self.correction_.predict(kt_t, kd, return_var)
         basis = self._pred_basis
         k = basis.values
         pos = k > 0
