@@ -110,6 +110,7 @@ finwidth.sample_posterior({net}, X, np.tanh(X @ w / 4.5), temperature=0.05, samp
     ("baoab", 0.2, "Network([40], 'erf')", "standard", 4000),
     ("mala", 0.02, "Network([40], 'erf')", "standard", 4000),
     ("baoab", 0.2, "ConvNetwork(20, 5, 16, 'erf')", "mean_field", 3000),  # the checkpoint records kind and scaling
+    ("baoab", 0.2, "ConvNetwork(20, (2, 2), 8, 'erf', image_shape=(4, 5), stride=(2, 1), readout='pooled')", "standard", 3000),
 ])
 def test_sigkill_then_resume_is_bit_identical(tmp_path, sampler, h, net, scaling, n):
     ck = tmp_path / "run.ckpt"

@@ -40,8 +40,8 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
     ----------
     network : finwidth.Network or finwidth.convnet.ConvNetwork
         Widths, activation, priors λ_0..λ_L (precisions) and optional bias variances; or the
-        two-layer CNN with non-overlapping patches (simulated by
-        :class:`finwidth.simulate.two_layer.TwoLayerCNN`).
+        two-layer CNN (1-D blocks or 2-D windows, any stride; local or pooled readout), simulated by
+        :class:`finwidth.simulate.two_layer.TwoLayerCNN` (docs/sampling.md, "CNNs").
     X : array (P, N_0), y : array (P,)
         Training data (float64 is converted to ``dtype`` on ``device``).
     temperature : float
@@ -106,7 +106,7 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         Output scale of the readout. ``"standard"``: f = a·σ(h)/sqrt(N) (docs/conventions.md).
         ``"mean_field"``: f = a·σ(h)/N for a ``Network`` with one hidden layer and no biases
         (:class:`finwidth.simulate.two_layer.TwoLayerFCN`), f = Σ_{c,i} a_ci σ(h_ci)/(C sqrt(Ñ)) for
-        a ``ConvNetwork`` (standard: 1/sqrt(C Ñ)). The prior a ~ N(0, 1/λ_L) is the same in both:
+        a ``ConvNetwork`` with the local readout (standard: 1/sqrt(C Ñ); the pooled readout is standard only). The prior a ~ N(0, 1/λ_L) is the same in both:
         a mean-field FCN is the standard one with readout precision λ_1 N in function space, but its
         Langevin dynamics (hence step sizes) differ. The two-layer models have no input reduction
         (``input_reduction=True`` is an error) and no ``sampler="gibbs"``.
@@ -126,7 +126,9 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         ``qbar_readout`` is λ_L ⟨|a|²⟩/M with M the number of readout weights (N_L; C·Ñ for the
         CNN): the posterior readout norm over its prior value, 1 in the prior and at infinite width.
         For the standard FCN it is Q̄_L (BPKR §A.9); for the mean-field FCN it equals Q̄_1 of the
-        equivalent standard network (readout precision λ_1 N).
+        equivalent standard network (readout precision λ_1 N). For a CNN with the local readout,
+        ``qbar_patches`` is the Ñ×Ñ estimate λ_1⟨Σ_c a_c a_cᵀ⟩/C of the theory's patch–patch Q (its
+        trace over Ñ is ``qbar_readout``); with the pooled readout ``qbar_readout`` is the 1HL Q̄ (M = C).
 
     Raises
     ------

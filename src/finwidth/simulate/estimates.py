@@ -105,8 +105,9 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
 
     rhat = {k: diag.split_rhat(chains(k)) for k in scalars}
     ess = {k: diag.effective_sample_size(chains(k)) for k in scalars}
-    for k in matrices:  # the worst entry (a ≤ b) of a D × D trace
-        entries = [tr[k][post][:, :, a, b].T for a, b in zip(*np.triu_indices(D))]
+    patch_keys = [k for k in ("patch_outer_rb", "patch_outer_raw") if k in tr]
+    for k in matrices + patch_keys:  # the worst entry (a ≤ b) of a D × D or (CNN) Ñ × Ñ trace
+        entries = [tr[k][post][:, :, a, b].T for a, b in zip(*np.triu_indices(tr[k].shape[-1]))]
         rhat[k] = max(diag.split_rhat(c) for c in entries)
         ess[k] = min(diag.effective_sample_size(c) for c in entries)
     taus = [diag.integrated_time(chains(k)) for k in key_obs if k in scalars and chains(k).shape[1] >= 4]
@@ -135,14 +136,14 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
     train_raw = scalar_estimate(tr["train_mse_raw"])
     qbar = scalar_estimate(tr["readout_norm_rb" if rb else "readout_norm_raw"], qbar_factor / D)
     qbar_raw = scalar_estimate(tr["readout_norm_raw"], qbar_factor / D)
-    multi = {}
-    if D > 1:
-        for name, key in (("qbar_matrix", "readout_outer_rb" if rb else "readout_outer_raw"),
-                          ("qbar_matrix_raw", "readout_outer_raw")):
-            s_q, n_q = block_scalar(tr[key])
-            est, se, _ = diag.jackknife(lambda S, m: S / m, s_q, n_q)
-            multi[name], multi[name + "_stderr"] = qbar_factor * est, qbar_factor * se
+    # D outputs: Q̂ = λ_L⟨V Vᵀ⟩/N_L, D × D (derivation in docs/multioutput.md)
+    multi = _matrix_estimate(tr, block_scalar, qbar_factor, "qbar_matrix",
+                             "readout_outer_rb" if rb else "readout_outer_raw", "readout_outer_raw") if D > 1 else {}
     layer_norms = [scalar_estimate(tr["layer_norms"][:, :, l]) for l in range(tr["layer_norms"].shape[-1])]
+    # CNN, local readout: Q̂ = λ_1⟨Σ_c a_c a_cᵀ⟩/C over patch pairs (λ_1/C = qbar_factor · Ñ, so tr Q̂/Ñ is
+    # qbar_readout; derivation in docs/sampling.md, "CNNs")
+    patch_q = _matrix_estimate(tr, block_scalar, qbar_factor * tr[patch_keys[0]].shape[-1], "qbar_patches",
+                               "patch_outer_rb" if rb else "patch_outer_raw", "patch_outer_raw") if patch_keys else {}
 
     def error_estimate(mse_key, mean_name):
         s_tot, n = block_scalar(tr[mse_key])
@@ -230,7 +231,7 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
         if D > 1:
             multi.update(output_covariance("test_outer_rb" if rb else "test_outer_raw", mname))
 
-    problems = convergence_problems(rhat, key_obs, acceptance, cfg)
+    problems = convergence_problems(rhat, key_obs + patch_keys[:1], acceptance, cfg)
     if problems:
         warnings.warn("; ".join(problems), NotConvergedWarning, stacklevel=4)
 
@@ -249,6 +250,7 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
         layer_norms=layer_norms, prediction_mean=pm, prediction_var=pv, prediction_mean_stderr=pse,
         diagnostics=diagnostics, traces=tr, record_steps=cfg.record_steps(), config=cfg, observed=observed,
         **multi,
+        **patch_q,
     )
 
 
@@ -264,3 +266,16 @@ def _observed(rec, name: str, first_chunk: int) -> Observed:
     n = np.array([rec.obs_count[g] for _ in range(R) for g in groups])
     est, se, _ = diag.jackknife(lambda T, m: T / m, S, n)
     return Observed(np.asarray(est), np.asarray(se), int(sum(rec.obs_count[g] for g in groups)))
+
+
+def _matrix_estimate(tr, block_scalar, factor: float, name: str, key: str, raw_key: str) -> dict[str, np.ndarray]:
+    """A matrix order parameter ``factor`` · ⟨M⟩ from the recorded matrix trace ``key`` (Rao–Blackwellised
+    or raw) and ``raw_key``, with jackknife standard errors over the blocks: ``name``, ``name_stderr``,
+    ``name_raw``, ``name_raw_stderr``."""
+    out = {}
+    for label, k in ((name, key), (name + "_raw", raw_key)):
+        shape = tr[k].shape[-2:]
+        s, n = block_scalar(tr[k])
+        est, se, _ = diag.jackknife(lambda S, m: S / m, s.reshape(len(s), -1), n)
+        out[label], out[label + "_stderr"] = factor * est.reshape(shape), factor * se.reshape(shape)
+    return out

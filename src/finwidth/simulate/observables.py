@@ -95,6 +95,34 @@ class ReadoutConditional:
             self.norm2 = mnorm + tr
             self.second_moment = mm + tr1[:, None, None] * eye
 
+    def grouped_second_moment(self, groups: int) -> torch.Tensor:
+        """E[Σ_g a'_g a'_gᵀ | Φ] for one output without output bias, the M = G·m readout weights of
+        the standard form cut into G consecutive groups a'_g ∈ R^m (channel-major for the CNN: G = C
+        channels, m = Ñ patches). Float64 ``[R, m, m]``.
+
+        The conditional is N(m, A⁻¹) with A⁻¹ = (1/λ)[1 − Φᵀ(cλ + ΦΦᵀ)⁻¹Φ] (c = M T; data space), so
+        the sum is Σ_g (m_g m_gᵀ + (A⁻¹)_gg): blocks of the G diagonal m × m blocks of A⁻¹."""
+        if not self.vector or self.bias_col is not None:
+            raise ValueError("grouped_second_moment is defined for one output without output bias")
+        M = self.N
+        if M % groups:
+            raise ValueError(f"{M} readout weights do not split into {groups} groups")
+        m = M // groups
+        if self.feature_space:
+            mean = self.m[:, :, 0]                                                        # [R, M]
+            cov = (self.V * self.inv_prec.unsqueeze(1)) @ self.V.transpose(-1, -2)      # A⁻¹, [R, M, M]
+            R = cov.shape[0]
+            blocks = torch.diagonal(cov.reshape(R, groups, m, groups, m), dim1=1, dim2=3).sum(-1)
+        else:
+            Psi = (self.U.transpose(-1, -2) @ self.Phi) / torch.sqrt(self.cl + self.s2).unsqueeze(-1)  # [R, P, M]
+            R, P = Psi.shape[:2]
+            Pg = Psi.reshape(R, P, groups, m)
+            eye = torch.eye(m, dtype=Psi.dtype, device=Psi.device)
+            blocks = (groups * eye - torch.einsum("rpgi,rpgj->rij", Pg, Pg)) / self.lam
+            mean = math.sqrt(self.N) * (self.Phi.transpose(-1, -2) @ (self.U @ self.w))[..., 0]  # [R, M]
+        mg = mean.reshape(-1, groups, m)
+        return mg.transpose(-1, -2) @ mg + blocks
+
     def _augment(self, Phi):
         if self.bias_col is None:
             return Phi

@@ -186,6 +186,10 @@ class Recorder:
             tr["readout_norm_rb"][k] = (rc.norm2 / ro.standard_factor ** 2).cpu().numpy()
             if multi:
                 tr["readout_outer_rb"][k] = (rc.second_moment / ro.standard_factor ** 2).cpu().numpy()
+        if getattr(model, "readout_groups", None):  # CNN local readout: Σ_c a_c a_cᵀ (the estimator of Q)
+            self._trace("patch_outer_raw", k, model.readout_outer(params))
+            if rc is not None:
+                self._trace("patch_outer_rb", k, model.readout_outer_conditional(rc))
         post = k >= self.rec0
         measured = {"f_train": f64}
         Phit = None
@@ -197,6 +201,12 @@ class Recorder:
             self.n_summed += 1
         if self.observers and post and self.n_groups:
             self._observe_state(RecordState(list(params), Phi, Phit, k), k)
+
+    def _trace(self, name: str, k: int, value: torch.Tensor) -> None:
+        value = value.double().cpu().numpy()
+        if name not in self.traces:
+            self.traces[name] = np.full((self.n_rec, *value.shape), np.nan)
+        self.traces[name][k] = value
 
     def _record_test(self, params, rc, k: int, post: bool):
         """Test-set part of a record; returns the test outputs and the test features (None when not computed)."""

@@ -155,8 +155,9 @@ class PosteriorSamples:
     qbar_readout, qbar_readout_raw : Estimate
         λ_L ⟨|a|²⟩ / M with M the number of readout weights (N_L; C·Ñ for a ``ConvNetwork``): the
         readout-norm estimate of Q̄_L (BPKR §A.9) for standard and mean-field FCNs (in mean field it
-        is Q̄_1 of the equivalent standard network with readout precision λ_1 N); for the CNN the
-        posterior-to-prior ratio of the readout norm, averaged over channels and patches.
+        is Q̄_1 of the equivalent standard network with readout precision λ_1 N); for the CNN tr Q/Ñ
+        with the local readout (see ``qbar_patches``) and the 1HL Q̄ of the pooled channels with the
+        pooled readout (M = C).
     layer_norms : list[Estimate]
         ⟨‖W^(l)‖²⟩ for l = 0..L (under input reduction, layer 0 adds the exact prior
         expectation N_1 (N_0 − r)/λ_0 of the orthogonal part).
@@ -170,6 +171,14 @@ class PosteriorSamples:
         Step number (1-based) of each record.
     config : RunConfig
         The options of the run (``config.name`` or ``config["name"]``).
+    qbar_patches, qbar_patches_stderr : np.ndarray or None
+        CNN with the local readout: the sampled patch–patch order parameter Q̂ = λ_1 ⟨Σ_c a_c a_cᵀ⟩/C
+        (Ñ × Ñ, a_c the readout row of channel c; Rao–Blackwellised when ``rao_blackwell=True``), the
+        estimator of :class:`finwidth.theory.conv.ConvRKGP`'s ``qbar_`` (docs/sampling.md, "CNNs"), and its
+        entrywise standard errors; ``tr Q̂/Ñ`` is ``qbar_readout``. None for other networks (the pooled
+        readout's Q̄ is ``qbar_readout``). Diagnostics: ``rhat["patch_outer_rb"]`` (worst entry).
+    qbar_patches_raw, qbar_patches_raw_stderr : np.ndarray or None
+        The same from the sampled readout itself.
     observed : dict[str, Observed]
         Posterior means of the user observers, with error bars (empty without ``observers``).
 
@@ -203,6 +212,10 @@ class PosteriorSamples:
     traces: dict[str, np.ndarray]
     record_steps: np.ndarray
     config: RunConfig | None = None
+    qbar_patches: np.ndarray | None = None
+    qbar_patches_stderr: np.ndarray | None = None
+    qbar_patches_raw: np.ndarray | None = None
+    qbar_patches_raw_stderr: np.ndarray | None = None
     observed: dict[str, Observed] = field(default_factory=dict)
     qbar_matrix: np.ndarray | None = None
     qbar_matrix_stderr: np.ndarray | None = None
