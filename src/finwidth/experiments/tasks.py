@@ -24,6 +24,19 @@ stored in ``result.json`` and collected into columns:
 ``data.N0``                      input dimension after preprocessing
 =========================== ==================================================================
 
+With D outputs (``data.labels`` one-hot): ε_g and its parts are summed over the outputs, and also
+
+=========================== ==================================================================
+``<model>.accuracy``             argmax accuracy of the posterior mean (``sim.accuracy`` with ``_stderr``)
+``<model>.bias_per_output``      lists of D (theory: also ``variance_per_output``; simulation:
+                                 ``total/bias/variance_per_output`` with ``..._stderr``)
+``<model>.qbar``                 Q_1..Q_L as D × D nested lists; ``<model>.qbar_L`` = tr Q_L / D (comparable
+                                 with ``sim.qbar_readout`` = tr Q̂_L / D), ``<model>.qbar_L_matrix`` = Q_L
+``<model>.r``                    the eigenvalues of R = Yᵀ K⁺ Y / P (list)
+``<model>.output_correlation``   D × D correlations of the test-averaged posterior covariance (RKGP; and
+                                 ``sim.output_correlation`` with ``_stderr``); ``sim.qbar_matrix`` = Q̂_L
+=========================== ==================================================================
+
 A theory that raises :class:`finwidth.errors.ConvergenceError` is recorded (``<model>.error``)
 rather than failing the task, so the simulation of the same grid point is kept; a diverged
 simulation likewise records ``sim.error``. Anything else (a bug, bad input) fails the task.
@@ -36,6 +49,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,20 +133,28 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
         except ConvergenceError as exc:
             out[model] = {"error": str(exc), "wall_s": time.perf_counter() - start}
             continue
-        values: dict[str, Any] = {"total": float(err.total), "bias": float(err.bias), "variance": float(err.variance)}
+        values: dict[str, Any] = err.as_dict()  # with D outputs also accuracy and the per-output terms
         if model == "adaptive":
             values["adaptation"] = float(est.adaptation_)
             values["residual"] = float(est.residual_)
             values["solver"] = str(est.solver_)
         elif model != "nngp":
-            qbar = np.asarray(est.qbar_, dtype=float)
+            qbar = np.atleast_1d(np.asarray(est.qbar_, dtype=float))
             values["qbar"] = qbar.tolist()
-            # a CNN's Ñ×Ñ Q: its global mode tr Q/Ñ, the quantity sim.qbar_readout estimates
-            values["qbar_L"] = float(np.trace(qbar) / qbar.shape[0]) if qbar.ndim == 2 else float(qbar[-1])
-            values["r"] = float(est.width_criterion_.r)
+            if qbar.ndim == 3:  # D outputs: Q_l are D × D matrices
+                values["qbar_L"] = float(np.trace(qbar[-1])) / qbar.shape[-1]
+                values["qbar_L_matrix"] = qbar[-1].tolist()
+                values["r"] = np.atleast_1d(np.asarray(est.width_criterion_.r, dtype=float)).tolist()
+                values["output_correlation"] = est.output_correlation(dataset.X_test, average=True).tolist()
+            elif qbar.ndim == 2:  # a CNN's Ñ×Ñ Q: its global mode tr Q/Ñ, what sim.qbar_readout estimates
+                values["qbar_L"] = float(np.trace(qbar)) / qbar.shape[0]
+                values["r"] = float(est.width_criterion_.r)
+            else:
+                values["qbar_L"] = float(qbar[-1])
+                values["r"] = float(est.width_criterion_.r)
             values["residual"] = float(est.residual_)
             values["kind"] = str(est.kind_)
-            validity = getattr(est, "validity_", None)  # fully connected RKGP only
+            validity = getattr(est, "validity_", None)  # fully connected, one output only
             if validity is not None:
                 values["effective_load"] = float(validity.effective_load)
                 values["rank_per_unit"] = float(validity.rank_per_unit)
@@ -151,10 +173,16 @@ def _limit_torch_threads() -> None:
 
 
 def run_simulation(
-    config: TaskConfig, dataset, *, progress: bool = False, checkpoint: str | os.PathLike | None = None  # noqa: ANN001
+    config: TaskConfig,
+    dataset,  # noqa: ANN001
+    *,
+    progress: bool | Callable[[Any], None] = False,
+    checkpoint: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Sample the posterior of the finite-width network with ``config.simulation`` (see module doc).
 
+    ``progress``: passed to ``sample_posterior`` (True: its own bar; a callable: called with a
+    :class:`finwidth.simulate.loop.ProgressInfo` after each record).
     ``checkpoint``: a file to checkpoint into; when it exists (a killed run of this very task) the
     run continues from it. Gibbs runs do not checkpoint.
     """
@@ -207,6 +235,15 @@ def run_simulation(
     if getattr(res, "qbar_patches", None) is not None:  # CNN, local readout: the Ñ×Ñ Q̂
         values["qbar_patches"] = np.asarray(res.qbar_patches).tolist()
         values["qbar_patches_stderr"] = np.asarray(res.qbar_patches_stderr).tolist()
+    if res.n_outputs > 1:
+        values["accuracy"], values["accuracy_stderr"] = _estimate(ge.accuracy)
+        for part in ("total", "bias", "variance"):
+            per = getattr(ge, f"{part}_per_output")
+            values[f"{part}_per_output"] = [float(e) for e in per]
+            values[f"{part}_per_output_stderr"] = [e.stderr for e in per]
+        for name in ("qbar_matrix", "output_correlation"):
+            values[name] = getattr(res, name).tolist()
+            values[f"{name}_stderr"] = getattr(res, f"{name}_stderr").tolist()
     diag = res.diagnostics
     for name in ("rhat", "ess", "acceptance"):
         value = diag.get(name) if isinstance(diag, dict) else getattr(diag, name, None)
@@ -222,14 +259,17 @@ def run_simulation(
     return values, arrays
 
 
-def run_task(config: TaskConfig, *, progress: bool = False, checkpoint: str | os.PathLike | None = None) -> TaskOutput:
+def run_task(config: TaskConfig, *, progress: bool | Callable[[Any], None] = False,
+             checkpoint: str | os.PathLike | None = None) -> TaskOutput:
     """Theory and/or simulation for one task config (the runner's default task function).
 
     Parameters
     ----------
     config : TaskConfig
-    progress : bool
-        Show the sampler's own progress bar (only sensible when the task runs in the foreground).
+    progress : bool or callable
+        True: the sampler's own progress bar (sensible only when the task runs in the foreground); a
+        callable receives the sampler's :class:`finwidth.simulate.loop.ProgressInfo` after each
+        record (how :func:`~finwidth.experiments.runner.run_sweep` moves its bar within a task).
     checkpoint : path, optional
         Where the simulation checkpoints (the runner passes ``STORE/checkpoints/<key>.ckpt``), so a
         killed task resumes instead of restarting.

@@ -209,14 +209,14 @@ def suggest_step_size(network, X, y, *, temperature, replicas=4, seed=0, input_r
     :func:`sample_posterior`.
     """
     X = as_inputs(X, "X")
-    validate_targets(y, X.shape[0], "y", multi_output=True)
+    y = validate_targets(y, X.shape[0], "y", multi_output=True)
     temperature = validate_temperature(temperature, allow_zero=False)
     two_layer = is_two_layer(network, check_scaling(scaling))
     red = InputReduction.from_inputs(X) if input_reduction and not two_layer else None
     if input_reduction == "auto" and red is not None and red.rank >= X.shape[1]:
         red = None
     model = build_model(network, X.shape[1], temperature, scaling, first_layer_inputs=None if red is None else red.rank,
-                        dtype=torch.float64)
+                        n_outputs=1 if y.ndim == 1 else y.shape[1], dtype=torch.float64)
     A0 = model.prepare_inputs(red.reduce(X) if red else X)
     gen = torch.Generator().manual_seed(int(seed))
     params = model.init_params(replicas, gen, "prior")

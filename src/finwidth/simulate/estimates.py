@@ -30,13 +30,15 @@ ACCEPTANCE_MIN = 0.05  # mean MALA acceptance below this (or a replica below 1 %
 def _key_observables(rec) -> list[str]:
     rb = rec.rb
     test = ("test_mse_rb" if rb else "test_mse_raw") if rec.has_ytest else None
+    # with D outputs the readout's D × D second moment (its worst entry) too: Q_L is a result
+    outer = ("readout_outer_rb" if rb else "readout_outer_raw") if getattr(rec, "n_outputs", 1) > 1 else None
     return [k for k in ("energy", "train_mse_rb" if rb else "train_mse_raw", test,
-                        "readout_norm_rb" if rb else "readout_norm_raw") if k]
+                        "readout_norm_rb" if rb else "readout_norm_raw", outer) if k]
 
 
 def burn_in(rec, cfg) -> tuple[int, int, str]:
     """(chunks discarded after the user's burn-in, burn-in in steps, the rule's description)."""
-    key_obs = _key_observables(rec)
+    key_obs = [k for k in _key_observables(rec) if rec.traces[k].ndim == 2]
     if cfg.burn_in is not None:
         return 0, cfg.burn_in, "user"
     d = 0
@@ -84,8 +86,8 @@ def _block_layout(rec, first_chunk: int, tau: float) -> list[np.ndarray]:
 def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0) -> PosteriorSamples:
     """The :class:`PosteriorSamples` of a finished recorder.
 
-    ``qbar_factor`` = λ_L / M (the readout prior over the number of readout weights) turns ⟨|a|²⟩ into
-    the readout-norm estimate of Q̄_L.
+    ``qbar_factor`` = λ_L / M (the readout prior over the number of readout weights per output) turns
+    ⟨a aᵀ⟩ into the readout estimate of Q_L; with D outputs ``qbar_readout`` is tr(Q_L)/D.
     """
     tr, R = rec.traces, cfg.replicas
     if rec.n_chunks == 0:
@@ -95,6 +97,8 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
     d, burn_steps, rule = burn_in(rec, cfg)
     post = slice(rec.rec0 + d * rec.chunk_len, rec.n_rec)
     scalars = [k for k, v in tr.items() if v.ndim == 2]
+    D = getattr(rec, "n_outputs", 1)
+    matrices = [k for k in ("readout_outer_raw", "readout_outer_rb", "test_outer_raw", "test_outer_rb") if k in tr]
 
     def chains(k):
         return tr[k][post].T  # [R, n]
@@ -102,11 +106,11 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
     rhat = {k: diag.split_rhat(chains(k)) for k in scalars}
     ess = {k: diag.effective_sample_size(chains(k)) for k in scalars}
     patch_keys = [k for k in ("patch_outer_rb", "patch_outer_raw") if k in tr]
-    for k in patch_keys:  # CNN: the worst entry (i ≤ j) of the Ñ × Ñ readout second moment
-        entries = [tr[k][post][:, :, i, j].T for i, j in zip(*np.triu_indices(tr[k].shape[-1]))]
+    for k in matrices + patch_keys:  # the worst entry (a ≤ b) of a D × D (or the CNN's Ñ × Ñ) trace
+        entries = [tr[k][post][:, :, a, b].T for a, b in zip(*np.triu_indices(tr[k].shape[-1]))]
         rhat[k] = max(diag.split_rhat(c) for c in entries)
         ess[k] = min(diag.effective_sample_size(c) for c in entries)
-    taus = [diag.integrated_time(chains(k)) for k in key_obs if chains(k).shape[1] >= 4]
+    taus = [diag.integrated_time(chains(k)) for k in key_obs if k in scalars and chains(k).shape[1] >= 4]
     tau = max(taus) if taus else 1.0
     groups = _block_layout(rec, d, tau)
     n_blocks = R * len(groups)
@@ -130,8 +134,15 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
     rb = rec.rb
     train = scalar_estimate(tr["train_mse_rb" if rb else "train_mse_raw"])
     train_raw = scalar_estimate(tr["train_mse_raw"])
-    qbar = scalar_estimate(tr["readout_norm_rb" if rb else "readout_norm_raw"], qbar_factor)
-    qbar_raw = scalar_estimate(tr["readout_norm_raw"], qbar_factor)
+    qbar = scalar_estimate(tr["readout_norm_rb" if rb else "readout_norm_raw"], qbar_factor / D)
+    qbar_raw = scalar_estimate(tr["readout_norm_raw"], qbar_factor / D)
+    multi = {}
+    if D > 1:
+        for name, key in (("qbar_matrix", "readout_outer_rb" if rb else "readout_outer_raw"),
+                          ("qbar_matrix_raw", "readout_outer_raw")):
+            s_q, n_q = block_scalar(tr[key])
+            est, se, _ = diag.jackknife(lambda S, m: S / m, s_q, n_q)
+            multi[name], multi[name + "_stderr"] = qbar_factor * est, qbar_factor * se
     layer_norms = [scalar_estimate(tr["layer_norms"][:, :, l]) for l in range(tr["layer_norms"].shape[-1])]
     patch_q = _patch_q(tr, rb, block_scalar, qbar_factor) if patch_keys else {}
 
@@ -143,13 +154,62 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
 
         def stat(S, m):
             tot = S[0] / m
-            bias = np.mean((ytest - S[1:].reshape(shape) / m) ** 2)
+            bias = np.mean((ytest - S[1:].reshape(shape) / m) ** 2) * D  # summed over the outputs
             return np.array([tot, bias, tot - bias])
 
         S = np.concatenate([s_tot[:, None], s_mu.reshape(len(s_mu), -1)], axis=1)
         est, se, corr = diag.jackknife(stat, S, n)
         bias = corr[1] if np.isfinite(corr[1]) else est[1]
-        return ErrorEstimate(Estimate(est[0], se[0]), Estimate(bias, se[1]), Estimate(est[0] - bias, se[2]))
+        total = ErrorEstimate(Estimate(est[0], se[0]), Estimate(bias, se[1]), Estimate(est[0] - bias, se[2]))
+        if D == 1:
+            return total
+        return per_output(total, mean_name)
+
+    def per_output(total, mean_name):
+        """Each output's ε_g, bias and variance, and the argmax accuracy of the posterior mean (D outputs)."""
+        ytest = rec.yt64.cpu().numpy()
+        Pt = ytest.shape[0]
+        names = [mean_name, mean_name.replace("_sum", "_sq")] + (["v_sum"] if mean_name == "mu_sum" else [])
+        parts = [block_vec(nm).reshape(n_blocks, -1) for nm in names]
+        S = np.concatenate(parts, axis=1)
+        counts = np.array([sum(rec.chunk_count[grp]) for _ in range(R) for grp in groups])
+        label = np.argmax(ytest, axis=1)
+
+        def stat(S, m):
+            mu, sq = S[:Pt * D].reshape(Pt, D) / m, S[Pt * D:2 * Pt * D].reshape(Pt, D) / m
+            v = S[2 * Pt * D:] / m if S.size > 2 * Pt * D else 0.0
+            tot = np.mean(sq - 2 * ytest * mu + ytest ** 2, axis=0) + np.mean(v)
+            bias = np.mean((ytest - mu) ** 2, axis=0)
+            acc = np.mean(np.argmax(mu, axis=1) == label)
+            return np.concatenate([tot, bias, [acc]])
+
+        est, se, corr = diag.jackknife(stat, S, counts)
+        bias = np.where(np.isfinite(corr[D:2 * D]), corr[D:2 * D], est[D:2 * D])
+        return ErrorEstimate(total.total, total.bias, total.variance,
+                             total_per_output=[Estimate(v, e) for v, e in zip(est[:D], se[:D])],
+                             bias_per_output=[Estimate(v, e) for v, e in zip(bias, se[D:2 * D])],
+                             variance_per_output=[Estimate(t - b, e) for t, b, e in zip(est[:D], bias, se[:D])],
+                             accuracy=Estimate(est[-1], se[-1]))
+
+    def output_covariance(outer_key, mean_name):
+        """The test-averaged D × D posterior covariance of f and its correlation matrix, with jackknife
+        standard errors (bias-corrected, as the squared bias)."""
+        s_o, _ = block_scalar(tr[outer_key])
+        s_m = block_vec(mean_name)
+        counts = np.array([sum(rec.chunk_count[grp]) for _ in range(R) for grp in groups])
+        Pt = s_m.shape[1]
+
+        def stat(S, m):
+            mu = S[D * D:].reshape(Pt, D) / m
+            cov = S[:D * D].reshape(D, D) / m - mu.T @ mu / Pt
+            d = np.sqrt(np.maximum(np.diag(cov), 1e-300))
+            return np.concatenate([cov.ravel(), (cov / np.outer(d, d)).ravel()])
+
+        S = np.concatenate([s_o.reshape(n_blocks, -1), s_m.reshape(n_blocks, -1)], axis=1)
+        est, se, corr = diag.jackknife(stat, S, counts)
+        val = np.where(np.isfinite(corr), corr, est)
+        return {"output_covariance": val[:D * D].reshape(D, D), "output_covariance_stderr": se[:D * D].reshape(D, D),
+                "output_correlation": val[D * D:].reshape(D, D), "output_correlation_stderr": se[D * D:].reshape(D, D)}
 
     gen_err = gen_raw = vr = None
     pm = pv = pse = None
@@ -169,6 +229,8 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
             gen_err = error_estimate("test_mse_rb", "mu_sum") if rb else gen_raw
             if rb and gen_err.total.stderr > 0:
                 vr = float((gen_raw.total.stderr / gen_err.total.stderr) ** 2)
+        if D > 1:
+            multi.update(output_covariance("test_outer_rb" if rb else "test_outer_raw", mname))
 
     problems = convergence_problems(rhat, key_obs + patch_keys[:1], acceptance, cfg)
     if problems:
@@ -188,6 +250,7 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
         train_error=train, train_error_raw=train_raw, qbar_readout=qbar, qbar_readout_raw=qbar_raw,
         layer_norms=layer_norms, prediction_mean=pm, prediction_var=pv, prediction_mean_stderr=pse,
         diagnostics=diagnostics, traces=tr, record_steps=cfg.record_steps(), config=cfg, observed=observed,
+        **multi,
         **patch_q,
     )
 
