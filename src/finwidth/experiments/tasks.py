@@ -146,15 +146,13 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
                 values["qbar_L_matrix"] = qbar[-1].tolist()
                 values["r"] = np.atleast_1d(np.asarray(est.width_criterion_.r, dtype=float)).tolist()
                 values["output_correlation"] = est.output_correlation(dataset.X_test, average=True).tolist()
-            elif qbar.ndim == 2:  # a CNN's Ñ×Ñ Q: its global mode tr Q/Ñ, what sim.qbar_readout estimates
-                values["qbar_L"] = float(np.trace(qbar)) / qbar.shape[0]
-                values["r"] = float(est.width_criterion_.r)
             else:
-                values["qbar_L"] = float(qbar[-1])
+                # a CNN's Ñ×Ñ Q: its global mode tr Q/Ñ, the quantity sim.qbar_readout estimates
+                values["qbar_L"] = float(np.trace(qbar) / qbar.shape[0]) if qbar.ndim == 2 else float(qbar[-1])
                 values["r"] = float(est.width_criterion_.r)
             values["residual"] = float(est.residual_)
             values["kind"] = str(est.kind_)
-            validity = getattr(est, "validity_", None)  # fully connected, one output only
+            validity = getattr(est, "validity_", None)  # fully connected single-output RKGP only
             if validity is not None:
                 values["effective_load"] = float(validity.effective_load)
                 values["rank_per_unit"] = float(validity.rank_per_unit)
@@ -232,9 +230,6 @@ def run_simulation(
         values[part], values[f"{part}_stderr"] = _estimate(getattr(ge, part))
     values["train_error"], values["train_error_stderr"] = _estimate(res.train_error)
     values["qbar_readout"], values["qbar_readout_stderr"] = _estimate(res.qbar_readout)
-    if getattr(res, "qbar_patches", None) is not None:  # CNN, local readout: the Ñ×Ñ Q̂
-        values["qbar_patches"] = np.asarray(res.qbar_patches).tolist()
-        values["qbar_patches_stderr"] = np.asarray(res.qbar_patches_stderr).tolist()
     if res.n_outputs > 1:
         values["accuracy"], values["accuracy_stderr"] = _estimate(ge.accuracy)
         for part in ("total", "bias", "variance"):
@@ -244,6 +239,9 @@ def run_simulation(
         for name in ("qbar_matrix", "output_correlation"):
             values[name] = getattr(res, name).tolist()
             values[f"{name}_stderr"] = getattr(res, f"{name}_stderr").tolist()
+    if getattr(res, "qbar_patches", None) is not None:  # CNN, local readout: the Ñ×Ñ Q̂
+        values["qbar_patches"] = np.asarray(res.qbar_patches).tolist()
+        values["qbar_patches_stderr"] = np.asarray(res.qbar_patches_stderr).tolist()
     diag = res.diagnostics
     for name in ("rhat", "ess", "acceptance"):
         value = diag.get(name) if isinstance(diag, dict) else getattr(diag, name, None)

@@ -106,7 +106,7 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
     rhat = {k: diag.split_rhat(chains(k)) for k in scalars}
     ess = {k: diag.effective_sample_size(chains(k)) for k in scalars}
     patch_keys = [k for k in ("patch_outer_rb", "patch_outer_raw") if k in tr]
-    for k in matrices + patch_keys:  # the worst entry (a ≤ b) of a D × D (or the CNN's Ñ × Ñ) trace
+    for k in matrices + patch_keys:  # the worst entry (a ≤ b) of a D × D or (CNN) Ñ × Ñ trace
         entries = [tr[k][post][:, :, a, b].T for a, b in zip(*np.triu_indices(tr[k].shape[-1]))]
         rhat[k] = max(diag.split_rhat(c) for c in entries)
         ess[k] = min(diag.effective_sample_size(c) for c in entries)
@@ -136,15 +136,14 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
     train_raw = scalar_estimate(tr["train_mse_raw"])
     qbar = scalar_estimate(tr["readout_norm_rb" if rb else "readout_norm_raw"], qbar_factor / D)
     qbar_raw = scalar_estimate(tr["readout_norm_raw"], qbar_factor / D)
-    multi = {}
-    if D > 1:
-        for name, key in (("qbar_matrix", "readout_outer_rb" if rb else "readout_outer_raw"),
-                          ("qbar_matrix_raw", "readout_outer_raw")):
-            s_q, n_q = block_scalar(tr[key])
-            est, se, _ = diag.jackknife(lambda S, m: S / m, s_q, n_q)
-            multi[name], multi[name + "_stderr"] = qbar_factor * est, qbar_factor * se
+    # D outputs: Q̂ = λ_L⟨V Vᵀ⟩/N_L, D × D (derivation in docs/multioutput.md)
+    multi = _matrix_estimate(tr, block_scalar, qbar_factor, "qbar_matrix",
+                             "readout_outer_rb" if rb else "readout_outer_raw", "readout_outer_raw") if D > 1 else {}
     layer_norms = [scalar_estimate(tr["layer_norms"][:, :, l]) for l in range(tr["layer_norms"].shape[-1])]
-    patch_q = _patch_q(tr, rb, block_scalar, qbar_factor) if patch_keys else {}
+    # CNN, local readout: Q̂ = λ_1⟨Σ_c a_c a_cᵀ⟩/C over patch pairs (λ_1/C = qbar_factor · Ñ, so tr Q̂/Ñ is
+    # qbar_readout; derivation in docs/sampling.md, "CNNs")
+    patch_q = _matrix_estimate(tr, block_scalar, qbar_factor * tr[patch_keys[0]].shape[-1], "qbar_patches",
+                               "patch_outer_rb" if rb else "patch_outer_raw", "patch_outer_raw") if patch_keys else {}
 
     def error_estimate(mse_key, mean_name):
         s_tot, n = block_scalar(tr[mse_key])
@@ -269,16 +268,14 @@ def _observed(rec, name: str, first_chunk: int) -> Observed:
     return Observed(np.asarray(est), np.asarray(se), int(sum(rec.obs_count[g] for g in groups)))
 
 
-def _patch_q(tr, rb: bool, block_scalar, qbar_factor: float) -> dict[str, np.ndarray]:
-    """The CNN's patch–patch order parameter from the local readout, Q̂ = λ_1 ⟨Σ_c a_c a_cᵀ⟩ / C
-    (a_c ∈ R^Ñ the readout row of channel c, model units; derivation in docs/sampling.md, "CNNs"), with
-    jackknife standard errors. λ_1/C = ``qbar_factor`` · Ñ, so tr Q̂ / Ñ is ``qbar_readout``."""
+def _matrix_estimate(tr, block_scalar, factor: float, name: str, key: str, raw_key: str) -> dict[str, np.ndarray]:
+    """A matrix order parameter ``factor`` · ⟨M⟩ from the recorded matrix trace ``key`` (Rao–Blackwellised
+    or raw) and ``raw_key``, with jackknife standard errors over the blocks: ``name``, ``name_stderr``,
+    ``name_raw``, ``name_raw_stderr``."""
     out = {}
-    for name, key in (("qbar_patches", "patch_outer_rb" if rb else "patch_outer_raw"),
-                      ("qbar_patches_raw", "patch_outer_raw")):
-        factor = qbar_factor * tr[key].shape[-1]
-        s, n = block_scalar(tr[key])
+    for label, k in ((name, key), (name + "_raw", raw_key)):
+        shape = tr[k].shape[-2:]
+        s, n = block_scalar(tr[k])
         est, se, _ = diag.jackknife(lambda S, m: S / m, s.reshape(len(s), -1), n)
-        out[name] = factor * est.reshape(tr[key].shape[-2:])
-        out[name + "_stderr"] = factor * se.reshape(tr[key].shape[-2:])
+        out[label], out[label + "_stderr"] = factor * est.reshape(shape), factor * se.reshape(shape)
     return out
