@@ -8,8 +8,11 @@ of suggest_step_size, 8 replicas, readout-conditional start, Rao–Blackwellised
 Results: docs/data/reproductions/multioutput/mnist_D{D}_N{N}.json (written atomically), one per run.
 
     nice -n 10 python examples/reproductions/multioutput_mnist.py [D:N ...] [--steps S]
+    python examples/reproductions/multioutput_mnist.py --report
 
-(default runs: 3:50 3:100 3:200 10:100). Reported in docs/reproductions.md ("Several outputs: sampled vs
+(default runs: 3:50 3:100 3:200 10:100; the step-size check: ``3:50 --step-factor 0.5``). ``--report`` reads every JSON there and writes the agreement table
+docs/data/reproductions/multioutput/table.csv and docs/figures/reproductions/multioutput_corr.png (the
+output–output correlation matrices, theory vs sampled, of the converged runs). Reported in docs/reproductions.md ("Several outputs: sampled vs
 multi-output RKGP on MNIST") only where R̂ ≤ 1.05 and ESS ≥ 100 (finwidth.experiments.verdicts).
 """
 
@@ -30,7 +33,9 @@ from finwidth.errors import NotConvergedWarning
 from finwidth.experiments.verdicts import converged
 from finwidth.simulate import resume, sample_posterior, suggest_step_size
 
-OUT = Path(__file__).resolve().parents[2] / "docs" / "data" / "reproductions" / "multioutput"
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "docs" / "data" / "reproductions" / "multioutput"
+FIG = ROOT / "docs" / "figures" / "reproductions"
 T, P, P_TEST = 0.05, 200, 500
 CLASSES = {3: [0, 1, 2], 10: list(range(10))}
 
@@ -42,7 +47,7 @@ def _offdiag_max(C: np.ndarray) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def run(D: int, N: int, n_steps: int, ckpt_dir: Path) -> dict:
+def run(D: int, N: int, n_steps: int, ckpt_dir: Path, step_factor: float = 1.0) -> dict:
     d = data.load("mnist", classes=CLASSES[D], n_train=P, n_test=P_TEST, labels="onehot", preset="paper")
     net = Network([N], "erf")
     t0 = time.perf_counter()
@@ -55,7 +60,7 @@ def run(D: int, N: int, n_steps: int, ckpt_dir: Path) -> dict:
     corr_gp = RKGP(Network([10 ** 9], "erf"), temperature=T).fit(d.X_train, d.y_train).output_correlation(
         d.X_test, average=True)
     t_theory = time.perf_counter() - t0
-    h = suggest_step_size(net, d.X_train, d.y_train, temperature=T)["baoab"]
+    h = step_factor * suggest_step_size(net, d.X_train, d.y_train, temperature=T)["baoab"]
     ck = ckpt_dir / f"mnist_D{D}_N{N}_n{n_steps}_h{h:.4g}.ckpt"
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -89,19 +94,83 @@ def run(D: int, N: int, n_steps: int, ckpt_dir: Path) -> dict:
     }
 
 
+def _write_atomic(path: Path, write) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", newline="") as f:
+        write(f)
+    os.replace(f.name, path)
+
+
+def report() -> None:
+    """Agreement table (CSV) and the correlation-matrix figure from the per-run JSONs."""
+    import csv
+
+    runs = sorted((json.loads(p.read_text()) for p in OUT.glob("mnist_D*_N*.json")), key=lambda r: (r["D"], r["N1"]))
+    cols = ["D", "N1", "alpha", "n_steps", "converged", "rhat_eg", "ess_eg", "max_rhat", "min_ess",
+            "nngp_eg", "theory_eg", "sim_eg", "sim_eg_se", "nngp_acc", "theory_acc", "sim_acc", "sim_acc_se",
+            "theory_trQ", "sim_trQ", "sim_trQ_se", "corr_pair", "theory_corr", "sim_corr", "sim_corr_se",
+            "sim_corr_maxabs", "nngp_corr_maxabs", "corr_frob_rel"]
+    rows = []
+    for r in runs:
+        t, s, g = r["theory"], r["sim"], r["nngp"]
+        Ct, Cs = np.array(t["corr"]), np.array(s["corr"])
+        off = ~np.eye(r["D"], dtype=bool)
+        rows.append(dict(zip(cols, [
+            r["D"], r["N1"], r["P"] / r["N1"], r["n_steps"], s["converged"], s["rhat_eg"], s["ess_eg"], s["max_rhat"],
+            s["min_ess"], g["eg"], t["eg"], s["eg"], s["eg_stderr"], g["accuracy"], t["accuracy"], s["accuracy"],
+            s["accuracy_stderr"], t["trQ_over_D"], s["trQ_over_D"], s["trQ_over_D_stderr"],
+            "-".join(str(r["classes"][i]) for i in t["corr_pair"]), t["corr_max"], s["corr_at_pair"],
+            s["corr_at_pair_stderr"], float(np.abs(Cs[off]).max()), g["corr_max"],
+            float(np.linalg.norm((Cs - Ct)[off]) / np.linalg.norm(Ct[off]))])))
+
+    def write_csv(f):
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+
+    _write_atomic(OUT / "table.csv", write_csv)
+    for row in rows:
+        print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    good = [r for r in runs if r["sim"]["converged"]]
+    if not good:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(good), figsize=(3.2 * len(good), 6.2), squeeze=False)
+    for j, r in enumerate(good):
+        for i, (name, C) in enumerate((("theory (RKGP)", r["theory"]["corr"]), ("sampled (BAOAB)", r["sim"]["corr"]))):
+            C = np.array(C)
+            np.fill_diagonal(C, np.nan)          # the diagonal is 1: show the off-diagonal structure
+            ax = axes[i, j]
+            im = ax.imshow(C, cmap="RdBu_r", vmin=-0.35, vmax=0.35)
+            ax.set_title(f"D={r['D']}, N1={r['N1']}: {name}", fontsize=8)
+            ax.set_xticks(range(r["D"]), r["classes"], fontsize=6)
+            ax.set_yticks(range(r["D"]), r["classes"], fontsize=6)
+    fig.colorbar(im, ax=axes, shrink=0.6, label="output–output correlation")
+    FIG.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=FIG, delete=False, suffix=".png") as f:
+        fig.savefig(f, dpi=110, bbox_inches="tight")
+    os.replace(f.name, FIG / "multioutput_corr.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="*", default=["3:50", "3:100", "3:200", "10:100"], help="D:N_1 pairs")
     ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--step-factor", type=float, default=1.0, help="times the suggested BAOAB step (bias check)")
     ap.add_argument("--checkpoints", default=os.environ.get("TMPDIR", "/tmp"))
+    ap.add_argument("--report", action="store_true", help="write table.csv and the figure from the JSONs")
     args = ap.parse_args()
+    if args.report:
+        report()
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     for spec in args.runs:
         D, N = (int(x) for x in spec.split(":"))
-        out = run(D, N, args.steps, Path(args.checkpoints))
-        with tempfile.NamedTemporaryFile("w", dir=OUT, delete=False, suffix=".tmp") as f:
-            json.dump(out, f, indent=1)
-        os.replace(f.name, OUT / f"mnist_D{D}_N{N}.json")
+        out = run(D, N, args.steps, Path(args.checkpoints), args.step_factor)
+        _write_atomic(OUT / (f"mnist_D{D}_N{N}.json" if args.step_factor == 1.0 else f"h{args.step_factor:g}_D{D}_N{N}.json"), lambda f: json.dump(out, f, indent=1))
         s, t = out["sim"], out["theory"]
         print(f"D={D} N={N}: eg sim {s['eg']:.4f} ± {s['eg_stderr']:.4f} theory {t['eg']:.4f} nngp {out['nngp']['eg']:.4f}; "
               f"acc {s['accuracy']:.3f}/{t['accuracy']:.3f}; trQ/D {s['trQ_over_D']:.4f}/{t['trQ_over_D']:.4f}; "
