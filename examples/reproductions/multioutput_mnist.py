@@ -108,19 +108,25 @@ def report() -> None:
     cols = ["D", "N1", "alpha", "n_steps", "converged", "rhat_eg", "ess_eg", "max_rhat", "min_ess",
             "nngp_eg", "theory_eg", "sim_eg", "sim_eg_se", "nngp_acc", "theory_acc", "sim_acc", "sim_acc_se",
             "theory_trQ", "sim_trQ", "sim_trQ_se", "corr_pair", "theory_corr", "sim_corr", "sim_corr_se",
-            "sim_corr_maxabs", "nngp_corr_maxabs", "corr_frob_rel"]
+            "sim_corr_maxabs", "nngp_corr_maxabs", "corr_frob_rel",
+            "Q_pair", "theory_Qoff", "sim_Qoff", "sim_Qoff_se", "Q_frob_rel"]
     rows = []
     for r in runs:
         t, s, g = r["theory"], r["sim"], r["nngp"]
         Ct, Cs = np.array(t["corr"]), np.array(s["corr"])
         off = ~np.eye(r["D"], dtype=bool)
+        Qt, Qs, Qse = np.array(t["Q"]), np.array(s["Q"]), np.array(s["Q_stderr"])
+        qa, qb = _offdiag_max(Qt)
+        one = np.eye(r["D"])
         rows.append(dict(zip(cols, [
             r["D"], r["N1"], r["P"] / r["N1"], r["n_steps"], s["converged"], s["rhat_eg"], s["ess_eg"], s["max_rhat"],
             s["min_ess"], g["eg"], t["eg"], s["eg"], s["eg_stderr"], g["accuracy"], t["accuracy"], s["accuracy"],
             s["accuracy_stderr"], t["trQ_over_D"], s["trQ_over_D"], s["trQ_over_D_stderr"],
             "-".join(str(r["classes"][i]) for i in t["corr_pair"]), t["corr_max"], s["corr_at_pair"],
             s["corr_at_pair_stderr"], float(np.abs(Cs[off]).max()), g["corr_max"],
-            float(np.linalg.norm((Cs - Ct)[off]) / np.linalg.norm(Ct[off]))])))
+            float(np.linalg.norm((Cs - Ct)[off]) / np.linalg.norm(Ct[off])),
+            f"{r['classes'][qa]}-{r['classes'][qb]}", Qt[qa, qb], Qs[qa, qb], Qse[qa, qb],
+            float(np.linalg.norm(Qs - Qt) / np.linalg.norm(Qt - one))])))
 
     def write_csv(f):
         w = csv.DictWriter(f, fieldnames=cols)
