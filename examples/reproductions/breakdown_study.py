@@ -101,6 +101,11 @@ RUNS += [run_spec("rerun400", "mnist", 400, 200, 1e-3, seed=1, time_total=2000.0
 # held out, sampled here with the test-error R̂/ESS recorded: CIFAR-10 plane/car and relu on MNIST
 RUNS += [run_spec("extra", "cifar10", 100, 50, 1e-3), run_spec("extra", "cifar10", 100, 100, 1e-3),
          run_spec("extra", "mnist", 100, 200, 1e-3, act="relu", time_total=2000.0)]
+# third round (held out): relu on MNIST over the load at the step and length of the converged relu run of
+# nonodd_sim.csv (h = 0.07, 60000 steps), and CIFAR-10 at α = 2 with another seed, twice as long
+RUNS += [run_spec("heldout2", "mnist", 100, N1, 1e-3, act="relu", step_factor=0.7, time_total=4200.0, seed=3)
+         for N1 in (100, 200, 25, 1000)]
+RUNS += [run_spec("heldout2", "cifar10", 100, 50, 1e-3, seed=1, time_total=2000.0)]
 
 
 def _atomic_write(path: Path, write) -> None:
