@@ -165,7 +165,7 @@ def main() -> None:
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in keys})
-    (DATA / "breakdown_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (DATA / "breakdown_summary.json").write_text(json.dumps(_json_safe(summary), indent=1) + "\n")
     figures(rows)
 
 
@@ -199,7 +199,9 @@ def rates(rows: list[dict]) -> dict:
         summary[which] = dict(
             settings_sampled=n_sampled, settings_converged=len(keys), theory_within_10pct=len(keys) - len(bad),
             theory_off_10pct=len(bad), flagged=sum(not cells[k]["reliable"] for k in keys), false_alarms=len(fa),
-            misses=len(miss), points={_key(k): round(cells[k]["plain"], 4) for k in keys},
+            misses=len(miss),
+            points={_key(k): {n: round(cells[k][n], 4) for n in ("plain", *CORRECTIONS, "alpha_eff", "rank_per_unit")}
+                    | {"flagged": not cells[k]["reliable"], "runs": cells[k]["runs"]} for k in keys},
             flagged_points=[_key(k) for k in keys if not cells[k]["reliable"]],
             false_alarm_points=[_key(k) for k in fa], miss_points=[_key(k) for k in miss])
     goal = []
@@ -211,6 +213,17 @@ def rates(rows: list[dict]) -> dict:
           "off by >10% have a correction within 5%")
     summary["goal_5pct"] = goal
     return summary
+
+
+def _json_safe(x):
+    """NaN (a correction that does not apply, e.g. relu) as null: the summary is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def _key(k) -> str:
@@ -230,7 +243,8 @@ def pooled(rows: list[dict]) -> dict:
         w = np.array([1.0 / r["sim_total_se"] ** 2 for r in rs])
         sim = float(np.sum(w * [r["sim_total"] for r in rs]) / w.sum())
         cell = dict(sim=sim, se=float(w.sum() ** -0.5), runs=len(rs), sources=[r["source"] for r in rs],
-                    alpha=rs[0]["alpha"], reliable=rs[0]["reliable"])
+                    alpha=rs[0]["alpha"], reliable=rs[0]["reliable"], alpha_eff=rs[0]["alpha_eff"],
+                    rank_per_unit=rs[0]["rank_per_unit"])
         for name, col in (("plain", "theory_total"), *((c, f"{c}_total") for c in CORRECTIONS)):
             cell[name] = sim / rs[0][col] - 1
         out[key] = cell
@@ -367,7 +381,11 @@ def figures(rows: list[dict]) -> None:
                             yerr=[100 * r["sim_total_se"] / r["theory_total"] for r in sel], fmt=mk,
                             label=f"{data}, α = {a:g}", capsize=2)
     ax.axhline(0, color="k", lw=0.5)
-    ax.set(xscale="log", xlabel="P (N₁ = P/α)", ylabel="(sim − theory)/theory  [%]", title="T = 1e-3, erf")
+    ax.set_xscale("log")
+    ax.set_xticks([100, 200, 400], labels=["100", "200", "400"])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(xlabel="P (N₁ = P/α)", ylabel="(sim − theory)/theory  [%]",
+           title="T = 1e-3, erf: converged runs (error bars: 1 s.e.)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(FIG / "breakdown_scaling.png", dpi=120)

@@ -106,7 +106,8 @@ RUNS += [run_spec("extra", "cifar10", 100, 50, 1e-3), run_spec("extra", "cifar10
 RUNS += [run_spec("heldout2", "mnist", 100, N1, 1e-3, act="relu", step_factor=0.7, time_total=4200.0, seed=3)
          for N1 in (100, 200, 25, 1000)]
 RUNS += [run_spec("heldout2", "cifar10", 100, 50, 1e-3, seed=1, time_total=2000.0),
-         run_spec("heldout2", "cifar10", 100, 25, 1e-3, seed=1, time_total=2000.0)]
+         run_spec("heldout2", "cifar10", 100, 25, 1e-3, seed=1, time_total=2000.0),
+         run_spec("heldout2", "cifar10", 100, 25, 1e-3, seed=2, time_total=4000.0)]
 # calibration: Gaussian inputs at α = 2, P = 100, twice as long with another seed (R̂ 1.085 before)
 RUNS += [run_spec("rerun", "gauss", 100, 50, 1e-3, seed=3, time_total=2000.0)]
 
