@@ -116,9 +116,11 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
             values["r"] = float(est.width_criterion_.r)
             values["residual"] = float(est.residual_)
             values["kind"] = str(est.kind_)
-            values["effective_load"] = float(est.validity_.effective_load)
-            values["rank_per_unit"] = float(est.validity_.rank_per_unit)
-            values["reliable"] = bool(est.validity_.reliable)
+            v = getattr(est, "validity_", None)  # None where the rule is not calibrated (CNNs, several outputs)
+            if v is not None:
+                values["effective_load"] = float(v.effective_load)
+                values["rank_per_unit"] = float(v.rank_per_unit)
+                values["reliable"] = bool(v.reliable)
         values["wall_s"] = time.perf_counter() - start
         out[model] = values
     return out
