@@ -111,7 +111,7 @@ class RKGP(MultiOutputMixin, Estimator):
         (``qbar_`` is then the Ñ×Ñ patch–patch matrix; ``renormalization`` does not apply and
         ``mean_correction`` must be None or False); its options are on ``ConvRKGP``.
     temperature : float
-        T ≥ 0, the likelihood variance of the Gibbs posterior (DESIGN.md §2). T = 0 is legal.
+        T ≥ 0, the likelihood variance of the Gibbs posterior (docs/conventions.md). T = 0 is legal.
     renormalization : {"product", "nested"}
         Deep renormalised kernel (module docstring). Identical at L = 1 without biases, and for
         relu/linear at any depth (homogeneity).
@@ -308,14 +308,16 @@ class RKGP(MultiOutputMixin, Estimator):
         T = float(self.temperature)
         m_t, c = None, 0.0
         if self.kind_ == "nested":
-            # the renormalised kernel is not a multiple of K here: its eigenvalues (no vectors, one P×P solve)
-            kr, scale = np.linalg.eigvalsh(self._nested_kernels(self.qbar_, self.X_train_)[-1].train), 1.0
+            # K_R is not a multiple of K here: df = Tr[K_R (T + K_R)⁻¹] = P − T Tr (T + K_R)⁻¹, with the
+            # trace from the solver's last factorisation (no second kernel build or eigendecomposition)
+            P = basis.values.size
+            dof = float(P) if T == 0 else P - T * self._nested_trace_inv
         else:
             kr, scale = basis.values, self._pred_scale
             if self.kind_ == "nonodd":
                 m_t = basis.project(self._mean_vector(self._train_diags[0]))
                 c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0]))
-        dof = validity.effective_dof(np.maximum(kr, 0.0), scale, T, m_t=m_t, c=c)
+            dof = validity.effective_dof(np.maximum(kr, 0.0), scale, T, m_t=m_t, c=c)
         return validity.assess(dof, basis.values, self.network.widths[-1],
                                gaussian_features=self.network.activation.name == "linear", stacklevel=4)
 
@@ -432,6 +434,7 @@ class RKGP(MultiOutputMixin, Estimator):
         self.action_ = pt.action
         self.residual_ = pt.residual
         self.roots_ = [tuple(qbar)]
+        self._nested_trace_inv = pt.trace_inv
         self._pred_basis = None  # the renormalised kernel's eigenbasis: built by the first predict
         self._pred_scale = 1.0
 
