@@ -366,7 +366,7 @@ def figures(rows: list[dict]) -> None:
     ax.fill_between([LOAD_THRESHOLD, 20], 1e-3, RANK_THRESHOLD, color="k", alpha=0.06)
     ax.set(xscale="log", yscale="log", xlim=(0.03, 6), ylim=(0.003, 5), xlabel="effective load α_eff = df/N₁",
            ylabel="kernel effective rank per unit PR(K)/N₁", title="the rule: unreliable in the shaded corner")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(FIG / "breakdown_map.png", dpi=120)
     plt.close(fig)
