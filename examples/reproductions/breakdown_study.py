@@ -108,6 +108,9 @@ RUNS += [run_spec("heldout2", "mnist", 100, N1, 1e-3, act="relu", step_factor=0.
 RUNS += [run_spec("heldout2", "cifar10", 100, 50, 1e-3, seed=1, time_total=2000.0),
          run_spec("heldout2", "cifar10", 100, 25, 1e-3, seed=1, time_total=2000.0),
          run_spec("heldout2", "cifar10", 100, 25, 1e-3, seed=2, time_total=4000.0)]
+# the rest of the T = 1e-4 row of the map (α = 4, 0.5), and CIFAR-10 at α = 0.5 (held out)
+RUNS += [run_spec("tsweep", "mnist", 100, N1, 1e-4) for N1 in (25, 200)]
+RUNS += [run_spec("heldout2", "cifar10", 100, 200, 1e-3, seed=1)]
 # calibration: Gaussian inputs at α = 2, P = 100, twice as long with another seed (R̂ 1.085 before)
 RUNS += [run_spec("rerun", "gauss", 100, 50, 1e-3, seed=3, time_total=2000.0)]
 
