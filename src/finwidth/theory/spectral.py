@@ -187,6 +187,67 @@ def scan_roots(
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SpectralMeasure:
+    """What the product-form equations need from the kernel K: tr f(K) and yᵀ f(K) y for any f.
+
+    tr f(K) = Σ_j w_j f(θ_j) over the trace nodes and yᵀ f(K) y = Σ_j c_j f(ϑ_j) over the label nodes.
+    From an eigendecomposition K = U diag(k) Uᵀ both are exact: θ = ϑ = k, w = 1, c = (Uᵀy)²
+    (:meth:`from_eigenbasis`). Matrix-free fits (:mod:`finwidth.theory.scalable`) fill them with
+    Lanczos quadrature rules instead (stochastic for the trace).
+
+    Attributes
+    ----------
+    trace_nodes, trace_weights : ndarray, shape (M,)
+    label_nodes, label_weights : ndarray, shape (n,)
+    size : int
+        P, the dimension of K (normalises g).
+    """
+
+    trace_nodes: np.ndarray
+    trace_weights: np.ndarray
+    label_nodes: np.ndarray
+    label_weights: np.ndarray
+    size: int
+
+    @classmethod
+    def from_eigenbasis(cls, k: np.ndarray, y2: np.ndarray) -> SpectralMeasure:
+        """The exact measure of an eigenbasis: eigenvalues k (null modes exactly 0) and y2 = (Uᵀy)²."""
+        k = np.asarray(k, dtype=float)
+        return cls(k, np.ones_like(k), k, np.asarray(y2, dtype=float), int(k.size))
+
+    def g(self, pi: float, temperature: float) -> tuple[float, float, float]:
+        """g(Π) = Π D'(Π)/P and the absolute size of its two parts (see :func:`g_of_pi`)."""
+        P = self.size
+        pos_t = self.trace_nodes > 0
+        pos_l = self.label_nodes > 0
+        kt, kl = self.trace_nodes[pos_t], self.label_nodes[pos_l]
+        if temperature > 0:
+            xt, xl = pi * kt, pi * kl
+            tr = float(np.sum(self.trace_weights[pos_t] * (xt / (temperature + xt))))
+            dl = temperature + xl
+            lab = float(np.sum(self.label_weights[pos_l] * xl / (dl * dl)))
+        else:
+            tr = float(np.sum(self.trace_weights[pos_t]))
+            lab = float(np.sum(self.label_weights[pos_l] / kl)) / pi
+        return (tr - lab) / P, tr / P, lab / P
+
+    def data_term(self, pi: float, temperature: float) -> float:
+        """D(Π) = log det(T + Π K) + yᵀ(T + Π K)⁻¹ y (−inf/inf where singular)."""
+        with np.errstate(divide="ignore"):
+            logdet = float(np.sum(self.trace_weights * np.log(temperature + pi * self.trace_nodes)))
+        d = temperature + pi * self.label_nodes
+        if temperature > 0:
+            quad = float(np.sum(self.label_weights / d))
+        else:
+            pos = self.label_nodes > 0
+            if np.any(self.label_weights[~pos] > 1e-24 * max(1.0, float(np.sum(self.label_weights)))):
+                quad = math.inf
+            else:
+                quad = float(np.sum(self.label_weights[pos] / d[pos]))
+        return logdet + quad
+
+
 def g_of_pi(pi: float, k: np.ndarray, y2: np.ndarray, temperature: float) -> tuple[float, float, float]:
     """The BPKR function g(Π) = Π D'(Π)/P and the absolute size of its two parts.
 
@@ -198,34 +259,12 @@ def g_of_pi(pi: float, k: np.ndarray, y2: np.ndarray, temperature: float) -> tup
     g, trace_part, label_part : float
         g = trace_part − label_part (both ≥ 0), used to scale residuals.
     """
-    P = k.size
-    pos = k > 0
-    kp = k[pos]
-    if temperature > 0:
-        x = pi * kp
-        d = temperature + x
-        tr = float(np.sum(x / d))
-        lab = float(np.sum(y2[pos] * x / (d * d)))
-    else:
-        tr = float(kp.size)
-        lab = float(np.sum(y2[pos] / kp)) / pi
-    return (tr - lab) / P, tr / P, lab / P
+    return SpectralMeasure.from_eigenbasis(k, y2).g(pi, temperature)
 
 
 def action_data_term(pi: float, k: np.ndarray, y2: np.ndarray, temperature: float) -> float:
     """D(Π) = log det(T + Π K) + yᵀ(T + Π K)⁻¹ y in the eigenbasis (−inf/inf where singular)."""
-    d = temperature + pi * k
-    with np.errstate(divide="ignore"):
-        logdet = float(np.sum(np.log(d)))
-    if temperature > 0:
-        quad = float(np.sum(y2 / d))
-    else:
-        pos = k > 0
-        if np.any(y2[~pos] > 1e-24 * max(1.0, float(np.sum(y2)))):
-            quad = math.inf
-        else:
-            quad = float(np.sum(y2[pos] / d[pos]))
-    return logdet + quad
+    return SpectralMeasure.from_eigenbasis(k, y2).data_term(pi, temperature)
 
 
 @dataclass
@@ -256,11 +295,15 @@ class ProductSaddle:
     roots: list[float]
 
 
-def product_action(qbar: np.ndarray, widths: np.ndarray, k: np.ndarray, y2: np.ndarray, temperature: float) -> float:
-    """S(Q̄) = Σ N_l (Q̄_l − log Q̄_l − 1) + D(∏ Q̄_l) (module docstring)."""
+def _measure_action(qbar: np.ndarray, widths: np.ndarray, measure: SpectralMeasure, temperature: float) -> float:
     qbar = np.asarray(qbar, dtype=float)
     prior = float(np.sum(widths * (qbar - np.log(qbar) - 1.0)))
-    return prior + action_data_term(float(np.prod(qbar)), k, y2, temperature)
+    return prior + measure.data_term(float(np.prod(qbar)), temperature)
+
+
+def product_action(qbar: np.ndarray, widths: np.ndarray, k: np.ndarray, y2: np.ndarray, temperature: float) -> float:
+    """S(Q̄) = Σ N_l (Q̄_l − log Q̄_l − 1) + D(∏ Q̄_l) (module docstring)."""
+    return _measure_action(qbar, widths, SpectralMeasure.from_eigenbasis(k, y2), temperature)
 
 
 def product_gradient(qbar: np.ndarray, widths: np.ndarray, k: np.ndarray, y2: np.ndarray, temperature: float) -> np.ndarray:
@@ -304,16 +347,33 @@ def solve_product(
     ConvergenceError
         No root in the scan range, or the stationarity residual at the root exceeds the tolerance.
     """
-    k = basis.values
-    P = k.size
-    y2 = np.asarray(y_tilde, dtype=float) ** 2
-    widths = np.asarray(widths, dtype=float)
-    alphas = P / widths
     if temperature == 0 and basis.rank == 0:
         raise ConfigError("the kernel is zero: nothing to solve")
+    y2 = np.asarray(y_tilde, dtype=float) ** 2
+    return solve_product_measure(SpectralMeasure.from_eigenbasis(basis.values, y2), temperature, widths,
+                                 z_range=z_range)
+
+
+def solve_product_measure(
+    measure: SpectralMeasure,
+    temperature: float,
+    widths,
+    *,
+    z_range: tuple[float, float] = (-60.0, 60.0),
+    with_action: bool = True,
+) -> ProductSaddle:
+    """:func:`solve_product` on any :class:`SpectralMeasure` (exact eigenbasis or quadrature rules).
+
+    The stationarity residual is that of the equations on this measure; how far a quadrature measure
+    is from the exact one is the caller's to bound (:mod:`finwidth.theory.scalable`). With
+    ``with_action=False`` the action is evaluated only to choose between several roots (else NaN).
+    """
+    P = measure.size
+    widths = np.asarray(widths, dtype=float)
+    alphas = P / widths
 
     def h(z: float) -> float:
-        g, _, _ = g_of_pi(math.exp(z), k, y2, temperature)
+        g, _, _ = measure.g(math.exp(z), temperature)
         q = 1.0 - alphas * g
         if np.any(q <= 0):
             return -math.inf
@@ -332,7 +392,7 @@ def solve_product(
     candidates = []
     for z in scan.roots:
         pi = math.exp(z)
-        g, tr, lab = g_of_pi(pi, k, y2, temperature)
+        g, tr, lab = measure.g(pi, temperature)
         qbar = 1.0 - alphas * g
         if np.any(qbar <= 0):
             continue
@@ -344,11 +404,13 @@ def solve_product(
         # consistency Π = ∏ Q̄_l (the scalar equation itself)
         rel_pi = abs(float(np.sum(np.log(qbar))) - z)
         residual = float(max(np.max(rel, initial=0.0), rel_pi))
-        action = product_action(qbar, np.where(finite, widths, 0.0), k, y2, temperature)
-        candidates.append((action, pi, g, qbar, residual))
+        candidates.append([math.nan, pi, g, qbar, residual])
     if not candidates:
         raise ConvergenceError("every root of the product-form equation has a non-positive Q̄_l",
                                suggestion="report this case; it should not happen for a valid kernel")
+    if with_action or len(candidates) > 1:
+        for c in candidates:
+            c[0] = _measure_action(c[3], np.where(np.isfinite(widths), widths, 0.0), measure, temperature)
     candidates.sort(key=lambda c: (not math.isfinite(c[0]), c[0]))
     action, pi, g, qbar, residual = candidates[0]
     if len(candidates) > 1:
