@@ -231,15 +231,15 @@ def test_covariance_summary():
 def test_errors(teacher, monkeypatch):
     X, y, Xt, _, _ = teacher
     with pytest.raises(ConfigError, match="one hidden layer"):
-        AdaptiveKernel(Network([5, 5]), 0.1)
+        AdaptiveKernel(Network([5, 5]), 0.1).fit(X, y)
     with pytest.raises(ConfigError, match="biases"):
-        AdaptiveKernel(Network([5], bias=1.0), 0.1)
+        AdaptiveKernel(Network([5], bias=1.0), 0.1).fit(X, y)
     with pytest.raises(ConfigError, match="scaling"):
-        AdaptiveKernel(Network([5]), 0.1, scaling="ntk")
+        AdaptiveKernel(Network([5]), 0.1, scaling="ntk").fit(X, y)
     with pytest.raises(ConfigError, match="temperature"):
-        AdaptiveKernel(Network([5]), -0.1)
+        AdaptiveKernel(Network([5]), -0.1).fit(X, y)
     with pytest.raises(ConfigError, match="Network or ConvNetwork"):
-        AdaptiveKernel("net", 0.1)
+        AdaptiveKernel("net", 0.1).fit(X, y)
     ak = AdaptiveKernel(Network([5]), 0.1)
     with pytest.raises(ConfigError, match="not fitted"):
         ak.predict(Xt)

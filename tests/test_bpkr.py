@@ -47,9 +47,9 @@ def test_bpkr_is_rkgp_linear_and_rejects_others():
     # the weight-norm identity for the readout: ⟨|a|²⟩ λ_L / N_L = Q̄_L
     assert b.weight_norms()[-1] * 0.5 / 40 == pytest.approx(b.qbar_[-1], rel=1e-12)
     with pytest.raises(ConfigError, match="linear"):
-        BPKR(Network([5], "erf"), 0.1)
+        BPKR(Network([5], "erf"), 0.1).fit(X, y)
     with pytest.raises(ConfigError, match="bias"):
-        BPKR(Network([5], "linear", bias=0.1), 0.1)
+        BPKR(Network([5], "linear", bias=0.1), 0.1).fit(X, y)
 
 
 def _teacher(P, N0, Pt, seed):

@@ -167,11 +167,11 @@ def test_shared_helpers_directly():
 def test_validation_errors():
     X, y, Xt, yt = _data(P=10, Pt=3)
     net = Network([5], "erf")
-    for bad_T in (-0.1, float("nan"), float("inf"), "hot"):
+    for bad_T in (-0.1, float("nan"), float("inf"), "hot", "0.1", True):
         with pytest.raises(ConfigError, match="temperature"):
-            NNGP(net, bad_T)  # type: ignore[arg-type]
+            NNGP(net, bad_T).fit(X, y)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="Network"):
-        NNGP("erf", 0.1)  # type: ignore[arg-type]
+        NNGP("erf", 0.1).fit(X, y)  # type: ignore[arg-type]
     gp = NNGP(net, 0.1)
     with pytest.raises(ConfigError, match="not fitted"):
         gp.predict(Xt)

@@ -253,9 +253,9 @@ def test_nonodd_gradient_matches_finite_differences():
 
 def test_nonodd_reduces_to_plain_without_mean_and_defaults():
     X, y, _, _ = _data(seed=11)
-    assert RKGP(Network([20], "relu"), 0.1).mean_correction is True
-    assert RKGP(Network([20, 20], "relu"), 0.1).mean_correction is False
-    assert RKGP(Network([20], "erf"), 0.1).mean_correction is False
+    assert RKGP(Network([20], "relu"), 0.1).fit(X, y).mean_correction_ is True
+    assert RKGP(Network([20, 20], "relu"), 0.1).fit(X, y).mean_correction_ is False
+    assert RKGP(Network([20], "erf"), 0.1).fit(X, y).mean_correction_ is False
     plain = RKGP(Network([20], "relu"), 0.1, mean_correction=False).fit(X, y)
     corr = RKGP(Network([20], "relu"), 0.1).fit(X, y)
     assert plain.kind_ == "product" and corr.kind_ == "nonodd"
@@ -276,8 +276,10 @@ def test_nonodd_reduces_to_plain_without_mean_and_defaults():
 def test_bad_configuration(kwargs, match):
     args = {"network": Network([5], "relu"), "temperature": 0.1, **kwargs}
     net, T = args.pop("network"), args.pop("temperature")
+    model = RKGP(net, T, **args)  # stores only; fit validates
+    X, y, _, _ = _data()
     with pytest.raises(ConfigError, match=match):
-        RKGP(net, T, **args)
+        model.fit(X, y)
 
 
 def test_bad_data():

@@ -1,8 +1,9 @@
 """Theories of what a Bayesian network learns: estimators in the scikit-learn style.
 
 ``NNGP`` (infinite width, :mod:`finwidth.theory.nngp`), ``RKGP`` (renormalised kernels,
-:mod:`finwidth.theory.rkgp`), ``AdaptiveKernel`` (:mod:`finwidth.theory.adaptive`), all built on
-the GP-regression helpers of :mod:`finwidth.theory.gp`. Imports are lazy.
+:mod:`finwidth.theory.rkgp`), ``BPKR`` (deep linear networks, :mod:`finwidth.theory.bpkr`),
+``AdaptiveKernel`` (:mod:`finwidth.theory.adaptive`), all built on the GP-regression helpers of
+:mod:`finwidth.theory.gp` and the scikit-learn contract of :mod:`finwidth.theory.base`. Imports are lazy.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 _LAZY = {
     "NNGP": "finwidth.theory.nngp",
     "RKGP": "finwidth.theory.rkgp",
+    "BPKR": "finwidth.theory.bpkr",
     "AdaptiveKernel": "finwidth.theory.adaptive",
     "ErrorDecomposition": "finwidth.theory.gp",
 }

@@ -43,6 +43,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator, gmres
 
 from finwidth.errors import ConfigError, ConvergenceError
+from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import ErrorDecomposition, GPFit, generalization_error, gp_fit, gp_predict, validate_noise
 
 __all__ = ["AdaptiveKernel", "covariance_summary", "patch_kernel"]
@@ -166,7 +167,7 @@ class AnnealStage:
     residual: float
 
 
-class AdaptiveKernel:
+class AdaptiveKernel(Estimator):
     """Adaptive-kernel theory (Seroussi–Naveh–Ringel) for two-layer FCNs and CNNs.
 
     Parameters
@@ -212,6 +213,9 @@ class AdaptiveKernel:
         Relative EoS residual at the returned point (≤ tol).
     anneal_path_ : list[AnnealStage]
 
+    Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
+    ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
+
     Examples
     --------
     >>> import numpy as np
@@ -224,9 +228,18 @@ class AdaptiveKernel:
 
     def __init__(self, network, temperature: float, *, scaling: str = "mean_field", anneal_start: float | None = None,
                  anneal_ratio: float = 2.0, tol: float = _TOL):
+        self.network = network
+        self.temperature = temperature
+        self.scaling = scaling
+        self.anneal_start = anneal_start
+        self.anneal_ratio = anneal_ratio
+        self.tol = tol
+
+    def _check_params(self) -> None:
         from finwidth.convnet import ConvNetwork
         from finwidth.network import Network
 
+        network = self.network
         if isinstance(network, Network):
             if network.depth != 1:
                 raise ConfigError(f"AdaptiveKernel covers two-layer networks (one hidden layer); got depth {network.depth}")
@@ -237,26 +250,22 @@ class AdaptiveKernel:
             self._conv = True
         else:
             raise ConfigError(f"network must be a finwidth.Network or ConvNetwork, got {type(network).__name__}")
-        if scaling not in _SCALINGS:
-            raise ConfigError(f"scaling must be 'mean_field' or 'standard', got {scaling!r}")
-        self.network = network
-        self.temperature = validate_noise(temperature, "temperature")
-        self.scaling = scaling
-        if anneal_start is not None and (not math.isfinite(anneal_start) or anneal_start <= self.width):
-            raise ConfigError(f"anneal_start must be a finite width above N = {self.width}, got {anneal_start!r}")
-        self.anneal_start = anneal_start
-        if not (math.isfinite(anneal_ratio) and anneal_ratio > 1.0):
-            raise ConfigError(f"anneal_ratio must be > 1, got {anneal_ratio!r}")
-        self.anneal_ratio = float(anneal_ratio)
+        if self.scaling not in _SCALINGS:
+            raise ConfigError(f"scaling must be 'mean_field' or 'standard', got {self.scaling!r}")
+        validate_noise(self.temperature, "temperature")
+        start, ratio, tol = self.anneal_start, self.anneal_ratio, self.tol
+        if start is not None and (not math.isfinite(start) or start <= self.width):
+            raise ConfigError(f"anneal_start must be a finite width above N = {self.width}, got {start!r}")
+        if not (math.isfinite(ratio) and ratio > 1.0):
+            raise ConfigError(f"anneal_ratio must be > 1, got {ratio!r}")
         if not (0 < tol < 1e-3):
             raise ConfigError(f"tol must be in (0, 1e-3), got {tol!r}")
-        self.tol = float(tol)
 
     # -------------------------------------------------------------------------------- geometry
     @property
     def width(self) -> int:
         """N (channels C for the CNN)."""
-        return self.network.channels if self._conv else self.network.widths[0]
+        return self.network.channels if hasattr(self.network, "channels") else self.network.widths[0]
 
     def _fan_in(self) -> int:
         return self.network.patch_size if self._conv else self._n_inputs
@@ -402,6 +411,7 @@ class AdaptiveKernel:
         from finwidth.simulate.networks import InputReduction
         from finwidth.theory.gp import validate_targets
 
+        self._check_params()
         Xa = as_inputs(X, "X")
         yv = validate_targets(y, Xa.shape[0])
         if self._conv:
@@ -507,14 +517,16 @@ class AdaptiveKernel:
             v = v + perp[:, None]
         return self._scales(float(self.width))[1] * self.network.activation.kappa_diag(v).sum(1)
 
-    def predict(self, X_test: Any, return_var: bool = False, return_cov: bool = False):
+    def predict(self, X_test: Any, return_var: bool = False, return_cov: bool = False, return_std: bool = False):
         """Posterior mean of f at X_test (GP with the adapted kernel and noise T); optionally the
-        variance and covariance of f (no observation noise).
+        variance, covariance and standard deviation of f (no observation noise).
 
         Returns
         -------
-        mean (P_t,), or (mean, var), (mean, cov), (mean, var, cov).
+        mean (P_t,), or a tuple: mean, then var, cov, std in this order, each if asked.
         """
+        if return_std:
+            return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
         self._check_fitted()
         Zt, pt = self._inputs(X_test, "X_test")
         Ztr = self._Z
@@ -544,9 +556,6 @@ class AdaptiveKernel:
         """:func:`covariance_summary` of ``sigma_`` (top eigenvalue, teacher alignment)."""
         self._check_fitted()
         return covariance_summary(self.sigma_, direction)
-
-    def __repr__(self) -> str:
-        return f"AdaptiveKernel({self.network!r}, temperature={self.temperature}, scaling={self.scaling!r})"
 
 
 class _StageFailed(Exception):

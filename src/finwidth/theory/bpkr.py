@@ -43,14 +43,27 @@ class BPKR(RKGP):
         g(Π*) = N_l (1 − Q̄_l)/P (the same for every layer).
     pi_ : float
         Π* = ∏ Q̄_l.
+
+    Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
+    ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
     """
 
+    # fixed for the linear theory (exact there), not parameters
+    renormalization = "product"
+    mean_correction = False
+
     def __init__(self, network, temperature: float):
-        if network.activation.name != "linear":
-            raise ConfigError(f"BPKR is the theory of linear networks; got activation {network.activation.name!r}")
-        if network.bias is not None:
+        self.network = network
+        self.temperature = temperature
+
+    def _check_params(self) -> bool:
+        network = self.network
+        activation = getattr(getattr(network, "activation", None), "name", None)
+        if activation is not None and activation != "linear":
+            raise ConfigError(f"BPKR is the theory of linear networks; got activation {activation!r}")
+        if getattr(network, "bias", None) is not None:
             raise ConfigError("BPKR has no biases; use a network with bias=None")
-        super().__init__(network, temperature, renormalization="product", mean_correction=False)
+        return super()._check_params()
 
     def fit(self, X, y) -> BPKR:
         """Solve Q̄_l = 1 − α_l g(Π) on (X, y); see :meth:`RKGP.fit`."""

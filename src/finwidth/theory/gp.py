@@ -81,8 +81,10 @@ class ErrorDecomposition:
 
 
 def validate_noise(noise: Any, what: str = "temperature") -> float:
-    """A finite, non-negative float, else ConfigError."""
+    """A finite, non-negative float, else ConfigError (strings and booleans are not numbers here)."""
     try:
+        if isinstance(noise, (str, bytes, bool, np.bool_)):
+            raise TypeError(type(noise).__name__)
         value = float(noise)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{what} must be a non-negative number, got {noise!r}") from exc

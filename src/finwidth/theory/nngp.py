@@ -13,6 +13,7 @@ import numpy as np
 
 from finwidth.errors import ConfigError
 from finwidth.kernels import as_inputs, layer_diagonals, nngp, nngp_cross
+from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import (
     ErrorDecomposition,
     GPFit,
@@ -26,7 +27,7 @@ from finwidth.theory.gp import (
 __all__ = ["NNGP"]
 
 
-class NNGP:
+class NNGP(Estimator):
     """Infinite-width Bayesian network: NNGP regression at temperature T.
 
     Parameters
@@ -61,6 +62,9 @@ class NNGP:
     fit_ : GPFit
         Factorisation and solution (shared helper object).
 
+    Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
+    ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
+
     Examples
     --------
     >>> import numpy as np
@@ -72,14 +76,17 @@ class NNGP:
     """
 
     def __init__(self, network: Any, temperature: float, *, rtol: float | None = None, block_size: int | None = None):
-        from finwidth.network import Network
-
-        if not isinstance(network, Network):
-            raise ConfigError(f"NNGP needs a finwidth.Network, got {type(network).__name__}")
         self.network = network
-        self.temperature = validate_noise(temperature, "temperature")
+        self.temperature = temperature
         self.rtol = rtol
         self.block_size = block_size
+
+    def _check_params(self) -> None:
+        from finwidth.network import Network
+
+        if not isinstance(self.network, Network):
+            raise ConfigError(f"NNGP needs a finwidth.Network, got {type(self.network).__name__}")
+        validate_noise(self.temperature, "temperature")
 
     # ------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> NNGP:
@@ -89,6 +96,7 @@ class NNGP:
         -------
         self
         """
+        self._check_params()
         Xa = as_inputs(X, "X")
         yv = validate_targets(y, Xa.shape[0])
         blocks = nngp(self.network, Xa, block_size=self.block_size)
@@ -118,15 +126,17 @@ class NNGP:
             Ktt = nngp(self.network, Xt, block_size=self.block_size).train  # type: ignore[union-attr]
         return Ks, kd, Ktt
 
-    def predict(self, X_test: Any, return_var: bool = False, return_cov: bool = False) -> Any:
-        """Posterior mean of f at X_test; optionally its variance and covariance.
+    def predict(self, X_test: Any, return_var: bool = False, return_cov: bool = False, return_std: bool = False) -> Any:
+        """Posterior mean of f at X_test; optionally its variance, covariance and standard deviation.
 
         The variance/covariance are those of f (no observation noise T added).
 
         Returns
         -------
-        mean (P_t,), or (mean, var), (mean, cov), (mean, var, cov).
+        mean (P_t,), or a tuple: mean, then var, cov, std in this order, each if asked.
         """
+        if return_std:
+            return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
         Ks, kd, Ktt = self.test_kernels(X_test, full=return_cov)
         return gp_predict(self.fit_, Ks, kd, K_test=Ktt, return_var=return_var, return_cov=return_cov)
 
@@ -136,6 +146,3 @@ class NNGP:
         yt = validate_targets(y_test, Xt.shape[0], "y_test")
         mean, var = self.predict(Xt, return_var=True)
         return generalization_error(yt, mean, var)
-
-    def __repr__(self) -> str:
-        return f"NNGP({self.network!r}, temperature={self.temperature})"

@@ -41,6 +41,7 @@ from scipy import linalg, optimize
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.kernels import as_inputs as _as_X
 from finwidth.theory import spectral
+from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
 
 __all__ = ["RKGP", "WidthCriterion"]
@@ -73,7 +74,7 @@ class WidthCriterion:
     student_t_factor: float | None
 
 
-class RKGP:
+class RKGP(Estimator):
     """Renormalised-kernel GP estimator (finite-width Bayesian network, proportional limit).
 
     Parameters
@@ -109,28 +110,38 @@ class RKGP:
         Cholesky factorisations done by the nested solver (0 for the eigenbasis forms).
     kind_ : str
         "product", "nested" or "nonodd".
+    mean_correction_ : bool
+        Whether the mean term was used (``mean_correction`` resolved).
+
+    Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
+    ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
     """
 
     def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None):
+        self.network = network
+        self.temperature = temperature
+        self.renormalization = renormalization
+        self.mean_correction = mean_correction
+
+    def _check_params(self) -> bool:
+        """Validate the parameters (ConfigError); returns whether the mean term is used."""
         from finwidth.network import Network
 
+        network, mean_correction = self.network, self.mean_correction
         if not isinstance(network, Network):
             raise ConfigError(f"network must be a finwidth.Network, got {type(network).__name__}")
-        T = validate_noise(temperature)
-        if renormalization not in ("product", "nested"):
-            raise ConfigError(f"renormalization must be 'product' or 'nested', got {renormalization!r}")
+        validate_noise(self.temperature)
+        if self.renormalization not in ("product", "nested"):
+            raise ConfigError(f"renormalization must be 'product' or 'nested', got {self.renormalization!r}")
         act = network.activation
         if mean_correction is None:
-            mean_correction = (not act.odd) and network.depth == 1
-        elif mean_correction:
+            return (not act.odd) and network.depth == 1
+        if mean_correction:
             if network.depth != 1:
                 raise ConfigError("mean_correction=True is implemented for one hidden layer only (L = 1)")
             if act.odd:
                 raise ConfigError(f"mean_correction=True needs a non-odd activation; {act.name!r} is odd (zero mean)")
-        self.network = network
-        self.temperature = T
-        self.renormalization = renormalization
-        self.mean_correction = bool(mean_correction)
+        return bool(mean_correction)
 
     # ------------------------------------------------------------------------------------------
     def fit(self, X, y) -> RKGP:
@@ -154,6 +165,7 @@ class RKGP:
         """
         from finwidth import kernels
 
+        self.mean_correction_ = self._check_params()
         X = _as_X(X, "X")
         y = validate_targets(y, X.shape[0])
         net = self.network
@@ -173,7 +185,7 @@ class RKGP:
         y_t = basis.project(y)
         self._criterion(basis, y_t, widths)
 
-        if self.mean_correction:
+        if self.mean_correction_:
             self.kind_ = "nonodd"
             self._fit_nonodd(basis, y_t, X)
         elif self.renormalization == "product" or L == 1 and net.bias is None:
@@ -421,7 +433,7 @@ class RKGP:
             train=train, test_train=qbar * out.test_train - c * np.outer(mt, m), test_diag=qbar * out.test_diag - c * mt ** 2
         )
 
-    def predict(self, X_test, return_var: bool = False, return_cov: bool = False):
+    def predict(self, X_test, return_var: bool = False, return_cov: bool = False, return_std: bool = False):
         """Posterior mean (and variance) of f at test inputs: the GP with the renormalised kernel.
 
         Parameters
@@ -431,13 +443,19 @@ class RKGP:
             Also return the posterior variance of f (observation noise T not added).
         return_cov : bool
             Not supported for the renormalised-kernel GP (raises ConfigError); use the variance.
+        return_std : bool
+            Also return the posterior standard deviation of f, √var (last in the tuple).
 
         Returns
         -------
         mean : ndarray, shape (P_t,)
         var : ndarray, shape (P_t,), if ``return_var``
+        std : ndarray, shape (P_t,), if ``return_std``
         """
         from finwidth import kernels
+
+        if return_std:
+            return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
 
         self._check_fitted()
         if return_cov:
