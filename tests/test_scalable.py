@@ -173,3 +173,41 @@ def test_krylov_predictor_is_the_dense_gp():
     assert np.allclose(v, var, rtol=1e-6, atol=1e-9)
     assert np.allclose(pred.predict(Xt), m)
     assert pred.residual <= 1e-10
+
+
+def test_rkgp_krylov_path_is_the_dense_fit():
+    from finwidth.theory.rkgp import RKGP
+
+    X, y = _data(P=140)
+    Xt = np.random.default_rng(5).normal(size=(30, 20))
+    net = Network([70], "erf")
+    dense = RKGP(net, 0.01).fit(X, y)
+    assert dense.solver_ == "dense" and np.all(dense.qbar_stderr_ == 0)
+    kry = RKGP(net, 0.01, solver="krylov", solver_options={"probes": "exact", "rtol": 1e-10, "tile": 64}).fit(X, y)
+    assert kry.solver_ == "krylov" and kry.kind_ == "product"
+    assert np.allclose(kry.qbar_, dense.qbar_, rtol=1e-9)
+    assert kry.log_evidence_ == pytest.approx(dense.log_evidence_, rel=1e-9)
+    assert kry.width_criterion_ is None
+    m0, v0 = dense.predict(Xt, return_var=True)
+    m1, v1 = kry.predict(Xt, return_var=True)
+    assert np.allclose(m1, m0, rtol=1e-7, atol=1e-9) and np.allclose(v1, v0, rtol=1e-6, atol=1e-9)
+    e0, e1 = dense.generalization_error(Xt, np.tanh(Xt[:, 0])), kry.generalization_error(Xt, np.tanh(Xt[:, 0]))
+    assert e1.total == pytest.approx(e0.total, rel=1e-7)
+
+
+def test_rkgp_solver_choice_is_validated():
+    from finwidth.theory.rkgp import RKGP
+
+    X, y = _data(P=40)
+    for kw in ({"temperature": 0.0}, {"network": Network([20], "relu")},
+               {"network": Network([20, 20], "erf"), "renormalization": "nested"}):
+        args = {"network": Network([20], "erf"), "temperature": 0.1} | kw
+        with pytest.raises(ConfigError, match="solver='krylov'"):
+            RKGP(args.pop("network"), args.pop("temperature"), solver="krylov", **args).fit(X, y)
+    with pytest.raises(ConfigError, match="solver must be"):
+        RKGP(Network([20], "erf"), 0.1, solver="lanczos").fit(X, y)
+    with pytest.raises(ConfigError, match="unknown solver_options"):
+        RKGP(Network([20], "erf"), 0.1, solver_options={"rtool": 1e-3}).fit(X, y)
+    assert scalable.choose_solver("auto", scalable.KRYLOV_ABOVE_P + 1, product_form=True, temperature=0.1) == "krylov"
+    assert scalable.choose_solver("auto", scalable.KRYLOV_ABOVE_P + 1, product_form=False, temperature=0.1) == "dense"
+    assert scalable.choose_solver("auto", scalable.KRYLOV_ABOVE_P, product_form=True, temperature=0.1) == "dense"

@@ -51,6 +51,8 @@ class BPKR(RKGP):
     # fixed for the linear theory (exact there), not parameters
     renormalization = "product"
     mean_correction = False
+    solver = "auto"
+    solver_options = None
 
     def __init__(self, network, temperature: float):
         self.network = network

@@ -40,7 +40,7 @@ from scipy import linalg, optimize
 
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.kernels import as_inputs as _as_X
-from finwidth.theory import spectral
+from finwidth.theory import scalable, spectral
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
 
@@ -89,6 +89,15 @@ class RKGP(Estimator):
     mean_correction : bool or None
         Mean term of non-odd activations (two order parameters). ``None``: on for non-odd
         activations at L = 1, off otherwise. ``True`` requires L = 1 and a non-odd activation.
+    solver : {"auto", "dense", "krylov"}
+        ``"dense"``: one eigendecomposition of the P×P output kernel (exact). ``"krylov"``: matrix-free
+        Lanczos quadrature on a tiled kernel (:mod:`finwidth.theory.scalable`; product form and one
+        hidden layer without the mean term, T > 0), with error bars ``qbar_stderr_`` and
+        ``qbar_quadrature_error_``. ``"auto"``: krylov above
+        :data:`finwidth.theory.scalable.KRYLOV_ABOVE_P` training points where it applies.
+    solver_options : dict or None
+        Options of the matrix-free path (:data:`finwidth.theory.scalable.SOLVER_OPTIONS`): target
+        accuracy ``rtol`` (default 1e-3, relative on Q̄), probes, storage of the kernel tiles, …
 
     Attributes
     ----------
@@ -112,16 +121,24 @@ class RKGP(Estimator):
         "product", "nested" or "nonodd".
     mean_correction_ : bool
         Whether the mean term was used (``mean_correction`` resolved).
+    solver_ : str
+        "dense" or "krylov" (``solver`` resolved).
+    qbar_stderr_, qbar_quadrature_error_ : ndarray, shape (L,)
+        Accuracy of Q̄ on the matrix-free path: standard error from the stochastic trace and bound
+        from the quadrature (zeros on the dense path). ``log_evidence_stderr_`` likewise.
 
     Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
     ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
     """
 
-    def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None):
+    def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None,
+                 solver: str = "auto", solver_options=None):
         self.network = network
         self.temperature = temperature
         self.renormalization = renormalization
         self.mean_correction = mean_correction
+        self.solver = solver
+        self.solver_options = solver_options
 
     def _check_params(self) -> bool:
         """Validate the parameters (ConfigError); returns whether the mean term is used."""
@@ -173,6 +190,16 @@ class RKGP(Estimator):
         L = net.depth
         T = self.temperature
         widths = np.array(net.widths, dtype=float)
+        self.solver_ = scalable.choose_solver(
+            self.solver, P, temperature=T,
+            product_form=not self.mean_correction_ and (self.renormalization == "product" or L == 1 and net.bias is None),
+        )
+        scalable.solver_options(self.solver_options)
+        if self.solver_ == "krylov":
+            scalable.fit_rkgp(self, X, y)
+            return self
+        self.qbar_stderr_ = self.qbar_quadrature_error_ = np.zeros(L)
+        self.log_evidence_stderr_ = 0.0
         # only the output layer is kept as a P×P matrix; the lower layers enter through their diagonals
         K_out = np.asarray(kernels.nngp(net, X).train, dtype=np.float64)
         self.X_train_ = X
@@ -460,6 +487,8 @@ class RKGP(Estimator):
         self._check_fitted()
         if return_cov:
             raise ConfigError("return_cov is not available for RKGP; use return_var=True")
+        if self.solver_ == "krylov":
+            return scalable.predict_rkgp(self, X_test, return_var)
         X_test = _as_X(X_test, "X_test")
         if X_test.shape[1] != self.X_train_.shape[1]:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
