@@ -31,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 from scipy import linalg
+from scipy.linalg import lapack
 
 from finwidth.errors import ConfigError, ConvergenceError
 
@@ -89,7 +90,16 @@ class JacobiSet:
         return int(self.masses.size)
 
     def resolvent(self, s: float) -> tuple[np.ndarray, np.ndarray]:
-        """(‖v‖² e₁ᵀ(s + J)⁻¹e₁, ‖v‖² e₁ᵀ(s + J)⁻²e₁) per column, s > 0."""
+        """(‖v‖² e₁ᵀ(s + J)⁻¹e₁, ‖v‖² e₁ᵀ(s + J)⁻²e₁) per column (s + J positive definite)."""
+        if self.n == 1 and self.alpha.shape[0] > 64:
+            # one long matrix (a label run, or a full tridiagonalisation): LAPACK's O(m) solve
+            m = int(self.steps[0])
+            rhs = np.zeros((m, 1))
+            rhs[0, 0] = 1.0
+            _, _, x, info = lapack.dptsv(self.alpha[:m, 0] + s, self.beta[: m - 1, 0], rhs)
+            if info == 0:
+                x = x[:, 0]
+                return self.masses * x[0], self.masses * float(x @ x)
         d = self.alpha[-1] + s
         dd = np.ones_like(d)
         for k in range(self.alpha.shape[0] - 2, -1, -1):
