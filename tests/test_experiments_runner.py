@@ -187,15 +187,12 @@ def test_resume_after_sigkill_of_a_running_sweep(tmp_path):
     assert len(store.collect()) == 12
 
 
-def test_execute_task_removes_its_checkpoint(tmp_path):
-    from finwidth.experiments.runner import task_checkpoint_path
-
+def test_execute_task_passes_and_removes_its_checkpoint(tmp_path):
     seen = []
 
-    def task(config):
-        path = task_checkpoint_path()
-        path.write_text("partial state")
-        seen.append(path)
+    def task(config, checkpoint):
+        checkpoint.write_text("partial state")
+        seen.append(checkpoint)
         return fast_task(config)
 
     spec = parse_spec(spec_dict(widths=(10,), temps=(1e-3,)))
@@ -203,7 +200,19 @@ def test_execute_task_removes_its_checkpoint(tmp_path):
     status = execute_task(task, str(tmp_path), t.key, canonical_json(t.config))
     assert status["status"] == "done"
     assert seen[0] == tmp_path / "checkpoints" / f"{t.key}.ckpt" and not seen[0].exists()
-    assert task_checkpoint_path() is None
+    # a task function without a checkpoint keyword is called with the config alone
+    status = execute_task(fast_task, str(tmp_path / "other"), t.key, canonical_json(t.config))
+    assert status["status"] == "done"
+
+
+def test_task_function_by_name_fails_cleanly_where_it_cannot_be_imported(tmp_path):
+    """A worker that cannot import the task module records a failure that says what to do."""
+    spec = parse_spec(spec_dict(widths=(10,), temps=(1e-3,)))
+    (t,) = spec.tasks()
+    status = execute_task("no_such_module_here:task", str(tmp_path), t.key, canonical_json(t.config))
+    assert status["status"] == "failed"
+    assert "no_such_module_here" in status["error"] and "PYTHONPATH" in status["error"]
+    assert "no_such_module_here" in ResultStore(tmp_path).failures()[t.key]["error"]
 
 
 def test_dask_local_cluster(tmp_path):
@@ -257,3 +266,48 @@ def test_zombie_writer_counts_as_dead():
     finally:
         child.wait()
     assert _pid_alive(os.getpid())
+
+
+def test_two_drivers_writing_the_same_store_at_once(tmp_path):
+    """Two sweeps of the same spec into one store, concurrently: every task stored once, complete and right."""
+    spec_path = tmp_path / "toy.toml"
+    spec_path.write_text(
+        "temperature = [0.001, 0.01]\n[sweep]\nname = 'toy'\n"
+        "[data]\nteacher = 'linear'\nn_features = 4\nn_train = 6\nn_test = 5\n"
+        "[network]\nwidth = [10, 20, 40, 80]\n[theory]\nmodels = ['nngp']\n"
+    )
+    store = ResultStore(tmp_path / "store")
+    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{ROOT / 'src'}")
+    cmd = [sys.executable, "-m", "finwidth", "sweep", "run", str(spec_path), "--store", str(store.root),
+           "--task", "test_experiments_runner:slow_task", "--executor", "thread", "--workers", "2", "--no-progress"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    spec = parse_spec(dict(spec_dict(widths=(10, 20, 40, 80))))
+    check_store(store, spec.tasks())
+    assert not list(store.root.rglob(".tmp-*")) and store.failures() == {}
+    for _, err in outs:  # each driver accounts for every task: run by it, or found done (by the other)
+        assert "8 tasks:" in err and "0 failed" in err
+
+
+def test_slurm_options_are_validated_before_anything_runs(tmp_path, capsys):
+    from finwidth.cli import main
+    from finwidth.experiments.cluster import SlurmOptions, slurm_options
+
+    store = tmp_path / "store"
+    code = main(["sweep", "run", str(tmp_path / "missing.toml"), "--store", str(store), "--executor", "slurm",
+                 "--slurm-walltime", "25:00", "--slurm-memory", "lots", "--slurm-jobs", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and not store.exists()
+    for flag in ("--slurm-walltime", "--slurm-memory", "--slurm-jobs"):
+        assert flag in err
+    assert "missing.toml" not in err  # the options fail first, before the spec is read
+    assert main(["sweep", "run", "x.toml", "--slurm-cores", "2"]) == 2
+    assert "apply to --executor slurm only" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="slurm.nodes: unknown option"):
+        slurm_options({"nodes": 2})
+    with pytest.raises(ConfigError, match="slurm.memory"):
+        run_sweep(parse_spec(spec_dict()), store, task_fn=fast_task, executor="slurm", slurm={"memory": "4"})
+    assert not store.exists()
+    ok = slurm_options({"walltime": "1-02:00:00", "memory": "2GiB", "prologue": ["source env/bin/activate"]})
+    assert isinstance(ok, SlurmOptions) and ok.walltime == "1-02:00:00" and ok.jobs == 4

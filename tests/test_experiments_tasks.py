@@ -114,15 +114,40 @@ def test_demo_verdicts_follow_the_numbers():
     from finwidth.experiments.demo import report
 
     frame = pd.DataFrame({
-        "N1": [50, 200, 1000], "P": [100] * 3, "rkgp.total": [0.02, 0.04, 0.06], "nngp.total": [0.07] * 3,
-        "rkgp.qbar_L": [0.3, 0.6, 0.9], "sim.total": [0.01, 0.0392, 0.0601],
-        "sim.total_stderr": [0.0005, 0.0001, 0.0001], "sim.rhat_loss": [1.01, 1.02, 1.03],
+        "N1": [50, 100, 200, 1000], "P": [100] * 4, "rkgp.total": [0.02, 0.03, 0.04, 0.06], "nngp.total": [0.07] * 4,
+        "rkgp.qbar_L": [0.3, 0.5, 0.6, 0.9], "sim.total": [0.01, 0.02, 0.0392, 0.0601],
+        "sim.total_stderr": [0.0005, 0.0001, 0.0001, 0.0001], "sim.rhat_energy": [1.3, 1.5, 1.02, 1.03],
+        "sim.rhat_test_mse_rb": [1.01, 1.54, 1.02, 1.03], "sim.ess_test_mse_rb": [400.0, 300.0, 250.0, 120.0],
     })
     out = io.StringIO()
     rows = report(frame, simulated=True, n_steps=100, replicas=4, stream=out)
     text = out.getvalue()
-    assert [round(r["z"], 6) for r in rows] == [-20.0, -8.0, 1.0]
+    assert [round(r["z"], 6) for r in rows] == [-20.0, -100.0, -8.0, 1.0]
     assert "Consistent within 3 s.e.: N_1 = 1000." in text
     assert "Within 3% of the theory: N_1 = 200 (deviations -2.0%" in text
     assert "Theory fails at N_1 = 50 (α_1 = P/N_1 = 2): the sampled networks are 50.0% below it" in text
-    assert "100 BAOAB steps × 4 replicas" in text
+    # R̂ of the test error 1.54: no verdict at N_1 = 100, whatever z says
+    assert "N_1 = 100: not converged (R̂(ε_g) = 1.54, ESS(ε_g) = 300): no verdict" in text
+    assert "N_1 = 100 (" not in text and "N_1 = 100." not in text
+    assert "100 BAOAB steps × 4 replicas" in text and "R̂(ε_g) ≤ 1.05 and ESS(ε_g) ≥ 100" in text
+    # too few effective samples is no verdict either; a missing diagnostic likewise
+    few = frame.assign(**{"sim.ess_test_mse_rb": [40.0, 300.0, 250.0, 120.0]})
+    out = io.StringIO()
+    report(few, simulated=True, n_steps=100, replicas=4, stream=out)
+    assert "N_1 = 50: not converged (R̂(ε_g) = 1.01, ESS(ε_g) = 40)" in out.getvalue()
+    assert "Theory fails" not in out.getvalue()
+    header = text.splitlines()[0]
+    assert "R̂(ε_g)" in header and "ESS(ε_g)" in header
+
+
+def test_plot_title_names_the_task(tiny_sweep, tmp_path):
+    from finwidth.experiments.plots import describe_task
+
+    # P varies in the tiny sweep (12, 24): against N1 the title leaves it to the legend
+    assert describe_task(tiny_sweep, "N1") == "linear teacher (N_0 = 10), T = 0.01, erf"
+    one_p = tiny_sweep[tiny_sweep["P"] == 12]
+    assert describe_task(one_p, "N1") == "linear teacher (N_0 = 10), P = 12, T = 0.01, erf"
+    fig = plot_errors(one_p, "N1", title=describe_task(one_p, "N1"))
+    assert fig._suptitle.get_text() == "linear teacher (N_0 = 10), P = 12, T = 0.01, erf"
+    mnist = one_p.assign(**{"data.name": "mnist", "data.classes": "[0,1]"}).drop(columns=["data.teacher"])
+    assert describe_task(mnist, "N1").startswith("mnist 0/1, P = 12, T = 0.01, erf")

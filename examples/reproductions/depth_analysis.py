@@ -21,6 +21,7 @@ import numpy as np
 
 from finwidth import Network, RKGP
 from finwidth.data import load
+from finwidth.experiments.verdicts import chain_quality, converged
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "docs" / "data" / "reproductions"
@@ -55,7 +56,9 @@ SIM_COLUMNS = {
 
 
 def sim_table(store: Path, label: str) -> list[dict]:
-    """Rows of a sweep store with theory, simulation, relative deviation and z-score."""
+    """Rows of a sweep store with theory, simulation, relative deviation and z-score, and whether the
+    chains pass the convergence rule of :mod:`finwidth.experiments.verdicts` (markdown marks those
+    that do not "(not converged)": no verdict is drawn from them)."""
     from finwidth.experiments import ResultStore
 
     if not store.exists():
@@ -73,6 +76,7 @@ def sim_table(store: Path, label: str) -> list[dict]:
         row["rel_dev"] = (row["sim_total"] - row["theory_total"]) / row["theory_total"]
         row["z"] = (row["sim_total"] - row["theory_total"]) / row["sim_total_se"]
         row["z_Qbar"] = (row["sim_Qbar_L"] - row["theory_Qbar_L"]) / row["sim_Qbar_L_se"]
+        row["converged"] = converged(*chain_quality(r))
         rows.append(row)
     return rows
 
@@ -85,7 +89,7 @@ def markdown(rows: list[dict], extra: tuple[str, ...] = ()) -> str:
         cells = [r["run"], r["data"], str(r["L"]), str(r["N"]), f"{r['alpha']:.2g}",
                  *[f"{r[e]:.3g}" for e in extra], f"{r['step']:.3g}",
                  f"{r['theory_total']:.5f}", f"{r['sim_total']:.5f} ± {r['sim_total_se']:.5f}",
-                 f"{100 * r['rel_dev']:+.1f}%", f"{r['z']:+.1f}", f"{r.get('nngp_total', math.nan):.5f}",
+                 f"{100 * r['rel_dev']:+.1f}%" + ("" if r.get("converged", True) else " (not converged)"), f"{r['z']:+.1f}", f"{r.get('nngp_total', math.nan):.5f}",
                  f"{r['theory_Qbar_L']:.4f}", f"{r['sim_Qbar_L']:.4f} ± {r['sim_Qbar_L_se']:.4f}", f"{r['z_Qbar']:+.1f}",
                  f"{r['rhat_test']:.2f}, {r['rhat_readout']:.2f}", f"{r['sim_wall_s']:.0f}"]
         out.append("| " + " | ".join(cells) + " |")

@@ -6,6 +6,8 @@ fig1a_theory.py, and writes
 - docs/data/reproductions/fig1a_sim_p100.csv: per point the simulated ε_g ± s.e. (bias, variance),
   the RKGP and NNGP values at T = 1e-3 on the same 1000 test images, the relative deviation
   (sim − theory)/theory, z = (sim − theory)/s.e., Q̄ (theory) and the readout-norm estimate, max R̂,
+  R̂ and ESS of the test-error trace with whether they pass the convergence rule of
+  finwidth.experiments.verdicts (rows that do not are printed "NOT CONVERGED": no verdict),
   the step size, the number of steps and the wall time;
 - docs/figures/reproductions/fig1a_p100.png.
 
@@ -20,6 +22,7 @@ import sys
 from pathlib import Path
 
 from finwidth.experiments.store import ResultStore
+from finwidth.experiments.verdicts import chain_quality, converged
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_OUT = REPO / "docs" / "data" / "reproductions"
@@ -34,6 +37,7 @@ def rows_from(store: Path) -> list[dict]:
     for _, r in frame.sort_values("N1").iterrows():
         sim, se, th = r.get("sim.total"), r.get("sim.total_stderr"), r.get("rkgp.total")
         rhats = [v for k, v in r.items() if str(k).startswith("sim.rhat") and isinstance(v, float) and not math.isnan(v)]
+        rhat_test, ess_test = chain_quality(r)
         out.append({
             "store": store.name, "dataset": r["data.name"], "P": int(r["P"]), "N1": int(r["N1"]), "alpha": r["P"] / r["N1"],
             "sim_total": sim, "sim_total_se": se, "sim_bias": r.get("sim.bias"), "sim_variance": r.get("sim.variance"),
@@ -41,6 +45,7 @@ def rows_from(store: Path) -> list[dict]:
             "nngp_total": r.get("nngp.total"), "rel_dev": sim / th - 1, "z": (sim - th) / se,
             "theory_qbar": r.get("rkgp.qbar_L"), "sim_qbar_readout": r.get("sim.qbar_readout"),
             "sim_qbar_readout_se": r.get("sim.qbar_readout_stderr"), "max_rhat": max(rhats) if rhats else float("nan"),
+            "rhat_test": rhat_test, "ess_test": ess_test, "converged": converged(rhat_test, ess_test),
             "step": r.get("simulation.step_size"), "n_steps": int(r.get("simulation.n_steps")), "wall_s": r.get("sim.wall_s"),
         })
     return out
@@ -59,7 +64,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['dataset']:8s} h={r['step']:<5g} N1={r['N1']:5d} sim {r['sim_total']:.5f}±{r['sim_total_se']:.5f} theory {r['theory_total']:.5f} "
               f"dev {100 * r['rel_dev']:+6.1f}% z {r['z']:+6.1f}  Q̄ th {r['theory_qbar']:.3f} sim {r['sim_qbar_readout']:.3f}  "
-              f"R̂ {r['max_rhat']:.3f}  {r['wall_s']:.0f}s")
+              f"R̂ {r['max_rhat']:.3f}  {r['wall_s']:.0f}s" + ("" if r["converged"] else
+              f"  NOT CONVERGED (R̂(ε_g) {r['rhat_test']}, ESS {r['ess_test']}): no verdict"))
     plot(rows)
 
 

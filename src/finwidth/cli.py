@@ -199,15 +199,44 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     from finwidth.experiments.runner import run_sweep
     from finwidth.experiments.spec import load_spec
 
+    slurm = _slurm_options(args)  # validated before the spec is even read
     spec = load_spec(args.spec)
     store = args.store or str(Path("runs") / spec.name)
     _set_data_root(args.data_root)
     n = len(spec.tasks())
     print(f"sweep {spec.name!r}: {n} tasks → {store}", file=sys.stderr)
     report = run_sweep(spec, store, task_fn=args.task, executor=args.executor, max_workers=args.workers,
-                       scheduler=args.scheduler, progress=not args.no_progress, fail_fast=args.fail_fast)
+                       scheduler=args.scheduler, slurm=slurm, progress=not args.no_progress, fail_fast=args.fail_fast,
+                       worker_timeout=args.worker_timeout, scheduler_timeout=args.scheduler_timeout)
     print(report.summary(), file=sys.stderr)
     return EXIT_OK if not report.failed else EXIT_FAILED_TASKS
+
+
+_SLURM_FLAGS = {"partition": "partition", "account": "account", "cores": "cores", "memory": "memory",
+                "walltime": "walltime", "jobs": "jobs", "interface": "interface", "prologue": "prologue",
+                "extra": "job_extra", "python": "python", "log_dir": "log_directory", "retries": "retries"}
+
+
+def _slurm_options(args: argparse.Namespace):  # noqa: ANN202 - SlurmOptions | None
+    given = {field: getattr(args, f"slurm_{flag}") for flag, field in _SLURM_FLAGS.items()
+             if getattr(args, f"slurm_{flag}") is not None}
+    if args.executor != "slurm":
+        if given:
+            from finwidth.errors import ConfigError
+
+            flags = ", ".join("--slurm-" + f.replace("_", "-") for f, fld in _SLURM_FLAGS.items() if fld in given)
+            raise ConfigError(f"{flags} apply to --executor slurm only")
+        return None
+    from finwidth.errors import ConfigError
+    from finwidth.experiments.cluster import slurm_options
+
+    try:
+        return slurm_options(given)
+    except ConfigError as exc:  # name the flags, not the fields
+        text = str(exc)
+        for flag, fld in _SLURM_FLAGS.items():
+            text = text.replace(f"slurm.{fld}:", f"--slurm-{flag.replace('_', '-')}:")
+        raise ConfigError(text) from None
 
 
 def cmd_sweep_status(args: argparse.Namespace) -> int:
@@ -247,8 +276,13 @@ def cmd_sweep_plot(args: argparse.Namespace) -> int:
     store, spec = _store_and_spec(args.target, args.store)
     frame = store.collect(keys=[t.key for t in spec.tasks()])
     out = Path(args.out) if args.out else store.root / "figure"
+    title = args.title
+    if title is None and not frame.empty:
+        from finwidth.experiments.plots import describe_task
+
+        title = f"{spec.name}: {describe_task(frame, args.x)}"
     paths = plot_sweep(frame, out, x=args.x, formats=args.format.split(","), decomposition=args.decomposition,
-                       title=args.title or spec.name)
+                       title=title)
     for p in paths:
         print(p)
     return EXIT_OK
@@ -300,13 +334,34 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=fmt)
     r.add_argument("spec", help="TOML sweep spec")
     r.add_argument("--store", default=None, help="result store folder (default runs/<sweep name>)")
-    r.add_argument("--executor", default=None, choices=["process", "thread", "serial", "dask"],
-                   help="where tasks run (default a local process pool, one worker per core)")
+    r.add_argument("--executor", default=None, choices=["process", "thread", "serial", "dask", "slurm"],
+                   help="where tasks run (default a local process pool, one worker per core); slurm: Slurm jobs "
+                   "started from here, one Dask worker each (options --slurm-*)")
     r.add_argument("--workers", type=int, default=None, help="process/thread pool size (default: the number of cores)")
     r.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786 (with --executor dask)")
     r.add_argument("--task", default=None, help="task function as package.module:function (default the built-in one)")
     r.add_argument("--data-root", default=None, help="folder with the data sets (default $FINWIDTH_DATA)")
     r.add_argument("--fail-fast", action="store_true", help="stop at the first failed task")
+    r.add_argument("--worker-timeout", type=float, default=600.0, help="dask/slurm: seconds tasks may wait with no "
+                   "worker (Slurm jobs waiting in the queue do not count) before they fail (default 600)")
+    r.add_argument("--scheduler-timeout", type=float, default=120.0,
+                   help="dask/slurm: seconds the scheduler may stay silent before the sweep ends (default 120)")
+    g = r.add_argument_group("slurm jobs (with --executor slurm; see docs/experiments.md)")
+    g.add_argument("--slurm-partition", default=None, help="partition (queue); default the cluster's default")
+    g.add_argument("--slurm-account", default=None, help="account to charge")
+    g.add_argument("--slurm-cores", type=int, default=None, help="CPU cores per job = threads of its worker (default 1)")
+    g.add_argument("--slurm-memory", default=None, help="memory per job, e.g. 4GB (default 4GB)")
+    g.add_argument("--slurm-walltime", default=None, help="time limit per job, [D-]HH:MM:SS (default 01:00:00)")
+    g.add_argument("--slurm-jobs", type=int, default=None, help="at most this many jobs at once (default 4)")
+    g.add_argument("--slurm-interface", default=None, help="network interface of scheduler and workers, e.g. ib0")
+    g.add_argument("--slurm-prologue", action="append", default=None, metavar="LINE",
+                   help="shell line run in each job before its worker starts (repeatable), e.g. 'source .venv/bin/activate'")
+    g.add_argument("--slurm-extra", action="append", default=None, metavar="OPTION",
+                   help="further sbatch option (repeatable), e.g. --slurm-extra=--gres=gpu:1")
+    g.add_argument("--slurm-python", default=None, help="the workers' Python (default: this interpreter)")
+    g.add_argument("--slurm-log-dir", default=None, help="job logs (default STORE/cluster/logs)")
+    g.add_argument("--slurm-retries", type=int, default=None,
+                   help="re-runs of a task whose worker died before it fails (default 2)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_sweep_run)
     for name, helptext, func in (
@@ -327,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("-o", "--out", default=None, help="figure path without suffix (default STORE/figure)")
             q.add_argument("--format", default="png", help="comma-separated: png,svg,pdf (default png)")
             q.add_argument("--decomposition", action="store_true", help="add bias and variance panels")
-            q.add_argument("--title", default=None, help="figure title (default the sweep name)")
+            q.add_argument("--title", default=None, help="figure title (default: the sweep name, then the data set, P, T and activation the tasks share)")
 
     p = sub.add_parser("demo", help="theory vs sampled networks on MNIST 0/1 (table + plot)", epilog=_EPILOG,
                        formatter_class=fmt, description="One hidden layer, erf, MNIST 0/1 (paper preset), P = 100, "

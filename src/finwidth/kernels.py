@@ -334,7 +334,16 @@ def nngp(
     -------
     KernelBlocks or list of KernelBlocks
         K_L (the output prior covariance, including every 1/λ_l), or all layers.
+
+    A :class:`~finwidth.convnet.ConvNetwork` gets its NNGP kernel from
+    :func:`finwidth.conv_kernels.conv_nngp` (``all_layers`` and ``block_size`` do not apply).
     """
+    if type(network).__name__ == "ConvNetwork":
+        from finwidth.conv_kernels import conv_nngp
+
+        if all_layers:
+            raise ConfigError("all_layers is not available for a ConvNetwork; use finwidth.conv_kernels.PatchInputs")
+        return conv_nngp(network, X, X_test)
     _check_network(network)
     blocks = input_kernel(network, X, X_test)
     layers = [blocks.copy()] if all_layers else []
@@ -405,8 +414,15 @@ def nngp_cross(
 
     Returns
     -------
-    (test_train (P_t, P), test_diag (P_t,)) for K_L, or a list of L+1 such pairs.
+    (test_train (P_t, P), test_diag (P_t,)) for K_L, or a list of L+1 such pairs. A
+    ``ConvNetwork`` is dispatched to :func:`finwidth.conv_kernels.conv_nngp_cross`.
     """
+    if type(network).__name__ == "ConvNetwork":
+        from finwidth.conv_kernels import conv_nngp_cross
+
+        if all_layers:
+            raise ConfigError("all_layers is not available for a ConvNetwork")
+        return conv_nngp_cross(network, X, X_test)
     _check_network(network)
     Xa = as_inputs(X, "X")
     Xt = as_inputs(X_test, "X_test")

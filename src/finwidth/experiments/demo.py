@@ -7,6 +7,9 @@ the same as ``examples/demo.toml`` (a test checks that they agree) and is stored
 so an interrupted demo resumes. The verdict for each width is computed from the numbers: the
 simulation is consistent with the theory when |z| ≤ 3, z = (sim − theory)/s.e.(sim); otherwise the
 relative deviation says whether the theory still describes the networks (within 3%) or fails.
+No verdict is drawn from chains that have not converged (:mod:`finwidth.experiments.verdicts`:
+R̂ of the test-error trace above 1.05 or fewer than 100 effective samples): those widths are
+reported as "not converged", with their R̂ and ESS.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from finwidth.experiments.spec import SweepSpec, parse_spec
+from finwidth.experiments.verdicts import ESS_MIN, RHAT_MAX, chain_quality, converged
 
 __all__ = ["DEMO_WIDTHS", "REL_AGREE", "Z_AGREE", "demo_spec", "report", "run_demo"]
 
@@ -60,9 +64,9 @@ def _row(r: Any) -> dict[str, Any]:
     out["sim"], out["se"] = sim, se
     rhats = [v for k, v in r.items() if k.startswith("sim.rhat") and isinstance(v, float) and not math.isnan(v)]
     out["rhat"] = max(rhats) if rhats else None
-    # R̂ of the ε_g estimator itself: the energy also tracks slow first-layer modes that do not affect ε_g
-    out["rhat_eps"] = next((r[k] for k in ("sim.rhat_test_mse_rb", "sim.rhat_test_mse_raw")
-                            if isinstance(r.get(k), float) and not math.isnan(r[k])), None)
+    # R̂ and ESS of the ε_g estimator itself: the energy also tracks slow first-layer modes that do not affect ε_g
+    out["rhat_eps"], out["ess_eps"] = chain_quality(r)
+    out["converged"] = converged(out["rhat_eps"], out["ess_eps"])
     ok = all(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in (sim, se, out["theory"]))
     if ok and se > 0:
         out["dev"] = (sim - out["theory"]) / out["theory"]
@@ -79,23 +83,30 @@ def _f(v: Any, spec: str) -> str:
 def report(frame: Any, *, simulated: bool, n_steps: int, replicas: int, stream: TextIO) -> list[dict[str, Any]]:
     """Print the demo table and the verdicts derived from it; returns the rows."""
     rows = [_row(r) for _, r in frame.sort_values("N1").iterrows()]
-    head = f"{'N_1':>5}  {'theory ε_g':>10}  {'simulation ε_g ± s.e.':>22}  {'NNGP ε_g':>9}  {'Q̄':>6}  {'(sim−th)/th':>11}  {'z':>6}  {'R̂(ε_g)':>7}  {'max R̂':>6}"
+    head = (f"{'N_1':>5}  {'theory ε_g':>10}  {'simulation ε_g ± s.e.':>22}  {'R̂(ε_g)':>7}  {'ESS(ε_g)':>8}  "
+            f"{'NNGP ε_g':>9}  {'Q̄':>6}  {'(sim−th)/th':>11}  {'z':>6}  {'max R̂':>6}")
     print(head, file=stream)
     print("-" * len(head), file=stream)
     for r in rows:
         simtxt = f"{_f(r['sim'], '.5f')} ± {_f(r['se'], '.5f')}" if r["sim"] is not None else "(not simulated)"
-        print(f"{r['N1']:>5}  {_f(r['theory'], '.5f'):>10}  {simtxt:>22}  {_f(r['nngp'], '.5f'):>9}  "
-              f"{_f(r['qbar'], '.3f'):>6}  {'—' if r['dev'] is None else format(100 * r['dev'], '+.1f') + '%':>11}  "
-              f"{_f(r['z'], '+.1f'):>6}  {_f(r['rhat_eps'], '.2f'):>7}  {_f(r['rhat'], '.2f'):>6}", file=stream)
+        print(f"{r['N1']:>5}  {_f(r['theory'], '.5f'):>10}  {simtxt:>22}  {_f(r['rhat_eps'], '.2f'):>7}  "
+              f"{_f(r['ess_eps'], '.0f'):>8}  {_f(r['nngp'], '.5f'):>9}  {_f(r['qbar'], '.3f'):>6}  "
+              f"{'—' if r['dev'] is None else format(100 * r['dev'], '+.1f') + '%':>11}  "
+              f"{_f(r['z'], '+.1f'):>6}  {_f(r['rhat'], '.2f'):>6}", file=stream)
     print(file=stream)
     if not simulated:
         print("Theory only (--quick). Without --quick the demo also samples real networks.", file=stream)
         return rows
     print(f"Simulations are short ({n_steps} BAOAB steps × {replicas} replicas, far fewer than the paper's 5e6 "
           "Euler steps); ± are the measured standard errors (Rao–Blackwellised readout, blocks × replicas); "
-          "z = (sim − theory)/s.e.; R̂(ε_g): split-R̂ of the test-error trace over replicas; max R̂ over all "
-          "recorded observables (the energy includes slow first-layer modes that barely move ε_g).", file=stream)
-    done = [r for r in rows if r["z"] is not None]
+          "z = (sim − theory)/s.e.; R̂(ε_g), ESS(ε_g): split-R̂ and effective sample size of the test-error "
+          "trace over replicas; max R̂ over all recorded observables (the energy includes slow first-layer modes "
+          f"that barely move ε_g). Verdicts need R̂(ε_g) ≤ {RHAT_MAX:g} and ESS(ε_g) ≥ {ESS_MIN:g}.", file=stream)
+    unconverged = [r for r in rows if r["z"] is not None and not r["converged"]]
+    for r in unconverged:
+        print(f"N_1 = {r['N1']}: not converged (R̂(ε_g) = {_f(r['rhat_eps'], '.2f')}, ESS(ε_g) = "
+              f"{_f(r['ess_eps'], '.0f')}): no verdict; the chains need more steps (simulation.n_steps).", file=stream)
+    done = [r for r in rows if r["z"] is not None and r["converged"]]
     consistent = [r["N1"] for r in done if abs(r["z"]) <= Z_AGREE]
     close = [r for r in done if abs(r["z"]) > Z_AGREE and abs(r["dev"]) <= REL_AGREE]
     off = [r for r in done if abs(r["z"]) > Z_AGREE and abs(r["dev"]) > REL_AGREE]

@@ -12,6 +12,7 @@ data sets) gets its own colour and legend entry.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["plot_errors", "plot_qbar", "plot_sweep", "save_figure"]
+__all__ = ["describe_task", "plot_errors", "plot_qbar", "plot_sweep", "save_figure"]
 
 AXIS_LABELS = {
     "N1": r"hidden width $N_1$",
@@ -81,6 +82,42 @@ def _groups(frame: pd.DataFrame, x: str) -> list[tuple[str, pd.DataFrame]]:
 
 def _models(frame: pd.DataFrame) -> list[str]:
     return [m for m in ("nngp", "rkgp", "rkgp_product", "rkgp_nested") if f"{m}.total" in frame.columns]
+
+
+def _constant(frame: pd.DataFrame, col: str) -> Any:
+    if col not in frame.columns:
+        return None
+    values = frame[col].dropna().astype(str).unique()
+    return frame[col].dropna().iloc[0] if len(values) == 1 else None
+
+
+def describe_task(frame: pd.DataFrame, x: str | None = None) -> str:
+    """What the tasks of a table share, for a figure title: data, P, T, activation (and depth).
+
+    Settings that vary across the table (or are the x axis) are left out: the legend or the axis
+    names them. E.g. ``"mnist 0/1, P = 100, T = 0.001, erf"``.
+    """
+    parts = []
+    name, teacher = _constant(frame, "data.name"), _constant(frame, "data.teacher")
+    if name is not None:
+        classes = _constant(frame, "data.classes")
+        try:
+            classes = "/".join(str(c) for c in json.loads(classes)) if isinstance(classes, str) else None
+        except (TypeError, ValueError):
+            classes = None
+        parts.append(f"{name} {classes}" if classes else str(name))
+    elif teacher is not None:
+        n0 = _constant(frame, "data.n_features")
+        parts.append(f"{teacher} teacher" + (f" (N_0 = {int(n0)})" if n0 is not None else ""))
+    for col, label in (("P", "P"), ("T", "T")):
+        value = _constant(frame, col)
+        if value is not None and col != x:
+            parts.append(f"{label} = {float(value):g}")
+    activation = _constant(frame, "network.activation")
+    if activation is not None:
+        depth = _constant(frame, "L")
+        parts.append(f"{activation}" + (f", L = {int(depth)}" if depth is not None and int(depth) > 1 and x != "L" else ""))
+    return ", ".join(parts)
 
 
 def _check_axis(frame: pd.DataFrame, x: str) -> None:
@@ -261,7 +298,12 @@ def plot_sweep(
 ) -> list[Path]:
     """The standard figures of a sweep: ε_g vs ``x`` (with bias/variance panels if
     ``decomposition``) saved as ``out.<fmt>``, and Q̄ vs ``x`` as ``out_qbar.<fmt>`` when the table
-    has order parameters. Returns the written paths."""
+    has order parameters. Returns the written paths.
+
+    ``title``: default :func:`describe_task` of the table (data, P, T, activation); ``""`` for none.
+    """
+    if title is None and not frame.empty:
+        title = describe_task(frame, x)
     parts = ("total", "bias", "variance") if decomposition else ("total",)
     paths = save_figure(plot_errors(frame, x, parts=parts, title=title, note=note), out, formats)
     has_q = any(c.endswith(".qbar_L") for c in frame.columns) or "sim.qbar_readout" in frame.columns

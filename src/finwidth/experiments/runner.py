@@ -2,10 +2,13 @@
 
 Any :class:`concurrent.futures.Executor` works: the default is a local process pool sized to the
 machine (``spawn`` start method, so that torch is never forked), :func:`make_executor` also builds a
-thread pool, an in-process serial executor and a Dask executor (``finwidth[dask]``; a scheduler
-address, a ``LocalCluster`` or a ``dask_jobqueue.SLURMCluster``). Each task runs
+thread pool, an in-process serial executor, a Dask executor (``finwidth[dask]``; a scheduler
+address, a ``LocalCluster`` or a ``dask_jobqueue.SLURMCluster``) and a Slurm executor (a
+``SLURMCluster`` started here, see :mod:`finwidth.experiments.cluster`). Each task runs
 :func:`execute_task` on a worker, which writes the task's folder in the store itself, so results
-survive the driver being killed; a restarted sweep recomputes only what is missing.
+survive the driver being killed; a restarted sweep recomputes only what is missing. On Dask and
+Slurm a :class:`~finwidth.experiments.cluster.Watch` makes sure a sweep ends, with a report, when
+workers or the scheduler go away for good.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import functools
 import importlib
+import inspect
 import multiprocessing
 import os
 import platform
 import socket
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,21 +41,10 @@ __all__ = [
     "resolve_task_fn",
     "run_sweep",
     "sweep_status",
-    "task_checkpoint_path",
 ]
 
-TaskFn = Callable[[TaskConfig], "TaskOutput | dict[str, Any]"]
-
-_current = threading.local()
-
-
-def task_checkpoint_path() -> Path | None:
-    """Where the running task may checkpoint (``STORE/checkpoints/<key>.ckpt``); None outside a sweep.
-
-    A task function that checkpoints there is resumed after a kill instead of restarted; the file is
-    removed once the task's result is stored.
-    """
-    return getattr(_current, "checkpoint", None)
+TaskFn = Callable[..., "TaskOutput | dict[str, Any]"]
+_POLL_S = 2.0  # how often a sweep on Dask looks at its workers and scheduler
 
 
 @dataclass
@@ -117,17 +109,22 @@ def make_executor(
     max_workers: int | None = None,
     scheduler: str | None = None,
     cluster: Any = None,
+    slurm: Any = None,
+    store: str | Path | None = None,
 ) -> tuple[cf.Executor, Callable[[], None]]:
     """Build an executor and the function that shuts it down.
 
     Parameters
     ----------
-    kind : {"process", "thread", "serial", "dask"}
+    kind : {"process", "thread", "serial", "dask", "slurm"}
         ``process``: a local process pool (``spawn``) with ``max_workers`` workers (default: the
         number of usable cores), each limited to cores/workers BLAS and torch threads.
         ``dask``: a ``distributed.Client`` executor connected to ``scheduler`` (an address such as
-        ``tcp://10.0.0.1:8786``) or to ``cluster`` (a ``LocalCluster``, ``SLURMCluster``, ...);
-        with neither, a ``LocalCluster`` on this machine.
+        ``tcp://10.0.0.1:8786``; :class:`ConfigError` when it cannot be reached) or to ``cluster``
+        (a ``LocalCluster``, ``SLURMCluster``, ...); with neither, a ``LocalCluster`` on this machine.
+        ``slurm``: a ``dask_jobqueue.SLURMCluster`` started here with the resources ``slurm``
+        (:class:`~finwidth.experiments.cluster.SlurmOptions` or a dict of its fields), its job logs
+        and job records under ``store``/cluster.
     max_workers : int, optional
         Pool size for ``process`` and ``thread``.
 
@@ -152,22 +149,19 @@ def make_executor(
             initargs=(_worker_threads(n),),
         )
         return ex, lambda: ex.shutdown(wait=True, cancel_futures=True)
-    if kind == "dask":
-        try:
-            from distributed import Client
-        except ImportError:
-            raise ConfigError("the dask executor needs the dask extra: pip install 'finwidth[dask]'") from None
-        if scheduler is not None and cluster is not None:
-            raise ConfigError("give a dask scheduler address or a cluster object, not both")
-        client = Client(scheduler if scheduler is not None else cluster)
-        ex = client.get_executor()
+    if kind in ("dask", "slurm"):
+        from finwidth.experiments import cluster as dc
 
-        def close() -> None:
-            ex.shutdown(wait=True)
-            client.close()
-
-        return ex, close
-    raise ConfigError(f"unknown executor {kind!r}: use process, thread, serial or dask")
+        if kind == "dask":
+            dex = dc.connect(scheduler, cluster)
+        else:
+            if scheduler is not None or cluster is not None:
+                raise ConfigError("the slurm executor starts its own cluster: give slurm options, not a scheduler or cluster")
+            if store is None:
+                raise ConfigError("the slurm executor needs the store folder (for its job logs and records)")
+            dex = dc.start_slurm(slurm, store)
+        return dex, dex.shutdown
+    raise ConfigError(f"unknown executor {kind!r}: use process, thread, serial, dask or slurm")
 
 
 def resolve_task_fn(ref: str | TaskFn | None) -> TaskFn:
@@ -190,10 +184,36 @@ def resolve_task_fn(ref: str | TaskFn | None) -> TaskFn:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"cannot import the task module {module_name!r}: {exc}") from None
-    fn = getattr(module, attr, None)
+    fn: Any = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
     if not callable(fn):
         raise ConfigError(f"{module_name!r} has no callable {attr!r}")
     return fn
+
+
+def _task_ref(fn: TaskFn) -> TaskFn | str:
+    """The task function as ``"module:qualname"`` when that name gives it back, else the function.
+
+    Workers then import it inside :func:`execute_task`, where a missing module is a task failure
+    with a message, instead of a worker that dies unpickling the task.
+    """
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        return fn
+    ref = f"{module}:{qualname}"
+    try:
+        return ref if resolve_task_fn(ref) is fn else fn
+    except ConfigError:
+        return fn
+
+
+def _accepts_checkpoint(fn: TaskFn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables
+        return False
+    return any(p.name == "checkpoint" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _cost_hint(task: Task) -> float:
@@ -205,22 +225,36 @@ def _cost_hint(task: Task) -> float:
     return float(sim.n_steps) * sim.replicas * (cfg.data.n_train + 1) * (sum(cfg.network.widths) + 1) + 1e12
 
 
-def execute_task(task_fn: TaskFn, store_root: str, key: str, config_json: str) -> dict[str, Any]:
+def execute_task(task_fn: TaskFn | str, store_root: str, key: str, config_json: str) -> dict[str, Any]:
     """Run one task on a worker and store its result; returns a small status record.
 
-    A task that raises is recorded in ``failed/<key>.json`` (error and traceback) and reported, not
-    re-raised, so one bad grid point does not stop a sweep. Already-done tasks are skipped.
+    ``task_fn`` is a callable or its ``"module:function"`` name (imported here, on the worker). A
+    function that accepts a ``checkpoint`` keyword gets ``STORE/checkpoints/<key>.ckpt``: a task
+    that checkpoints there is resumed after a kill instead of restarted; the file is removed once
+    the task's result is stored. A task that raises (or cannot be imported) is recorded in
+    ``failed/<key>.json`` (error and traceback) and reported, not re-raised, so one bad grid point
+    does not stop a sweep. Already-done tasks are skipped.
     """
     store = ResultStore(store_root)
     if store.is_done(key):
         return {"key": key, "status": "skipped"}
-    config = TaskConfig.model_validate_json(config_json)
     start = time.time()
     checkpoint = store.root / "checkpoints" / f"{key}.ckpt"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    _current.checkpoint = checkpoint
     try:
-        out = task_fn(config)
+        config = TaskConfig.model_validate_json(config_json)
+        try:
+            fn = resolve_task_fn(task_fn)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} (on host {socket.gethostname()}, Python {sys.executable}). The task function must be "
+                "importable on every worker: install its package into the workers' environment, or add its "
+                "folder to PYTHONPATH there (Slurm: --slurm-prologue 'export PYTHONPATH=/path/to/folder')"
+            ) from None
+        kwargs: dict[str, Any] = {}
+        if _accepts_checkpoint(fn):
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            kwargs["checkpoint"] = checkpoint
+        out = fn(config, **kwargs)
         if isinstance(out, dict):
             out = TaskOutput(values=out)
         if not isinstance(out, TaskOutput):
@@ -229,8 +263,6 @@ def execute_task(task_fn: TaskFn, store_root: str, key: str, config_json: str) -
         message = f"{type(exc).__name__}: {exc}"
         store.write_failure(key, config_json, message, traceback.format_exc())
         return {"key": key, "status": "failed", "error": message}
-    finally:
-        _current.checkpoint = None
     wall = time.time() - start
     from finwidth import __version__
 
@@ -241,11 +273,23 @@ def execute_task(task_fn: TaskFn, store_root: str, key: str, config_json: str) -
         "pid": os.getpid(),
         "finwidth": __version__,
         "python": platform.python_version(),
-        "task_fn": f"{getattr(task_fn, '__module__', '?')}:{getattr(task_fn, '__qualname__', '?')}",
+        "task_fn": f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}",
     }
     written = store.write(key, config_json, out.values, out.arrays, meta)
     checkpoint.unlink(missing_ok=True)
     return {"key": key, "status": "done" if written else "skipped", "wall_s": wall}
+
+
+def _as_dask(executor: Any) -> Any:
+    """The executor as a :class:`~finwidth.experiments.cluster.DaskExecutor` when it runs on Dask."""
+    from finwidth.experiments.cluster import DaskExecutor
+
+    if isinstance(executor, DaskExecutor):
+        return executor
+    client = getattr(executor, "_client", None)  # distributed's ClientExecutor (client.get_executor())
+    if type(executor).__name__ == "ClientExecutor" and client is not None:
+        return DaskExecutor(client, own_client=False)
+    return None
 
 
 def run_sweep(
@@ -256,8 +300,11 @@ def run_sweep(
     executor: cf.Executor | str | None = None,
     max_workers: int | None = None,
     scheduler: str | None = None,
+    slurm: Any = None,
     progress: bool = True,
     fail_fast: bool = False,
+    worker_timeout: float = 600.0,
+    scheduler_timeout: float = 120.0,
 ) -> SweepReport:
     """Run every task of a sweep that is not done yet.
 
@@ -270,15 +317,24 @@ def run_sweep(
         writers are removed first.
     task_fn : callable or "module:function", optional
         ``task_fn(TaskConfig) -> TaskOutput | dict``; default :func:`finwidth.experiments.tasks.run_task`.
-    executor : Executor or {"process", "thread", "serial", "dask"}, optional
+        A function with a ``checkpoint`` keyword receives its task's checkpoint file
+        (:func:`execute_task`). Functions importable by name are sent to workers by name.
+    executor : Executor or {"process", "thread", "serial", "dask", "slurm"}, optional
         An executor you manage (not shut down here) or the kind to build with :func:`make_executor`.
-        Default: ``"process"``, or ``"serial"`` when only one task is left.
-    max_workers, scheduler
-        Passed to :func:`make_executor` (pool size; Dask scheduler address).
+        Default: ``"process"``, or ``"serial"`` when only one task is left. A ``dask`` scheduler
+        address is checked even when every task is already done.
+    max_workers, scheduler, slurm
+        Passed to :func:`make_executor` (pool size; Dask scheduler address; Slurm job options,
+        validated before anything runs).
     progress : bool
         Show a tqdm bar with the ETA of the sweep.
     fail_fast : bool
         Stop submitting after the first failed task.
+    worker_timeout, scheduler_timeout : float
+        Dask and Slurm only, in seconds: how long tasks may wait with no worker connected (Slurm
+        jobs waiting in the queue do not count), and how long the scheduler may stay silent,
+        before the pending tasks fail with a message saying what happened (see
+        :class:`~finwidth.experiments.cluster.Watch`).
 
     Returns
     -------
@@ -289,6 +345,12 @@ def run_sweep(
     fn = resolve_task_fn(task_fn)
     tasks = spec.tasks() if isinstance(spec, SweepSpec) else list(spec)
     start = time.time()
+    if executor == "slurm":
+        from finwidth.experiments.cluster import slurm_options
+
+        slurm = slurm_options(slurm)  # bad options fail here, before anything is submitted
+    elif slurm is not None:
+        raise ConfigError("slurm options apply to executor='slurm' only")
     store.root.mkdir(parents=True, exist_ok=True)
     if isinstance(spec, SweepSpec):
         store.save_spec(spec)
@@ -296,7 +358,7 @@ def run_sweep(
     # longest first: with a few workers, a long task started last would leave the others idle
     todo = sorted((t for t in tasks if not store.is_done(t.key)), key=_cost_hint, reverse=True)
     report = SweepReport(total=len(tasks), skipped=len(tasks) - len(todo))
-    if not todo:
+    if not todo and not (executor == "dask" and scheduler is not None):
         report.wall_s = time.time() - start
         return report
 
@@ -304,40 +366,80 @@ def run_sweep(
     if executor is None or isinstance(executor, str):
         kind = executor or ("serial" if len(todo) == 1 else "process")
         workers = max_workers if max_workers is not None else (min(_cpu_count(), len(todo)) if kind == "process" else None)
-        executor, close = make_executor(kind, max_workers=workers, scheduler=scheduler)
+        executor, close = make_executor(kind, max_workers=workers, scheduler=scheduler, slurm=slurm, store=store.root)
         if kind == "serial" and progress and task_fn is None:  # foreground: show each simulation's own bar
             fn = functools.partial(fn, progress=True)
+    dask = _as_dask(executor) if not isinstance(executor, SerialExecutor | cf.ThreadPoolExecutor | cf.ProcessPoolExecutor) else None
+    watch = None
+    if dask is not None:
+        from finwidth.experiments.cluster import Watch
+
+        watch = Watch(dask, worker_timeout=worker_timeout, scheduler_timeout=scheduler_timeout)
+    if not todo:  # a dask scheduler that was reachable: nothing else to do
+        if close is not None:
+            close()
+        report.wall_s = time.time() - start
+        return report
 
     from tqdm.auto import tqdm
 
+    from finwidth.experiments.cluster import explain
+
     bar = tqdm(total=len(todo), desc="sweep", unit="task", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    futures: dict[cf.Future, Task] = {}
+    ref = _task_ref(fn)
+    pending: dict[cf.Future, Task] = {}
+    abandoned = True  # until the loop ends normally: then wait for the executor, else let go at once
+
+    def record(task: Task, status: Mapping[str, Any]) -> bool:
+        """Count a finished task; True when the sweep should stop (fail_fast)."""
+        if status["status"] == "failed":
+            report.failed[task.key] = status["error"]
+            bar.write(f"task {task.key} failed: {status['error'].splitlines()[0]}", file=sys.stderr)
+            bar.update(1)
+            return fail_fast
+        if status["status"] == "done":
+            report.done += 1
+        else:
+            report.skipped += 1
+        bar.update(1)
+        return False
+
     try:
         for task in todo:
-            futures[executor.submit(execute_task, fn, str(store.root), task.key, canonical_json(task.config))] = task
-        for future in cf.as_completed(futures):
-            task = futures[future]
-            try:
-                status = future.result()
-            except Exception as exc:  # noqa: BLE001 - the worker itself died (e.g. killed, out of memory)
-                status = {"key": task.key, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                store.write_failure(task.key, canonical_json(task.config), status["error"], traceback.format_exc())
-            if status["status"] == "failed":
-                report.failed[task.key] = status["error"]
-                bar.write(f"task {task.key} failed: {status['error'].splitlines()[0]}", file=sys.stderr)
-                if fail_fast:
-                    for other in futures:
-                        other.cancel()
-                    break
-            elif status["status"] == "done":
-                report.done += 1
-            else:
-                report.skipped += 1
-            bar.update(1)
+            pending[executor.submit(execute_task, ref, str(store.root), task.key, canonical_json(task.config))] = task
+        stop = False
+        while pending and not stop:
+            done, _ = cf.wait(pending, timeout=_POLL_S if watch else None, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                task = pending.pop(future)
+                try:
+                    status = future.result()
+                except BaseException as exc:  # noqa: BLE001 - the worker died, the scheduler lost it, ...
+                    if isinstance(exc, KeyboardInterrupt | SystemExit):
+                        raise
+                    status = {"key": task.key, "status": "failed", "error": explain(exc, dask)}
+                    store.write_failure(task.key, canonical_json(task.config), status["error"], traceback.format_exc())
+                stop = record(task, status) or stop
+            if stop:
+                for other in pending:
+                    other.cancel()
+                break
+            problem = watch.check() if watch is not None and pending else None
+            if problem is not None:
+                for future, task in pending.items():
+                    store.write_failure(task.key, canonical_json(task.config), problem)
+                    record(task, {"status": "failed", "error": problem})
+                pending.clear()
+                break
+        else:
+            abandoned = False
     finally:
         bar.close()
         if close is not None:
-            close()
+            if abandoned and dask is not None:
+                dask.shutdown(wait=False)
+            else:
+                close()
     report.wall_s = time.time() - start
     return report
 

@@ -29,6 +29,7 @@ import functools
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,8 +121,14 @@ def _limit_torch_threads() -> None:
         torch.set_num_threads(int(threads))
 
 
-def run_simulation(config: TaskConfig, dataset, *, progress: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # noqa: ANN001
-    """Sample the posterior of the finite-width network with ``config.simulation`` (see module doc)."""
+def run_simulation(
+    config: TaskConfig, dataset, *, progress: bool = False, checkpoint: str | os.PathLike | None = None  # noqa: ANN001
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Sample the posterior of the finite-width network with ``config.simulation`` (see module doc).
+
+    ``checkpoint``: a file to checkpoint into; when it exists (a killed run of this very task) the
+    run continues from it. Gibbs runs do not checkpoint.
+    """
     from finwidth.simulate import sample_posterior
 
     sim = config.simulation
@@ -145,9 +152,7 @@ def run_simulation(config: TaskConfig, dataset, *, progress: bool = False) -> tu
         kwargs["record_every"] = sim.record_every
     if progress:
         kwargs["progress"] = True
-    from finwidth.experiments.runner import task_checkpoint_path
-
-    checkpoint = task_checkpoint_path() if sim.sampler != "gibbs" else None
+    checkpoint = Path(checkpoint) if checkpoint is not None and sim.sampler != "gibbs" else None
     start = time.perf_counter()
     try:
         res = None
@@ -186,7 +191,7 @@ def run_simulation(config: TaskConfig, dataset, *, progress: bool = False) -> tu
     return values, arrays
 
 
-def run_task(config: TaskConfig, *, progress: bool = False) -> TaskOutput:
+def run_task(config: TaskConfig, *, progress: bool = False, checkpoint: str | os.PathLike | None = None) -> TaskOutput:
     """Theory and/or simulation for one task config (the runner's default task function).
 
     Parameters
@@ -194,6 +199,9 @@ def run_task(config: TaskConfig, *, progress: bool = False) -> TaskOutput:
     config : TaskConfig
     progress : bool
         Show the sampler's own progress bar (only sensible when the task runs in the foreground).
+    checkpoint : path, optional
+        Where the simulation checkpoints (the runner passes ``STORE/checkpoints/<key>.ckpt``), so a
+        killed task resumes instead of restarting.
 
     Returns
     -------
@@ -205,7 +213,7 @@ def run_task(config: TaskConfig, *, progress: bool = False) -> TaskOutput:
     values.update(run_theory(config, dataset))
     arrays: dict[str, np.ndarray] = {}
     if config.simulation is not None:
-        values["sim"], arrays = run_simulation(config, dataset, progress=progress)
+        values["sim"], arrays = run_simulation(config, dataset, progress=progress, checkpoint=checkpoint)
     for model, res in values.items():
         if isinstance(res, dict) and "total" in res and res["total"] is not None and not math.isfinite(res["total"]):
             raise FloatingPointError(f"{model} returned a non-finite test error {res['total']}")

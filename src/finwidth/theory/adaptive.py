@@ -247,6 +247,9 @@ class AdaptiveKernel(Estimator):
                 raise ConfigError("AdaptiveKernel does not model biases; use a Network with bias=None")
             self._conv = False
         elif isinstance(network, ConvNetwork):
+            if network.readout != "local":
+                raise ConfigError("AdaptiveKernel models the CNN with a local readout (one weight per channel and patch); "
+                                  f"got readout={network.readout!r}")
             self._conv = True
         else:
             raise ConfigError(f"network must be a finwidth.Network or ConvNetwork, got {type(network).__name__}")
@@ -268,7 +271,7 @@ class AdaptiveKernel(Estimator):
         return self.network.channels if hasattr(self.network, "channels") else self.network.widths[0]
 
     def _fan_in(self) -> int:
-        return self.network.patch_size if self._conv else self._n_inputs
+        return self.network.patch_features if self._conv else self._n_inputs
 
     def _n_patches(self) -> int:
         return self.network.n_patches if self._conv else 1

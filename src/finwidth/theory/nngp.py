@@ -32,8 +32,8 @@ class NNGP(Estimator):
 
     Parameters
     ----------
-    network : Network
-        Depth, activation, priors λ_0..λ_L (precisions) and biases. Widths are ignored.
+    network : Network or ConvNetwork
+        Depth, activation, priors λ_0..λ_L (precisions) and biases. Widths (channels) are ignored.
     temperature : float
         T ≥ 0, the noise variance of the Gibbs likelihood exp(−Σ(y − f)²/(2T)). T = 0 is
         noise-free interpolation; a singular kernel (e.g. a linear network with P > N_0,
@@ -58,7 +58,7 @@ class NNGP(Estimator):
     X_train_, y_train_ : numpy.ndarray
         The training data (copies, float64).
     train_diags_ : numpy.ndarray, shape (L+1, P)
-        Diagonals of K_0..K_L on the training inputs (for test kernels).
+        Diagonals of K_0..K_L on the training inputs (for test kernels); None for a ConvNetwork.
     fit_ : GPFit
         Factorisation and solution (shared helper object).
 
@@ -84,8 +84,8 @@ class NNGP(Estimator):
     def _check_params(self) -> None:
         from finwidth.network import Network
 
-        if not isinstance(self.network, Network):
-            raise ConfigError(f"NNGP needs a finwidth.Network, got {type(self.network).__name__}")
+        if not isinstance(self.network, Network) and type(self.network).__name__ != "ConvNetwork":
+            raise ConfigError(f"NNGP needs a finwidth.Network or ConvNetwork, got {type(self.network).__name__}")
         validate_noise(self.temperature, "temperature")
 
     # ------------------------------------------------------------------------------------
@@ -105,7 +105,8 @@ class NNGP(Estimator):
         self.X_train_ = Xa
         self.y_train_ = yv
         self.kernel_ = K
-        self.train_diags_ = layer_diagonals(self.network, Xa)
+        # a ConvNetwork's test blocks need the patches, not layer diagonals
+        self.train_diags_ = None if type(self.network).__name__ == "ConvNetwork" else layer_diagonals(self.network, Xa)
         self.fit_: GPFit = fit
         self.alpha_ = fit.alpha
         self.log_evidence_ = fit.log_evidence

@@ -44,7 +44,7 @@ from finwidth.theory import scalable, spectral
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
 
-__all__ = ["RKGP", "WidthCriterion"]
+__all__ = ["RKGP", "WidthCriterion", "width_criterion"]
 
 _NONODD_STARTS = ((1.0, 0.0), (0.5, 1.0), (2.0, -0.5), (0.2, 4.0), (5.0, -0.8))
 
@@ -74,13 +74,37 @@ class WidthCriterion:
     student_t_factor: float | None
 
 
+def width_criterion(basis: spectral.Eigenbasis, y_t: np.ndarray, widths) -> WidthCriterion:
+    """The T → 0 width criterion of the product-form theory with output kernel ``basis`` (Pacelli et al. §8).
+
+    ``widths`` are N_1..N_L; the Student-t factor is given for one hidden layer only.
+    """
+    widths = np.asarray(widths, dtype=float)
+    k = basis.values
+    P = k.size
+    pos = k > 0
+    r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
+    try:
+        pi0 = spectral.solve_product(basis, y_t, 0.0, widths).pi
+    except ConvergenceError:
+        pi0 = float("nan")
+    stf = None
+    if widths.size == 1:
+        nu = widths[0]
+        stf = (nu + P * r - 2.0) / (nu + P - 2.0)
+    return WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
+
+
 class RKGP(Estimator):
     """Renormalised-kernel GP estimator (finite-width Bayesian network, proportional limit).
 
     Parameters
     ----------
-    network : finwidth.Network
-        Widths N_1..N_L, activation, prior precisions λ_0..λ_L, optional bias variances.
+    network : finwidth.Network or finwidth.ConvNetwork
+        Widths N_1..N_L, activation, prior precisions λ_0..λ_L, optional bias variances. A
+        ``ConvNetwork`` gets the local kernel renormalisation of :mod:`finwidth.theory.conv`
+        (``qbar_`` is then the Ñ×Ñ patch–patch matrix; ``renormalization`` does not apply and
+        ``mean_correction`` must be None or False); its options are on ``ConvRKGP``.
     temperature : float
         T ≥ 0, the likelihood variance of the Gibbs posterior (DESIGN.md §2). T = 0 is legal.
     renormalization : {"product", "nested"}
@@ -145,6 +169,8 @@ class RKGP(Estimator):
         from finwidth.network import Network
 
         network, mean_correction = self.network, self.mean_correction
+        if type(network).__name__ == "ConvNetwork":  # the CNN theory (finwidth.theory.conv) validates in fit
+            return False
         if not isinstance(network, Network):
             raise ConfigError(f"network must be a finwidth.Network, got {type(network).__name__}")
         validate_noise(self.temperature)
@@ -183,6 +209,9 @@ class RKGP(Estimator):
         from finwidth import kernels
 
         self.mean_correction_ = self._check_params()
+        self._conv = None
+        if type(self.network).__name__ == "ConvNetwork":
+            return self._fit_conv(X, y)
         X = _as_X(X, "X")
         y = validate_targets(y, X.shape[0])
         net = self.network
@@ -242,21 +271,20 @@ class RKGP(Estimator):
         self.log_evidence_ = None if not math.isfinite(self.action_) else -0.5 * self.action_ - P_half_log
         return self
 
+    def _fit_conv(self, X, y) -> RKGP:
+        """A ConvNetwork: the local kernel renormalisation (finwidth.theory.conv.ConvRKGP, its defaults)."""
+        from finwidth.theory.conv import ConvRKGP
+
+        self._conv = ConvRKGP(self.network, self.temperature, mean_correction=self.mean_correction).fit(X, y)
+        for name in ("qbar_", "q_", "action_", "log_evidence_", "residual_", "width_criterion_", "kind_",
+                     "X_train_", "y_train_", "n_evaluations_"):
+            setattr(self, name, getattr(self._conv, name))
+        self.roots_, self.n_factorizations_ = [self.qbar_], 0
+        return self
+
     # ------------------------------------------------------------------------------------------
     def _criterion(self, basis: spectral.Eigenbasis, y_t: np.ndarray, widths: np.ndarray) -> None:
-        k = basis.values
-        P = k.size
-        pos = k > 0
-        r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
-        try:
-            pi0 = spectral.solve_product(basis, y_t, 0.0, widths).pi
-        except ConvergenceError:
-            pi0 = float("nan")
-        stf = None
-        if self.network.depth == 1:
-            nu = widths[0]
-            stf = (nu + P * r - 2.0) / (nu + P - 2.0)
-        self.width_criterion_ = WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
+        self.width_criterion_ = width_criterion(basis, y_t, widths)
 
     # ------------------------------------------------------------------------------------------
     # one hidden layer, non-odd activation: (Q̄, Q) saddle with Sherman–Morrison
@@ -436,6 +464,8 @@ class RKGP(Estimator):
         from finwidth import kernels
 
         self._check_fitted()
+        if getattr(self, "_conv", None) is not None:
+            return self._conv.renormalized_kernel(X_test)
         X_test = None if X_test is None else _as_X(X_test, "X_test")
         if X_test is not None and X_test.shape[1] != self.X_train_.shape[1]:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
@@ -485,6 +515,8 @@ class RKGP(Estimator):
             return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
 
         self._check_fitted()
+        if getattr(self, "_conv", None) is not None:
+            return self._conv.predict(X_test, return_var=return_var, return_cov=return_cov)
         if return_cov:
             raise ConfigError("return_cov is not available for RKGP; use return_var=True")
         if self.solver_ == "krylov":
