@@ -211,3 +211,17 @@ def test_rkgp_solver_choice_is_validated():
     assert scalable.choose_solver("auto", scalable.KRYLOV_ABOVE_P + 1, product_form=True, temperature=0.1) == "krylov"
     assert scalable.choose_solver("auto", scalable.KRYLOV_ABOVE_P + 1, product_form=False, temperature=0.1) == "dense"
     assert scalable.choose_solver("auto", scalable.KRYLOV_ABOVE_P, product_form=True, temperature=0.1) == "dense"
+
+
+def test_the_theory_does_not_import_torch_without_a_device():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from finwidth import Network\n"
+            "from finwidth.theory.rkgp import RKGP\n"
+            "X = np.random.default_rng(0).normal(size=(60, 5)); y = X[:, 0]\n"
+            "RKGP(Network([30], 'erf'), 0.1, solver='krylov', solver_options={'rtol': 0.05}).fit(X, y).predict(X[:3])\n"
+            "RKGP(Network([30], 'erf'), 0.1).fit(X, y).predict(X[:3], return_var=True)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -79,6 +79,9 @@ class KernelOperator:
         Tiles built and multiplied on this many threads (numpy and BLAS release the GIL). Each
         thread still uses the BLAS threads of the process: set ``OMP_NUM_THREADS=1`` with
         ``threads > 1`` to avoid oversubscription.
+    device : None, str or torch.device
+        Keep the tiles on this torch device and compute them and the products there
+        (:mod:`finwidth.device`; torch is imported only then). Inputs and outputs stay numpy.
 
     Attributes
     ----------
@@ -100,8 +103,10 @@ class KernelOperator:
         tile: int = DEFAULT_TILE,
         max_bytes: int = AUTO_STORAGE_BYTES,
         threads: int = 1,
+        device: Any = None,
     ):
         from finwidth import kernels
+        from finwidth.device import resolve_device
 
         kernels._check_network(network)
         self.network = network
@@ -121,16 +126,16 @@ class KernelOperator:
         if storage not in STORAGES:
             raise ConfigError(f"storage must be 'auto' or one of {STORAGES}, got {storage!r}")
         self.storage = storage
-        self.threads = int(threads)
+        self.device = resolve_device(device)
+        self.threads = int(threads) if self.device is None else 1
         self.shape = (P, P)
         self._edges = _edges(P, int(tile))
         self.diags = kernels.layer_diagonals(network, self.X)  # (L+1, P)
         self.n_products = 0
         self._tiles: dict[tuple[int, int], np.ndarray] = {}
         if storage != "recompute":
-            dtype = np.float64 if storage == "float64" else np.float32
             pairs = [(i, j) for i in range(self.n_blocks) for j in range(i, self.n_blocks)]
-            for (i, j), t in zip(pairs, self._map(lambda ij: self._compute_tile(*ij).astype(dtype, copy=False), pairs)):
+            for (i, j), t in zip(pairs, self._map(lambda ij: self._stored(self._compute_tile(*ij)), pairs)):
                 self._tiles[(i, j)] = t
         self.nbytes = storage_bytes(P, storage, int(tile))
 
@@ -148,11 +153,25 @@ class KernelOperator:
         with ThreadPoolExecutor(self.threads) as pool:
             return list(pool.map(fn, items))
 
-    def _compute_tile(self, i: int, j: int) -> np.ndarray:
-        """K_L[rows of block i, columns of block j] in float64 (exact diagonal on diagonal tiles)."""
+    def _stored(self, t):  # type: ignore[no-untyped-def]
+        if self.storage == "float32":
+            return t.float() if self.device is not None else t.astype(np.float32)
+        return t
+
+    def _compute_tile(self, i: int, j: int):  # type: ignore[no-untyped-def]
+        """K_L[rows of block i, columns of block j] in float64 (exact diagonal on diagonal tiles);
+        a numpy array, or a tensor on the device."""
         from finwidth import kernels
 
         ri, rj = self._block(i), self._block(j)
+        if self.device is not None:
+            from finwidth.device import kernel_tile
+
+            tile = kernel_tile(self.network, self.X[ri], self.X[rj], self.diags[:, ri], self.diags[:, rj], self.device)
+            if i == j:
+                tile = 0.5 * (tile + tile.T)
+                tile.diagonal().copy_(tile.new_tensor(self.diags[-1, ri]))
+            return tile
         tile, _ = kernels.nngp_cross(self.network, self.X[rj], self.X[ri], train_diags=self.diags[:, rj])
         if i == j:
             # the recursion of the diagonal, as in the dense kernel, and exact symmetry
@@ -161,12 +180,15 @@ class KernelOperator:
         return tile
 
     def tile(self, i: int, j: int) -> np.ndarray:
-        """Tile (i, j) of K_L in float64 (i ≤ j: stored or recomputed; i > j: the transpose)."""
+        """Tile (i, j) of K_L as a float64 numpy array (i ≤ j: stored or recomputed; i > j: the transpose)."""
         if i > j:
             return self.tile(j, i).T
-        if self.storage == "recompute":
-            return self._compute_tile(i, j)
-        return np.asarray(self._tiles[(i, j)], dtype=np.float64)
+        t = self._compute_tile(i, j) if self.storage == "recompute" else self._tiles[(i, j)]
+        if self.device is not None:
+            from finwidth.device import as_numpy
+
+            return as_numpy(t)
+        return np.asarray(t, dtype=np.float64)
 
     def diagonal(self) -> np.ndarray:
         """diag K_L, shape (P,)."""
@@ -180,6 +202,9 @@ class KernelOperator:
         if Vm.ndim != 2 or Vm.shape[0] != self.shape[0]:
             raise ConfigError(f"matmat needs an array of shape (P,) or (P, c) with P = {self.shape[0]}, got {V.shape}")
         self.n_products += 1
+        if self.device is not None:
+            out = self._matmat_device(Vm)
+            return out[:, 0] if one else out
         out = np.zeros((self.shape[0], Vm.shape[1]))
         if self.storage == "recompute":
             # each tile is computed once per product and used for both of its blocks
@@ -206,6 +231,22 @@ class KernelOperator:
         return out[:, 0] if one else out
 
     __matmul__ = matmat
+
+    def _matmat_device(self, Vm: np.ndarray) -> np.ndarray:
+        from finwidth.device import as_numpy, torch_module
+
+        torch = torch_module()
+        V = torch.as_tensor(Vm, dtype=torch.float64, device=self.device)
+        out = torch.zeros_like(V)
+        for i in range(self.n_blocks):
+            for j in range(i, self.n_blocks):
+                t = self._compute_tile(i, j) if self.storage == "recompute" else self._tiles[(i, j)]
+                t = t.double()
+                ri, rj = self._block(i), self._block(j)
+                out[ri] += t @ V[rj]
+                if j > i:
+                    out[rj] += t.T @ V[ri]
+        return as_numpy(out)
 
     def cross(self, X_test: Any, *, block_rows: int = 1024):
         """Yield (rows, K_L(X_test[rows], X)) in row blocks; never holds more than one block.

@@ -199,6 +199,10 @@ class KrylovSaddle(spectral.ProductSaddle):
     measure: QuadratureMeasure | None = field(default=None, repr=False)
 
 
+def _fmt(values: np.ndarray, digits: int) -> str:
+    return "[" + ", ".join(f"{float(v):.{digits}g}" for v in np.ravel(values)) + "]"
+
+
 def qbar_sensitivity(measure: spectral.SpectralMeasure, sol: spectral.ProductSaddle, temperature: float,
                      widths: np.ndarray) -> np.ndarray:
     """dQ̄_l/dδ when g is shifted by a constant δ, at the root (implicit-function theorem on h(z))."""
@@ -302,7 +306,7 @@ def solve_product_krylov(
         se_g = 0.0 if spec.exact else float(np.std(ref, ddof=1) / math.sqrt(n))
         steps = spec.probe_steps()
         if progress is not None:
-            progress(f"steps {spec.label_steps}, probes {n}, Π = {sol.pi:.8g}, Q̄ = {np.array2string(sol.qbar, precision=6)}, "
+            progress(f"steps {spec.label_steps}, probes {n}, Π = {sol.pi:.8g}, Q̄ = {_fmt(sol.qbar, 7)}, "
                      f"stderr(g) {se_g:.2e}, quadrature(g) {quad_g:.2e}, target(g) {target_g:.2e}")
         if not spec.exact and se_g > target_g:
             # the spread of the probes is visible long before their rules converge: add the probes
@@ -314,8 +318,8 @@ def solve_product_krylov(
             if all_done:
                 se_q = np.abs(sens) * se_g
                 raise ConvergenceError(
-                    f"{n} probes give Q̄ = {np.array2string(sol.qbar, precision=6)} ± "
-                    f"{np.array2string(se_q, precision=2)} (standard error), above the target rtol = {rtol:g}; "
+                    f"{n} probes give Q̄ = {_fmt(sol.qbar, 7)} ± "
+                    f"{_fmt(se_q, 2)} (standard error), above the target rtol = {rtol:g}; "
                     f"about {need} probes would be needed",
                     suggestion=f"raise max_probes to {need}, accept a larger rtol, or use the dense solver",
                 )
@@ -324,7 +328,7 @@ def solve_product_krylov(
         if spec.label_steps >= max_steps or np.any(steps[~np.concatenate(spec.done)] >= max_steps):
             raise ConvergenceError(
                 f"Lanczos quadrature not converged in {max_steps} steps: bracket on g {quad_g:.3g} against "
-                f"the target {0.1 * target_g:.3g} (Q̄ ≈ {np.array2string(sol.qbar, precision=6)})",
+                f"the target {0.1 * target_g:.3g} (Q̄ ≈ {_fmt(sol.qbar, 7)})",
                 suggestion="raise max_steps, a larger temperature, or the dense solver",
             )
     # the action: SLQ log-determinant with its own standard error
