@@ -55,7 +55,8 @@ from finwidth import Network  # noqa: E402
 from finwidth.simulate import diagnostics as diag  # noqa: E402
 from finwidth.simulate import suggest_step_size  # noqa: E402
 from finwidth.simulate.guidance import default_friction  # noqa: E402
-from finwidth.simulate.networks import BatchedMLP, InputReduction, LinearRegressionTarget  # noqa: E402
+from finwidth.inputs import InputReduction  # noqa: E402
+from finwidth.simulate.networks import BatchedMLP, LinearRegressionTarget  # noqa: E402
 from finwidth.simulate.samplers import BAOABSampler, EulerSampler  # noqa: E402
 
 DATA_ROOT = os.environ.get("FINWIDTH_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))

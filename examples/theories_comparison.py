@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from finwidth import NNGP, RKGP, Network  # noqa: E402
-from finwidth.simulate.meanfield import TwoLayerFCN, sample_weights  # noqa: E402
+from finwidth.simulate.two_layer import TwoLayerFCN  # noqa: E402
+from finwidth.simulate.weights import sample_weights  # noqa: E402
 from finwidth.theory.adaptive import AdaptiveKernel, covariance_summary  # noqa: E402
 
 torch.set_num_threads(1)

@@ -199,6 +199,7 @@ def test_linear_mean_field_approaches_bpkr_like_one_over_n():
     assert all(3.0 < r < 5.5 for r in rates), (diffs, rates)  # 4 for an exact 1/N law
 
 
+@pytest.mark.slow
 def test_linear_standard_scaling_misses_the_kernel_renormalisation():
     """Standard scaling, proportional regime (theory notes §C.6): at α = 2 AK is worse than the GP
     while exact BPKR is better; at α = 0.5 AK ≈ GP while BPKR differs visibly."""

@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from finwidth import Network
-from finwidth.simulate.meanfield import TwoLayerFCN, sample_weights
+from finwidth.simulate.two_layer import TwoLayerFCN
+from finwidth.simulate.weights import sample_weights
 from finwidth.theory.adaptive import AdaptiveKernel, covariance_summary
 
 
+@pytest.mark.slow
 def test_adaptive_kernel_vs_mean_field_langevin_erf():
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

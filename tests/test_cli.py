@@ -55,6 +55,7 @@ def test_help_lists_every_command():
     assert finwidth("sweep").returncode == 2  # missing action: argparse's usage error
 
 
+@pytest.mark.slow
 def test_theory_json_matches_the_library():
     out = finwidth("theory", *TEACHER, "-N", "30", "-T", "0.01", "--json")
     assert out.returncode == 0, out.stderr
@@ -70,6 +71,7 @@ def test_theory_json_matches_the_library():
     assert table.returncode == 0 and "rkgp" in table.stdout and "nngp" in table.stdout
 
 
+@pytest.mark.slow
 def test_simulate_one_run():
     out = finwidth("simulate", *TEACHER, "-N", "16", "-T", "0.05", "--step-size", "0.05", "--steps", "200",
                    "--replicas", "2", "--json")
@@ -104,6 +106,7 @@ def test_invalid_spec_names_the_key(tmp_path):
     assert out.returncode == 2 and "network.activaton: unknown key" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_sweep_run_status_collect_plot(tmp_path):
     spec = tmp_path / "tiny.toml"
     spec.write_text(
@@ -132,6 +135,7 @@ def test_sweep_run_status_collect_plot(tmp_path):
     assert bad.returncode == 2 and "no column 'width'" in bad.stderr
 
 
+@pytest.mark.slow
 def test_demo_quick(mnist_root, tmp_path):
     out = finwidth("demo", "--quick", "--out", tmp_path / "demo", "--data-root", mnist_root, "--no-progress")
     assert out.returncode == 0, out.stderr
@@ -144,10 +148,14 @@ def test_demo_quick(mnist_root, tmp_path):
     assert (table["rkgp.total"] > 0).all() and table["nngp.total"].nunique() == 1
 
 
-def test_demo_without_data_is_a_clear_error(tmp_path):
+def test_without_data_the_demo_runs_on_the_embedded_subset_and_more_is_a_clear_error(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    out = finwidth("demo", "--quick", "--out", tmp_path / "demo", "--no-progress",
-                   env={"FINWIDTH_DATA": str(empty), "HOME": str(tmp_path)})
+    env = {"FINWIDTH_DATA": str(empty), "HOME": str(tmp_path)}
+    out = finwidth("demo", "--quick", "--out", tmp_path / "demo", "--no-progress", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "theory only" not in out.stdout and "1000" in out.stdout  # --quick; the table reaches N_1 = 1000
+    out = finwidth("theory", "-P", "500", "--n-test", "10", env=env)  # more than the subset holds
     assert out.returncode == 2
-    assert "mnist not found" in out.stderr and "Traceback" not in out.stderr
+    assert "mnist not found" in out.stderr and "finwidth data fetch mnist" in out.stderr
+    assert "embedded in finwidth" in out.stderr and "Traceback" not in out.stderr

@@ -225,3 +225,22 @@ def test_at_t0_finite_cnns_move_the_mean_predictor():
     X, y, Xt, yt = _data(25)
     s = ConvRKGP(OVERLAP, 0.0).fit(X, y).width_sensitivity(Xt, yt)
     assert abs(s.bias) > 1e-2 * abs(s.variance)
+
+
+def test_scikit_learn_contract():
+    from sklearn.base import clone
+
+    X, y, Xt, yt = _data(25)
+    model = ConvRKGP(OVERLAP, 0.02, kernel_dtype="float64")
+    assert model.get_params()["network__channels"] == 12 and "kernel_dtype='float64'" in repr(model)
+    twin = clone(model).set_params(network__channels=40).fit(X, y)
+    ref = ConvRKGP(OVERLAP.with_channels(40), 0.02).fit(X, y)
+    np.testing.assert_allclose(twin.qbar_, ref.qbar_, rtol=1e-12)
+    mean, var, std = twin.predict(Xt, return_var=True, return_std=True)
+    np.testing.assert_allclose(std, np.sqrt(var), rtol=1e-15)
+    assert math.isclose(twin.score(Xt, yt), 1 - np.sum((yt - mean) ** 2) / np.sum((yt - yt.mean()) ** 2), rel_tol=1e-12)
+    assert twin.n_features_in_ == 25
+    # a refit with other data replaces the cached predictor
+    twin.fit(X[:30], y[:30])
+    np.testing.assert_allclose(twin.predict(Xt), ConvRKGP(OVERLAP.with_channels(40), 0.02).fit(X[:30], y[:30]).predict(Xt),
+                               rtol=1e-10)

@@ -177,3 +177,19 @@ def test_weighted_kernels_equal_the_sum_of_blocks(act):
     np.testing.assert_allclose(weighted_kernel(tr, None, Ws), ref, rtol=1e-12, atol=1e-14)
     diag = np.array([sum(W[i, j] * te.block(te, i, j)[p, p] for i in range(n) for j in range(n)) for p in range(4)])
     np.testing.assert_allclose(weighted_diagonal(te, W), diag, rtol=1e-12)
+
+
+def test_adaptive_kernel_reads_the_window_geometry():
+    """AdaptiveKernel on disjoint 2-D windows = on contiguous blocks of permuted columns; pooled readouts refused."""
+    from finwidth import AdaptiveKernel
+
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((20, 16))
+    y = np.tanh(X[:, :4].sum(1))
+    img = ConvNetwork(16, 2, 30, "erf", priors=(1.2, 0.4), image_shape=(4, 4))
+    flat = ConvNetwork(16, 4, 30, "erf", priors=(1.2, 0.4))
+    a = AdaptiveKernel(img, 0.05, scaling="standard").fit(X, y)
+    b = AdaptiveKernel(flat, 0.05, scaling="standard").fit(X[:, img.patch_index.ravel()], y)
+    np.testing.assert_allclose(a.sigma_, b.sigma_, rtol=1e-8, atol=1e-12)
+    with pytest.raises(ConfigError, match="local readout"):
+        AdaptiveKernel(ConvNetwork(16, 2, 30, image_shape=(4, 4), readout="pooled"), 0.05).fit(X, y)

@@ -155,6 +155,7 @@ def test_collect_table_and_files(tmp_path):
         write_table(frame, tmp_path / "t.xlsx")
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_of_a_running_sweep(tmp_path):
     """Kill the whole sweep (driver and spawned workers) mid-run; the rerun completes it exactly."""
     raw = spec_dict(widths=(10, 20, 40, 80, 160, 320), temps=(1e-3, 1e-2))

@@ -161,6 +161,7 @@ def test_canonical_json_and_hash_are_the_documented_algorithm():
     assert task_key(same) == STORED_KEY
 
 
+@pytest.mark.slow
 def test_hash_is_stable_across_processes():
     code = (
         "from finwidth.experiments.spec import TaskConfig, task_key;"
@@ -195,3 +196,19 @@ def test_examples_parse_and_demo_example_matches_builtin_demo():
     assert {t.config.data.n_test for t in tasks} == {1000}
     # the raw TOML of the demo is what the docs show
     assert tomllib.loads((ROOT / "examples" / "demo.toml").read_text())["sweep"]["name"] == "demo"
+
+
+def test_network_keys_are_validated_by_the_network_itself():
+    """One validator for ``Network`` and sweep specs: an alias the library accepts is accepted (and
+    hashes like its canonical name), a value the library rejects is rejected with the key named."""
+    a, b = base(), base()
+    a["network"]["activation"] = "identity"
+    b["network"]["activation"] = "linear"
+    (ta,), (tb,) = parse_spec(a).tasks(), parse_spec(b).tasks()
+    assert ta.config.network.activation == "linear" and ta.key == tb.key
+    assert ta.config.network.build().activation.name == "linear"
+    bad = base()
+    bad["network"]["bias"] = [0.1, -0.2]
+    with pytest.raises(ConfigError) as info:
+        parse_spec(bad)
+    assert "network.bias" in str(info.value) and "bias[1] must be a non-negative variance" in str(info.value)

@@ -33,6 +33,7 @@ def test_theory_values_are_those_of_the_estimators():
     assert "sim" not in out
 
 
+@pytest.mark.slow
 def test_simulation_is_passed_every_setting():
     sim = {"sampler": "baoab", "step_size": 0.05, "n_steps": 300, "burn_in": 100, "replicas": 4, "seed": 7,
            "dtype": "float64", "options": {"init": "prior"}}
@@ -80,6 +81,7 @@ def test_collected_theory_table(tiny_sweep):
     assert frame.groupby("P")["nngp.total"].nunique().eq(1).all()
 
 
+@pytest.mark.slow
 def test_plots_in_three_formats(tiny_sweep, tmp_path):
     paths = plot_sweep(tiny_sweep, tmp_path / "fig", x="N1", formats=("png", "svg", "pdf"), decomposition=True)
     names = sorted(p.name for p in paths)

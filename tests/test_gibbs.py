@@ -53,6 +53,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("widths,n0,priors,T", CASES)
 def test_gibbs_matches_quadrature(widths, n0, priors, T):
     rng = np.random.default_rng(3)

@@ -114,3 +114,21 @@ def test_loads_and_with_widths_validation():
         net.loads(0)
     with pytest.raises(ConfigError, match="keeps the depth 2"):
         net.with_widths([10])
+
+
+@pytest.mark.parametrize("widths", [[float("nan")], [float("inf")], float("nan"), [10, "a"]])
+def test_non_numeric_or_non_finite_widths_name_widths(widths):
+    with pytest.raises(ConfigError, match=r"widths"):
+        Network(widths, "erf")
+
+
+def test_readout_convention_lives_on_the_spec():
+    """f = s_out Σ a φ with M = N_L weights a ~ N(0, 1/λ_L); the standard form a' = a s_out sqrt(M) has
+    precision λ_L/(M s_out²): λ_L in standard scaling, λ_L N in mean-field scaling."""
+    net = Network([4, 25], "erf", priors=[1.0, 2.0, 0.5])
+    std, mf = net.readout_spec(), net.readout_spec("mean_field")
+    assert (std.size, std.prior, std.outputs) == (25, 0.5, 1)
+    assert std.scale == pytest.approx(0.2) and std.standard_precision == pytest.approx(0.5)
+    assert mf.scale == pytest.approx(1 / 25) and mf.standard_precision == pytest.approx(0.5 * 25)
+    with pytest.raises(ConfigError, match="scaling"):
+        net.readout_spec("ntk")

@@ -101,6 +101,7 @@ finwidth.sample_posterior({net}, X, np.tanh(X @ w / 4.5), temperature=0.05, samp
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler,h,net,scaling,n", [
     ("baoab", 0.2, "Network([40], 'erf')", "standard", 4000),
     ("mala", 0.02, "Network([40], 'erf')", "standard", 4000),
@@ -193,3 +194,29 @@ def test_predictions_without_test_labels_and_fixed_burn_in():
     assert res.diagnostics.burn_in_steps == 60 and res.diagnostics.burn_in_rule == "user"
     assert res.config["input_reduction"] is False  # rank 8 = N_0: nothing to reduce
     assert np.isfinite(float(res.train_error)) and np.isfinite(res.train_error.stderr)
+
+
+def test_gibbs_runs_in_the_loop_and_resumes_bit_identically(tmp_path):
+    """sampler='gibbs' goes through the same loop and recorder: its checkpoints (numpy generator
+    state included) resume to the uninterrupted run's records, bit for bit."""
+    from finwidth.simulate.config import run_config
+    from finwidth.simulate.loop import build_run
+
+    X, y, Xt, yt = _data(P=8, N0=12, Pt=6)
+    net = Network([10, 6], "linear", priors=[1.0, 2.0, 0.5])
+    kw = dict(temperature=0.1, sampler="gibbs", n_steps=60, record_every=2, X_test=Xt, y_test=yt, replicas=3,
+              seed=4)
+    full = finwidth.sample_posterior(net, X, y, **kw)
+    cfg, data = run_config(net, X, y, checkpoint=tmp_path / "g.ckpt", checkpoint_every=20, **kw)
+    half = build_run(net, data, cfg)
+    half.initialize()
+    half.cfg = cfg.replace(n_steps=20)  # killed after the first checkpoint
+    half.run()
+    payload = finwidth.simulate.checkpoint.load_checkpoint(tmp_path / "g.ckpt")
+    payload["cfg"]["n_steps"] = 60
+    finwidth.simulate.checkpoint.save_checkpoint(tmp_path / "g.ckpt", payload)
+    resumed = finwidth.simulate.resume(tmp_path / "g.ckpt")
+    for k in full.traces:
+        np.testing.assert_array_equal(resumed.traces[k], full.traces[k], err_msg=k)
+    assert full.config.sampler == "gibbs" and full.diagnostics.acceptance is None
+    assert np.isfinite(float(full.generalization_error.total)) and full.generalization_error.total.stderr > 0

@@ -12,8 +12,8 @@ import torch
 from finwidth import Network
 from finwidth.convnet import ConvNetwork
 from finwidth.errors import ConfigError
-from finwidth.simulate.cnn import TwoLayerCNN
-from finwidth.simulate.meanfield import TwoLayerFCN, sample_weights
+from finwidth.simulate.two_layer import TwoLayerCNN, TwoLayerFCN
+from finwidth.simulate.weights import sample_weights
 
 
 @pytest.mark.parametrize("act", ["erf", "relu", "linear"])
@@ -68,6 +68,7 @@ def test_one_patch_cnn_is_the_fcn(scaling):
     torch.testing.assert_close(g1[0], g2[0], rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_sampling_recovers_the_prior_without_data_signal():
     """At a huge temperature the likelihood is flat and the posterior is the prior: u = w/sqrt(S) ~
     N(0, I/(λ_0 S)), so Tr Σ̂ = 1/λ_0 and the pre-activation variance at x is |x_i|²/(λ_0 S).
@@ -99,3 +100,22 @@ def test_validation():
     m = TwoLayerCNN(ConvNetwork(9, 3, 2), 0.1)
     with pytest.raises(ConfigError, match="input_size"):
         m.prepare_inputs(np.ones((2, 8)))
+
+
+def test_windows_and_strides_follow_the_spec_and_pooled_readout_is_refused():
+    """2-D windows with overlapping strides: f = s_out Σ_c Σ_i a_ci σ(w_c·x[patch_index[i]]/sqrt(S)), the
+    patches of ConvNetwork.patches; the pooled readout has no sampler model (a clear error)."""
+    rng = np.random.default_rng(4)
+    net = ConvNetwork(16, (2, 2), 3, "erf", image_shape=(4, 4), stride=(1, 2))
+    m = TwoLayerCNN(net, 0.1, scaling="standard")
+    X = rng.standard_normal((2, 16))
+    W, a = m.init_params(1, torch.Generator().manual_seed(0))
+    f = m.forward([W, a], m.prepare_inputs(X))[0].numpy()
+    from scipy.special import erf
+
+    idx, Nt = net.patch_index, net.n_patches
+    ref = [sum(a[0, c, i].item() * erf(W[0, c].numpy() @ X[n, idx[i]] / 2.0) for c in range(3) for i in range(Nt))
+           for n in range(2)]
+    np.testing.assert_allclose(f, np.array(ref) / math.sqrt(3 * Nt), rtol=1e-12)
+    with pytest.raises(ConfigError, match="pooled"):
+        TwoLayerCNN(ConvNetwork(12, 4, 3, readout="pooled"), 0.1, scaling="standard")

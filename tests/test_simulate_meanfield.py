@@ -12,7 +12,8 @@ import torch
 from finwidth import Network
 from finwidth.errors import ConfigError
 from finwidth.simulate.gibbs import gibbs_deep_linear
-from finwidth.simulate.meanfield import TwoLayerFCN, sample_weights
+from finwidth.simulate.two_layer import TwoLayerFCN
+from finwidth.simulate.weights import sample_weights
 
 
 def _autograd_U(model, params, A0, y):
@@ -57,6 +58,7 @@ def test_mean_field_is_standard_with_scaled_readout_precision():
     torch.testing.assert_close(U1, U2, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_mala_mean_field_linear_matches_exact_gibbs():
     """MALA on the mean-field linear network vs exact block Gibbs of the equivalent standard network
     (readout precision λ_1 N): the first-layer weights have the same posterior, so Σ̂ projections and
@@ -70,7 +72,7 @@ def test_mala_mean_field_linear_matches_exact_gibbs():
     Xt = rng.standard_normal((4, N0))
     lam1, T = 0.05, 0.5 / N
     model = TwoLayerFCN(Network([N], "linear", priors=(1.0, lam1)), N0, T)
-    res = sample_weights(model, X, y, sampler="mala", step_size=0.1, n_steps=12000, burn_in=2000,
+    res = sample_weights(model, X, y, sampler="mala", step_size=0.1, n_steps=16000, burn_in=2000,
                          record_every=10, replicas=8, X_test=Xt, seed=3)
     gs = gibbs_deep_linear(Network([N], "linear", priors=(1.0, lam1 * N)), X, y, temperature=T,
                            n_sweeps=1500, burn_in=100, replicas=8, X_test=Xt, seed=4)

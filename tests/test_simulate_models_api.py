@@ -14,8 +14,8 @@ import finwidth
 from finwidth import Network
 from finwidth.convnet import ConvNetwork
 from finwidth.errors import ConfigError
-from finwidth.simulate.cnn import TwoLayerCNN
-from finwidth.simulate.meanfield import sample_weights
+from finwidth.simulate.two_layer import TwoLayerCNN
+from finwidth.simulate.weights import sample_weights
 
 torch.set_num_threads(1)
 
@@ -25,6 +25,7 @@ def _agree(a, b, k=5.0, what=""):
     assert abs(float(a) - float(b)) < k * se, f"{what}: {float(a):.5g} vs {float(b):.5g} (se {se:.2g})"
 
 
+@pytest.mark.slow
 def test_mean_field_linear_matches_exact_gibbs_of_the_mapped_standard_network():
     """A mean-field net (f = a·h/N, a ~ N(0, 1/λ_1)) is the standard net with readout precision λ_1 N in
     function space (a' = a/sqrt(N)): same posterior of f and the same λ⟨|a|²⟩/N. MALA (exact) on
@@ -56,6 +57,7 @@ def test_mean_field_linear_matches_exact_gibbs_of_the_mapped_standard_network():
     assert np.all(np.abs(z) < 5), z
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scaling", ["standard", "mean_field"])
 def test_cnn_at_huge_temperature_recovers_its_prior(scaling):
     """T = 1e6 makes the likelihood flat: the posterior is the prior. Closed forms (erf, labels 0):
@@ -73,7 +75,7 @@ def test_cnn_at_huge_temperature_recovers_its_prior(scaling):
     s_out2 = 1.0 / (C * C * Nt) if scaling == "mean_field" else 1.0 / (C * Nt)
     v = (Xt.reshape(5, Nt, S) ** 2).sum(-1) / (2.0 * S)
     eg = s_out2 * C / 0.5 * ((2 / np.pi) * np.arcsin(2 * v / (1 + 2 * v))).sum(-1).mean()
-    Est = finwidth.simulate.api.Estimate
+    Est = finwidth.simulate.Estimate
     for got, ref, what in ((res.generalization_error.total, eg, "eps_g"), (res.generalization_error_raw.total, eg, "eps_g raw"),
                            (res.qbar_readout_raw, 1.0, "qbar raw"), (res.layer_norms[0], C * S / 2.0, "|W|²"),
                            (res.layer_norms[1], C * Nt / 0.5, "|a|²")):
@@ -86,6 +88,7 @@ def test_cnn_at_huge_temperature_recovers_its_prior(scaling):
     assert res.diagnostics.max_rhat < 1.05
 
 
+@pytest.mark.slow
 def test_cnn_sample_posterior_matches_sample_weights():
     """The same CNN posterior at moderate T through both drivers (same sampler and step, independent
     seeds): test MSE and test predictions agree within 5 combined standard errors."""
@@ -101,7 +104,7 @@ def test_cnn_sample_posterior_matches_sample_weights():
                                     dtype="float64", seed=7)
     ref = sample_weights(TwoLayerCNN(net, T, scaling="mean_field"), X, y, sampler="baoab", step_size=h,
                          n_steps=n, burn_in=burn, record_every=5, replicas=8, X_test=Xt, y_test=yt, seed=8)
-    Est = finwidth.simulate.api.Estimate
+    Est = finwidth.simulate.Estimate
     _agree(res.generalization_error.total, Est(ref.test_mse, ref.test_mse_stderr), what="eps_g (RB)")
     _agree(res.generalization_error_raw.total, Est(ref.test_mse, ref.test_mse_stderr), what="eps_g (raw)")
     ref_se = ref.test_mean_replicas.std(0, ddof=1) / math.sqrt(8)

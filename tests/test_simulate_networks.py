@@ -10,7 +10,8 @@ import torch
 
 from finwidth import Network
 from finwidth.simulate.guidance import stiffness
-from finwidth.simulate.networks import BatchedMLP, InputReduction
+from finwidth.inputs import InputReduction
+from finwidth.simulate.networks import BatchedMLP
 from finwidth.simulate.observables import ReadoutConditional, sample_readout_conditional
 
 torch.set_num_threads(1)
@@ -128,3 +129,27 @@ def test_stiffness_matches_dense_gauss_newton():
         Jm = torch.cat([j.reshape(P, -1) for j in J], dim=1)
         best = max(best, float(torch.linalg.eigvalsh(Jm @ Jm.T).max()))
     assert k == pytest.approx(best + T * 2.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("P,N,bv", [(30, 12, 0.0), (12, 30, 0.4)])
+def test_readout_conditional_with_several_outputs_is_one_conditional_per_output(P, N, bv):
+    """Targets (P, D): the D readout rows are independent given Φ with one shared precision, so the
+    D-output conditional equals D one-output conditionals (means per output, the same variance,
+    norms summed), in feature and in sample space."""
+    g = torch.Generator().manual_seed(3)
+    Phi = torch.randn((2, P, N), generator=g, dtype=torch.float64)
+    Y = torch.randn((P, 3), generator=g, dtype=torch.float64)
+    Pt = torch.randn((2, 5, N), generator=g, dtype=torch.float64)
+    rc = ReadoutConditional(Phi, Y, 1.3, 0.2, bv)
+    mu, v = rc.predict(Pt)
+    assert mu.shape == (2, 5, 3) and v.shape == (2, 5)
+    norm = torch.zeros(2, dtype=torch.float64)
+    for d in range(3):
+        one = ReadoutConditional(Phi, Y[:, d], 1.3, 0.2, bv)
+        m1, v1 = one.predict(Pt)
+        torch.testing.assert_close(mu[..., d], m1, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(v, v1, rtol=1e-10, atol=1e-12)
+        norm += one.norm2
+    torch.testing.assert_close(rc.norm2, norm, rtol=1e-10, atol=1e-12)
+    a, b = sample_readout_conditional(Phi, Y, 1.3, 0.2, torch.Generator().manual_seed(0), bv)
+    assert a.shape == (2, 3, N) and (b is None) == (bv == 0) and (b is None or b.shape == (2, 3))

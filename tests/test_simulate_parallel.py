@@ -11,9 +11,12 @@ import torch
 
 import finwidth
 from finwidth import Network
-from finwidth.simulate.api import _Run
-from finwidth.simulate.networks import BatchedMLP, InputReduction
-from finwidth.simulate.samplers import NoiseStreams, ShardedSampler
+from finwidth.inputs import InputReduction
+from finwidth.simulate.config import RunConfig
+from finwidth.simulate.loop import build_run
+from finwidth.simulate.networks import BatchedMLP
+from finwidth.simulate.samplers import NoiseStreams
+from finwidth.simulate.sharded import ShardedSampler
 from finwidth.simulate.trapezoid import LowerTrapezoid, blas_trmm_available
 
 torch.set_num_threads(1)
@@ -157,6 +160,7 @@ def test_state_moves_between_groupings():
     assert st["params"][0].shape[0] == 5 and st["momenta"][0].shape[0] == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("net,scaling,sampler", [
     ("Network([20], 'erf')", "standard", "baoab"),
     ("Network([6, 5], 'relu', bias=0.3)", "standard", "mala"),
@@ -185,33 +189,33 @@ def test_sample_posterior_is_the_same_on_one_and_two_threads(net, scaling, sampl
     assert one.config["input_basis"] == "lower"
 
 
-def test_checkpoints_of_the_earlier_layout_still_run_and_resume(tmp_path):
-    """Runs configured without ``input_basis``/``noise_streams`` (checkpoints written before them)
-    use the SVD basis and one noise stream, and resume bit-identically."""
+def test_svd_basis_and_single_noise_stream_run_and_resume(tmp_path):
+    """Runs with the SVD input basis and one noise stream for all replicas (the layout of non-CPU
+    devices) sample and resume bit-identically, also from a checkpoint without a noise-stream state."""
     rng = np.random.default_rng(5)
     X, Xt = rng.standard_normal((10, 25)), rng.standard_normal((15, 25))
     y, yt = np.tanh(X[:, 0]), np.tanh(Xt[:, 0])
-    cfg = dict(temperature=0.05, sampler="baoab", step_size=0.2, n_steps=200, burn_in=None, replicas=3,
-               record_every=5, seed=1, device="cpu", dtype="float64", checkpoint=str(tmp_path / "old.ckpt"),
-               checkpoint_every=100, friction=None, init="normal", input_reduction=True, rao_blackwell=True,
-               scaling="standard")
+    cfg = RunConfig(temperature=0.05, sampler="baoab", step_size=0.2, n_steps=200, burn_in=None, replicas=3,
+                    record_every=5, seed=1, device="cpu", dtype="float64", checkpoint=str(tmp_path / "old.ckpt"),
+                    checkpoint_every=100, friction=None, init="normal", input_reduction=True, rao_blackwell=True,
+                    scaling="standard", input_basis="svd", noise_streams="single")
     data = {"X": X, "y": y, "X_test": Xt, "y_test": yt}
     net = Network([8], "erf")
-    full = _Run(net, data, dict(cfg, checkpoint=None))
+    full = build_run(net, data, cfg.replace(checkpoint=None))
     full.initialize()
     full.run()
     assert full.red.train_lower is None and full.noise is None
-    half = _Run(net, data, dict(cfg, n_steps=200))
+    half = build_run(net, data, cfg.replace(n_steps=200))
     half.initialize()
-    half.cfg["n_steps"] = 100  # stop at the first checkpoint, as a killed run would
+    half.cfg = half.cfg.replace(n_steps=100)  # stop at the first checkpoint, as a killed run would
     half.run()
     payload = finwidth.simulate.checkpoint.load_checkpoint(tmp_path / "old.ckpt")
     payload["cfg"]["n_steps"] = 200
     payload["run"].pop("noise")
     finwidth.simulate.checkpoint.save_checkpoint(tmp_path / "old.ckpt", payload)
     resumed = finwidth.simulate.resume(tmp_path / "old.ckpt")
-    for k in full.traces:
-        np.testing.assert_array_equal(resumed.traces[k], full.traces[k], err_msg=k)
+    for k in full.recorder.traces:
+        np.testing.assert_array_equal(resumed.traces[k], full.recorder.traces[k], err_msg=k)
 
 
 def test_noise_streams_validate_their_blocks():

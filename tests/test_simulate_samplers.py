@@ -76,6 +76,7 @@ def test_baoab_exact_on_gaussian_positions(problem):
     _check_moments(x, mean, cov, "baoab")
 
 
+@pytest.mark.slow
 def test_euler_has_its_predicted_order_eta_bias(problem):
     target, y, mean, cov, H = problem
     lmax = np.linalg.eigvalsh(H).max()

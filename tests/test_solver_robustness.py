@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 
 from finwidth import kernels
 from finwidth.errors import ConvergenceError
@@ -27,6 +28,7 @@ def _dense_g(K, y, pi, T):
     return (np.trace(B) - a @ (pi * K) @ a) / P
 
 
+@pytest.mark.slow
 def test_random_problems_all_verified():
     rng = np.random.default_rng(2024)
     n_checked = n_dense = n_multi = 0

@@ -30,6 +30,9 @@ _LAZY = {
     "DataError": "finwidth.errors",
     "ConfigError": "finwidth.errors",
     "DivergenceError": "finwidth.errors",
+    "MissingDependencyError": "finwidth.errors",
+    "threads": "finwidth.threads",
+    "set_num_threads": "finwidth.threads",
 }
 _SUBMODULES = {"data", "activations", "kernels", "theory", "simulate", "experiments", "errors", "network", "convnet"}
 

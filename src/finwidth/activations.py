@@ -33,12 +33,14 @@ from finwidth.errors import ConfigError, ConvergenceError
 __all__ = [
     "Activation",
     "QuadratureActivation",
+    "VarianceFactors",
     "available",
     "get_activation",
     "register_activation",
 ]
 
 _TWO_OVER_PI = 2.0 / math.pi
+_LOG_TWO_OVER_SQRT_PI = math.log(2.0 / math.sqrt(math.pi))  # log of erf'(0)
 _INV_2PI = 1.0 / (2.0 * math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -79,6 +81,28 @@ def _correlation(c11: np.ndarray, c12: np.ndarray, c22: np.ndarray) -> np.ndarra
     return np.clip(u, -1.0, 1.0)
 
 
+class VarianceFactors:
+    """Variances c_μ of a set of points and an activation's per-point quantities derived from them
+    (made by :meth:`Activation.variance_factors`; slicing selects points)."""
+
+    __slots__ = ("diag", "raw")
+
+    def __init__(self, diag: np.ndarray, raw: Any):
+        self.diag = diag
+        self.raw = raw
+
+    def __len__(self) -> int:
+        return int(self.diag.shape[0])
+
+    def __getitem__(self, sl: slice) -> VarianceFactors:
+        raw = self.raw
+        if isinstance(raw, tuple):
+            raw = tuple(a[sl] for a in raw)
+        elif raw is not None:
+            raw = raw[sl]
+        return VarianceFactors(self.diag[sl], raw)
+
+
 class Activation:
     """An activation σ with its Gaussian kernel map κ and derivatives.
 
@@ -95,11 +119,14 @@ class Activation:
     homogeneous_degree : int or None
         d such that κ(a c11, a c12, a c22) = a^d κ(c11, c12, c22) for all a > 0 (relu, linear: 1;
         quadratic: 2; sign, step: 0); None if κ is not homogeneous.
+    identity : bool
+        σ(x) = x (``"linear"``): deep linear networks.
     """
 
     name: str = ""
     odd: bool = False
     homogeneous_degree: int | None = None
+    identity: bool = False  # σ(x) = x: the deep linear networks (exact Gibbs sampling, no σ' pass)
 
     # --- the function itself -------------------------------------------------------------
     def numpy(self, x: np.ndarray) -> np.ndarray:
@@ -109,6 +136,20 @@ class Activation:
     def torch(self, x: Any) -> Any:
         """σ(x) elementwise on a torch tensor; differentiable where σ is."""
         raise NotImplementedError
+
+    def torch_pair(self, h: Any, derivative: bool = True) -> tuple[Any, Any]:
+        """(σ(h), σ'(h)) on a torch tensor, σ' None with ``derivative=False``: what the samplers'
+        hand-written gradients need. Closed forms for the standard activations; any other gets σ'
+        from torch autograd of :meth:`torch`."""
+        import torch
+
+        if not derivative:
+            return self.torch(h), None
+        with torch.enable_grad():
+            hh = h.detach().requires_grad_(True)
+            s = self.torch(hh)
+            (d,) = torch.autograd.grad(s.sum(), hh)
+        return s.detach(), d
 
     def __call__(self, x: Any) -> Any:
         if type(x).__module__.startswith("torch"):
@@ -193,7 +234,24 @@ class Activation:
             return np.zeros_like(c)
         raise NotImplementedError
 
-    # --- fast path for the blocked kernel recursion (finwidth.kernels) ---------------------
+    # --- the blocked kernel recursion (finwidth.kernels) ------------------------------------
+    def variance_factors(self, diag: Any) -> VarianceFactors:
+        """The variances c_μ = K(x_μ, x_μ) of a set of points, with the per-point quantities that
+        :meth:`kappa_block` reuses across a whole kernel matrix (computed once per layer).
+        Slice the result (``factors[i0:i1]``) to get those of a block of points."""
+        c = _as_cov(diag, "diag")
+        _check_variance(c, "diag")
+        if c.ndim != 1:
+            raise ConfigError(f"diag must be 1-D (one variance per point), got shape {c.shape}")
+        return VarianceFactors(c, self._factors(c))
+
+    def kappa_block(self, block: np.ndarray, rows: VarianceFactors, cols: VarianceFactors) -> np.ndarray:
+        """κ(c_row, block, c_col) on a block (n_rows, n_cols) of covariances c12 between the points
+        of ``rows`` and ``cols`` (their :meth:`variance_factors`), float64. Overwrites ``block``
+        (a float64 array) and returns it or a new array."""
+        return self._kappa_block(block, rows.diag, cols.diag, rows.raw, cols.raw)
+
+    # --- fast-path hooks of the blocked recursion (inputs validated) -------------------------
     def _factors(self, diag: np.ndarray) -> Any:
         """Per-point quantities reused across a whole kernel matrix (computed once per layer)."""
         return None
@@ -273,12 +331,18 @@ class _Linear(Activation):
     name = "linear"
     odd = True
     homogeneous_degree = 1
+    identity = True
 
     def numpy(self, x):  # type: ignore[no-untyped-def]
         return np.asarray(x, dtype=np.result_type(x, np.float64))
 
     def torch(self, x):  # type: ignore[no-untyped-def]
         return x
+
+    def torch_pair(self, h, derivative=True):  # type: ignore[no-untyped-def]
+        import torch
+
+        return h, (torch.ones_like(h) if derivative else None)
 
     def _kappa(self, c11, c12, c22):  # type: ignore[no-untyped-def]
         return np.broadcast_to(c12, np.broadcast_shapes(c11.shape, c12.shape, c22.shape)).astype(np.float64, copy=True)
@@ -310,6 +374,15 @@ class _Erf(Activation):
         import torch
 
         return torch.erf(x)
+
+    def torch_pair(self, h, derivative=True):  # type: ignore[no-untyped-def]
+        import torch
+
+        if not derivative:
+            return torch.erf(h), None
+        # σ' = exp(ln(2/√π) − h²): two passes
+        d = torch.addcmul(torch.tensor(_LOG_TWO_OVER_SQRT_PI, dtype=h.dtype, device=h.device), h, h, value=-1.0)
+        return torch.erf(h), d.exp_()
 
     def _kappa(self, c11, c12, c22):  # type: ignore[no-untyped-def]
         z = 2.0 * c12 / np.sqrt((1.0 + 2.0 * c11) * (1.0 + 2.0 * c22))
@@ -363,6 +436,11 @@ class _ReLU(Activation):
         import torch
 
         return torch.relu(x)
+
+    def torch_pair(self, h, derivative=True):  # type: ignore[no-untyped-def]
+        import torch
+
+        return torch.relu(h), ((h > 0).to(h.dtype) if derivative else None)
 
     def _kappa(self, c11, c12, c22):  # type: ignore[no-untyped-def]
         u = _correlation(c11, c12, c22)
@@ -748,8 +826,9 @@ class QuadratureActivation(Activation):
         return self._autograd(x)[1]
 
     def _autograd(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import torch
+        from finwidth._deps import require_torch
 
+        torch = require_torch("σ' and σ'' of a custom activation by autograd (or pass derivatives=)")
         t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64).requires_grad_(True)
         y = self._th(t)  # type: ignore[misc]
         (g,) = torch.autograd.grad(y.sum(), t, create_graph=True)
@@ -1111,9 +1190,17 @@ _ALIASES = {"id": "linear", "identity": "linear", "x2": "quadratic", "square": "
 
 for _act in (_Linear(), _Erf(), _ReLU(), _Quadratic(), _Sign(), _Step()):
     register_activation(_act)
-register_activation(
-    QuadratureActivation("tanh", np.tanh, _torch_tanh, odd=True, order=64, derivatives=(_tanh_d1, _tanh_d2))
-)
+class _Tanh(QuadratureActivation):
+    """σ = tanh: κ by the Hermite series; σ' = 1 − tanh² in closed form for the samplers."""
+
+    def torch_pair(self, h, derivative=True):  # type: ignore[no-untyped-def]
+        import torch
+
+        t = torch.tanh(h)
+        return t, (1.0 - t * t if derivative else None)
+
+
+register_activation(_Tanh("tanh", np.tanh, _torch_tanh, odd=True, order=64, derivatives=(_tanh_d1, _tanh_d2)))
 class _GELU(QuadratureActivation):
     """σ = x Φ(x): κ by quadrature; the mean has the closed form E[zΦ(z)] = c/sqrt(2π(1 + c))."""
 

@@ -1,8 +1,8 @@
 """The ``finwidth`` command line.
 
 Subcommands: ``theory`` (one fit), ``simulate`` (one posterior sampling run), ``sweep run|status|
-collect|plot`` (declarative sweeps from a TOML spec, resumable), ``demo`` (theory vs sampled networks
-on MNIST 0/1). ``finwidth COMMAND --help`` documents each.
+collect|plot`` (declarative sweeps from a TOML spec, resumable), ``data fetch`` (download the original
+data files, checked), ``demo`` (theory vs sampled networks on MNIST 0/1). ``finwidth COMMAND --help`` documents each.
 
 Exit codes: 0 success; 1 some sweep tasks failed (their errors are printed and kept in
 ``STORE/failed``); 2 a user mistake (bad arguments, an invalid spec, a missing or corrupt data set:
@@ -288,6 +288,14 @@ def cmd_sweep_plot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from finwidth.data import fetch
+
+    root = fetch(args.name, args.root, mirrors=args.mirror or None, timeout=args.timeout, quiet=args.quiet)
+    print(root)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from finwidth.experiments.demo import run_demo
 
@@ -383,6 +391,24 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--format", default="png", help="comma-separated: png,svg,pdf (default png)")
             q.add_argument("--decomposition", action="store_true", help="add bias and variance panels")
             q.add_argument("--title", default=None, help="figure title (default: the sweep name, then the data set, P, T and activation the tasks share)")
+
+    p = sub.add_parser("data", help="download the original MNIST / CIFAR-10 files (checked)", epilog=_EPILOG,
+                       formatter_class=fmt, description="Data sets are read from disk, never downloaded at run time "
+                       "(docs/data.md); this is the explicit way to get them.")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    q = dsub.add_parser("fetch", help="download a data set and verify its pinned SHA-256", epilog=_EPILOG,
+                        formatter_class=fmt, description="Download the original files from the canonical mirrors "
+                        "into ROOT (MNIST: ROOT/mnist/*.gz, 11.6 MB; CIFAR-10: ROOT/cifar-10-binary.tar.gz, 170 MB, "
+                        "not extracted), resuming an interrupted download; a file is moved into place only after "
+                        "its size and SHA-256 match. Prints ROOT, which load(..., root=ROOT) and --data-root accept.")
+    q.add_argument("name", choices=["mnist", "cifar10"], help="data set")
+    q.add_argument("--root", default=None, help="destination folder (default: the first folder of $FINWIDTH_DATA, "
+                   "else ~/.cache/finwidth; both are searched by the loader)")
+    q.add_argument("--mirror", action="append", default=None, metavar="URL",
+                   help="base URL to download from instead of the canonical mirrors (repeatable, tried in order)")
+    q.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a server (default 60)")
+    q.add_argument("--quiet", action="store_true", help="no progress lines")
+    q.set_defaults(func=cmd_data_fetch)
 
     p = sub.add_parser("demo", help="theory vs sampled networks on MNIST 0/1 (table + plot)", epilog=_EPILOG,
                        formatter_class=fmt, description="One hidden layer, erf, MNIST 0/1 (paper preset), P = 100, "

@@ -35,6 +35,7 @@ NNGP kernel (infinite C), with c_ij(x, x') = x_i·x'_j/(λ_0 S) and K_ij(x, x') 
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from finwidth.errors import ConfigError
-from finwidth.network import _as_float_sequence
+from finwidth.inputs import float_sequence as _as_float_sequence
+from finwidth.inputs import positive_int
+from finwidth.network import Readout, check_scaling
 
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.activations import Activation
@@ -52,16 +55,10 @@ __all__ = ["ConvNetwork"]
 _READOUTS = ("local", "pooled")
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < 1:
-        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _pair(value: Any, what: str) -> tuple[int, int]:
     """An int (square) or a pair of positive ints."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        v = _positive_int(value, what)
+        v = positive_int(value, what)
         return (v, v)
     try:
         items = list(value)
@@ -69,7 +66,7 @@ def _pair(value: Any, what: str) -> tuple[int, int]:
         raise ConfigError(f"{what} must be a positive integer or a pair of them, got {value!r}") from exc
     if len(items) != 2:
         raise ConfigError(f"{what} must be a positive integer or a pair (rows, columns), got {value!r}")
-    return (_positive_int(items[0], f"{what}[0]"), _positive_int(items[1], f"{what}[1]"))
+    return (positive_int(items[0], f"{what}[0]"), positive_int(items[1], f"{what}[1]"))
 
 
 def _positions(length: int, patch: int, stride: int, what: str) -> int:
@@ -141,14 +138,14 @@ class ConvNetwork:
                  readout: str = "local"):
         from finwidth.activations import get_activation
 
-        n0 = _positive_int(input_size, "input_size (N_0)")
-        c = _positive_int(channels, "channels (C)")
+        n0 = positive_int(input_size, "input_size (N_0)")
+        c = positive_int(channels, "channels (C)")
         if readout not in _READOUTS:
             raise ConfigError(f"readout must be 'local' (one weight per channel and patch) or 'pooled' "
                               f"(global average pooling), got {readout!r}")
         if image_shape is None:
-            s = _positive_int(patch_size, "patch_size (S)")
-            st = s if stride is None else _positive_int(stride, "stride")
+            s = positive_int(patch_size, "patch_size (S)")
+            st = s if stride is None else positive_int(stride, "stride")
             if stride is None and n0 % s:
                 raise ConfigError(f"input_size {n0} is not a multiple of patch_size {s}: the non-overlapping patches "
                                   f"(stride = patch size) must tile the input exactly")
@@ -224,9 +221,28 @@ class ConvNetwork:
         """λ_1, the precision of the readout weights."""
         return self.priors[1]
 
+    @property
+    def n_outputs(self) -> int:
+        """D, the number of outputs."""
+        return 1
+
+    def readout_spec(self, scaling: str = "standard") -> Readout:
+        """The readout convention (:class:`finwidth.network.Readout`). Local readout: M = C·Ñ weights
+        (one per channel and patch), s_out = 1/sqrt(C Ñ) (``"standard"``) or 1/(C sqrt(Ñ))
+        (``"mean_field"``); pooled readout: M = C weights on the patch-averaged features, s_out =
+        1/sqrt(C) (standard scaling only). Prior λ_1."""
+        C, Nt = self.channels, self.n_patches
+        standard = check_scaling(scaling) == "standard"
+        if self.readout == "pooled":
+            if not standard:
+                raise ConfigError("the pooled readout is defined in standard scaling only (scaling='standard')")
+            return Readout(size=C, prior=self.priors[1], scale=1.0 / math.sqrt(C), outputs=self.n_outputs)
+        scale = 1.0 / math.sqrt(C * Nt) if standard else 1.0 / (C * math.sqrt(Nt))
+        return Readout(size=C * Nt, prior=self.priors[1], scale=scale, outputs=self.n_outputs)
+
     def patches(self, X: Any, what: str = "X") -> np.ndarray:
         """Cut inputs into patches: (n, N_0) -> (n, Ñ, S), float64, validated."""
-        from finwidth.kernels import as_inputs
+        from finwidth.inputs import as_inputs
 
         Xa = as_inputs(X, what)
         if Xa.shape[1] != self.input_size:

@@ -39,3 +39,7 @@ class ConvergenceError(FinwidthError, RuntimeError):
 
 class DivergenceError(FinwidthError, RuntimeError):
     """A simulation diverged (NaN/inf or energy blow-up)."""
+
+
+class MissingDependencyError(FinwidthError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""

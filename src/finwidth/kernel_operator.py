@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from finwidth.errors import ConfigError
+from finwidth.inputs import as_inputs
 
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.network import Network
@@ -110,7 +111,7 @@ class KernelOperator:
 
         kernels._check_network(network)
         self.network = network
-        self.X = kernels.as_inputs(X, "X")
+        self.X = as_inputs(X, "X")
         P = self.X.shape[0]
         if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
             raise ConfigError(f"tile must be a positive integer (rows per tile), got {tile!r}")
@@ -256,7 +257,7 @@ class KernelOperator:
         """
         from finwidth import kernels
 
-        Xt = kernels.as_inputs(X_test, "X_test")
+        Xt = as_inputs(X_test, "X_test")
         if Xt.shape[1] != self.X.shape[1]:
             raise ConfigError(f"X_test has {Xt.shape[1]} features but X has {self.X.shape[1]}")
         for i0 in range(0, Xt.shape[0], block_rows):

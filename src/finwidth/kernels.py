@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finwidth.activations import Activation, get_activation
+from finwidth.activations import Activation, VarianceFactors, get_activation
 from finwidth.errors import ConfigError
+from finwidth.inputs import as_inputs
 
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.network import Network
@@ -71,27 +72,6 @@ class KernelBlocks:
         )
 
 
-def as_inputs(X: Any, what: str = "X") -> np.ndarray:
-    """Inputs as a C-contiguous float64 (n_points, n_features) array; ConfigError naming the problem."""
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:  # pragma: no cover - exotic objects
-        raise ConfigError(f"{what} must be an array of shape (n_points, n_features)") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ConfigError(f"{what} must be a numeric array, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise ConfigError(f"{what} must be real, got a complex array")
-    if arr.ndim != 2:
-        raise ConfigError(f"{what} must be 2-D of shape (n_points, n_features), got shape {arr.shape}")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ConfigError(f"{what} must have at least one point and one feature, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ConfigError(f"{what} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
-    return arr
-
-
 def _row_block(n_rows: int, n_cols: int, block_size: int | None) -> int:
     if block_size is None:
         return max(1, min(n_rows, _BLOCK_ELEMENTS // max(n_cols, 1)))
@@ -109,6 +89,37 @@ def _symmetrize_upper(K: np.ndarray, rows: int) -> None:
         d = K[i0:i1, i0:i1]
         low = np.tril_indices(i1 - i0, -1)
         d[low] = d.T[low]
+
+
+def _input_blocks(network: Network, Xa: np.ndarray, Xt: np.ndarray | None, *, train: bool = True):
+    """The one place where C = X Xᵀ/(λ_0 N_0) + σ_b0² is formed: (train (P, P) or None,
+    test_train (P_t, P) or None, test_diag (P_t,) or None), from validated float64 inputs."""
+    n0 = Xa.shape[1]
+    if Xt is not None and Xt.shape[1] != n0:
+        raise ConfigError(
+            f"X_test has {Xt.shape[1]} features but X has {n0}; both must be (n_points, N_0) with the same N_0"
+        )
+    scale = 1.0 / (float(network.priors[0]) * n0)
+    b0 = float(network.bias_variances()[0])
+    C = Ct = dt = None
+    if train:
+        C = Xa @ Xa.T
+        C *= scale
+        _symmetrize_upper(C, _row_block(C.shape[0], C.shape[0], None))
+        if b0:
+            C += b0
+    if Xt is not None:
+        Ct = Xt @ Xa.T
+        Ct *= scale
+        dt = _input_diag(network, Xt)
+        if b0:
+            Ct += b0
+    return C, Ct, dt
+
+
+def _input_diag(network: Network, X: np.ndarray) -> np.ndarray:
+    """diag C = |x|²/(λ_0 N_0) + σ_b0², without any P×P work."""
+    return np.einsum("ij,ij->i", X, X) / (float(network.priors[0]) * X.shape[1]) + float(network.bias_variances()[0])
 
 
 def input_kernel(network: Network, X: Any, X_test: Any = None) -> KernelBlocks:
@@ -135,39 +146,9 @@ def input_kernel(network: Network, X: Any, X_test: Any = None) -> KernelBlocks:
         Wrong shapes, NaN/inf, non-numeric input, or a feature-count mismatch.
     """
     Xa = as_inputs(X, "X")
-    lam0 = float(network.priors[0])
-    b0 = float(network.bias_variances()[0])
-    n0 = Xa.shape[1]
-    scale = 1.0 / (lam0 * n0)
-    C = Xa @ Xa.T
-    C *= scale
-    _symmetrize_upper(C, _row_block(C.shape[0], C.shape[0], None))
-    if b0:
-        C += b0
-    blocks = KernelBlocks(C)
-    if X_test is not None:
-        Xt = as_inputs(X_test, "X_test")
-        if Xt.shape[1] != n0:
-            raise ConfigError(
-                f"X_test has {Xt.shape[1]} features but X has {n0}; both must be (n_points, N_0) with the same N_0"
-            )
-        Ct = Xt @ Xa.T
-        Ct *= scale
-        dt = np.einsum("ij,ij->i", Xt, Xt) * scale
-        if b0:
-            Ct += b0
-            dt += b0
-        blocks.test_train = Ct
-        blocks.test_diag = dt
-    return blocks
-
-
-def _slice_factors(f: Any, sl: slice) -> Any:
-    if f is None:
-        return None
-    if isinstance(f, tuple):
-        return tuple(a[sl] for a in f)
-    return f[sl]
+    Xt = None if X_test is None else as_inputs(X_test, "X_test")
+    C, Ct, dt = _input_blocks(network, Xa, Xt)
+    return KernelBlocks(C, Ct, dt)
 
 
 def _check_blocks(blocks: KernelBlocks) -> None:
@@ -196,25 +177,24 @@ def _finite_or_raise(arr: np.ndarray, what: str) -> None:
 def _propagate_test(
     Kt: np.ndarray,
     td: np.ndarray,
-    d: np.ndarray,
-    f: Any,
+    f: VarianceFactors,
     act: Activation,
     scale: float,
     bias_var: float,
     block_size: int | None,
     inplace: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One layer on the test blocks, given the train diagonal d (and its factors f)."""
+    """One layer on the test blocks, given the train points' variance factors f."""
     td = np.asarray(td, dtype=np.float64)
     if not np.isfinite(td).all() or np.any(td < 0):
         raise ConfigError("test_diag must be finite and non-negative (variances)")
-    ft = act._factors(td)
+    ft = act.variance_factors(td)
     Pt, P = Kt.shape
     out_t = Kt if inplace else np.empty_like(Kt, dtype=np.float64)
     rows_t = _row_block(Pt, P, block_size)
     for i0 in range(0, Pt, rows_t):
         sl_r = slice(i0, min(i0 + rows_t, Pt))
-        res = act._kappa_block(np.array(Kt[sl_r]), td[sl_r], d, _slice_factors(ft, sl_r), f)
+        res = act.kappa_block(np.array(Kt[sl_r]), ft[sl_r], f)
         res *= scale
         if bias_var:
             res += bias_var
@@ -274,14 +254,14 @@ def propagate(
     d = np.array(np.diagonal(K), dtype=np.float64)
     if not np.isfinite(d).all() or np.any(d < 0):
         raise ConfigError("the diagonal of the train kernel must be finite and non-negative (variances)")
-    f = act._factors(d)
+    f = act.variance_factors(d)
     kd = act.kappa_diag(d) * scale + bias_var
     out = K if inplace else np.empty_like(K, dtype=np.float64)
     rows = _row_block(P, P, block_size)
     for i0 in range(0, P, rows):
         i1 = min(i0 + rows, P)
         sl_r, sl_c = slice(i0, i1), slice(i0, P)
-        res = act._kappa_block(np.array(K[sl_r, sl_c]), d[sl_r], d[sl_c], _slice_factors(f, sl_r), _slice_factors(f, sl_c))
+        res = act.kappa_block(np.array(K[sl_r, sl_c]), f[sl_r], f[sl_c])
         res *= scale
         if bias_var:
             res += bias_var
@@ -299,7 +279,7 @@ def propagate(
     if blocks.test_train is not None:
         assert blocks.test_diag is not None
         new.test_train, new.test_diag = _propagate_test(
-            blocks.test_train, blocks.test_diag, d, f, act, scale, bias_var, block_size, inplace
+            blocks.test_train, blocks.test_diag, f, act, scale, bias_var, block_size, inplace
         )
     return new
 
@@ -378,7 +358,7 @@ def layer_diagonals(network: Network, X: Any) -> np.ndarray:
     Xa = as_inputs(X, "X")
     bias = network.bias_variances()
     out = np.empty((network.depth + 1, Xa.shape[0]))
-    out[0] = np.einsum("ij,ij->i", Xa, Xa) / (network.priors[0] * Xa.shape[1]) + bias[0]
+    out[0] = _input_diag(network, Xa)
     for layer in range(1, network.depth + 1):
         out[layer] = network.activation.kappa_diag(out[layer - 1]) / network.priors[layer] + bias[layer]
     return out
@@ -426,28 +406,19 @@ def nngp_cross(
     _check_network(network)
     Xa = as_inputs(X, "X")
     Xt = as_inputs(X_test, "X_test")
-    if Xt.shape[1] != Xa.shape[1]:
-        raise ConfigError(
-            f"X_test has {Xt.shape[1]} features but X has {Xa.shape[1]}; both must be (n_points, N_0) with the same N_0"
-        )
+    _, Kt, td = _input_blocks(network, Xa, Xt, train=False)
     if train_diags is None:
         train_diags = layer_diagonals(network, Xa)
     train_diags = np.asarray(train_diags, dtype=np.float64)
     if train_diags.shape != (network.depth + 1, Xa.shape[0]):
         raise ConfigError(f"train_diags must be (L+1, P) = {(network.depth + 1, Xa.shape[0])}, got {train_diags.shape}")
-    scale0 = 1.0 / (network.priors[0] * Xa.shape[1])
     bias = network.bias_variances()
-    Kt = Xt @ Xa.T
-    Kt *= scale0
-    td = np.einsum("ij,ij->i", Xt, Xt) * scale0
-    if bias[0]:
-        Kt += bias[0]
-        td += bias[0]
     act = network.activation
     layers = [(Kt.copy(), td.copy())] if all_layers else []
     for layer in range(1, network.depth + 1):
         d = train_diags[layer - 1]
-        Kt, td = _propagate_test(Kt, td, d, act._factors(d), act, 1.0 / network.priors[layer], bias[layer], block_size, True)
+        Kt, td = _propagate_test(Kt, td, act.variance_factors(d), act, 1.0 / network.priors[layer], bias[layer],
+                                 block_size, True)
         if all_layers:
             layers.append((Kt.copy(), td.copy()) if layer < network.depth else (Kt, td))
     return layers if all_layers else (Kt, td)

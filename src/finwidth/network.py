@@ -18,30 +18,52 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from finwidth.errors import ConfigError
+from finwidth.inputs import as_list, float_sequence, positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.activations import Activation
 
+__all__ = ["SCALINGS", "Network", "Readout", "check_scaling"]
 
-def _as_float_sequence(value: Any, length: int, what: str, *, allow_zero: bool) -> tuple[float, ...]:
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        values = [float(value)] * length
-    else:
-        try:
-            values = [float(v) for v in value]
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{what} must be a number or a sequence of {length} numbers, got {value!r}") from exc
-        if len(values) != length:
-            raise ConfigError(
-                f"{what} must have length {length} (one per layer, readout last), got {len(values)}: {value!r}"
-            )
-    for i, v in enumerate(values):
-        if not math.isfinite(v):
-            raise ConfigError(f"{what}[{i}] must be finite, got {v}")
-        if v < 0 or (v == 0 and not allow_zero):
-            bound = "non-negative" if allow_zero else "positive"
-            raise ConfigError(f"{what}[{i}] must be {bound}, got {v}")
-    return tuple(values)
+SCALINGS = ("standard", "mean_field")
+_as_float_sequence = float_sequence  # the former private name (kept for code written against it)
+
+
+def check_scaling(scaling: Any) -> str:
+    """``"standard"`` or ``"mean_field"`` (the output scale of the readout), else ConfigError."""
+    if scaling not in SCALINGS:
+        raise ConfigError(f"scaling must be 'standard' or 'mean_field', got {scaling!r}")
+    return scaling
+
+
+@dataclass(frozen=True)
+class Readout:
+    """The readout convention of a network spec: the one place where theory and simulation read it.
+
+    The output is f = ``scale`` · Σ_m a_m φ_m over the M = ``size`` last-layer features φ (per
+    output; ``outputs`` = D), with every readout weight a_m ~ N(0, 1/``prior``) (docs/conventions.md).
+
+    The *standard form* of the same function is f = Φ a'/sqrt(M) with a' = ``standard_factor`` · a
+    ~ N(0, 1/λ'), λ' = ``standard_precision`` = prior/(M scale²): λ_L in standard scaling, λ_L N for
+    the mean-field FCN, λ_L C for the mean-field CNN. The readout-norm estimate of Q̄ is
+    prior · ⟨|a|²⟩ / M (1 in the prior and at infinite width; BPKR §A.9).
+    """
+
+    size: int
+    prior: float
+    scale: float
+    outputs: int = 1
+
+    @property
+    def standard_factor(self) -> float:
+        """a' = standard_factor · a (= scale · sqrt(M); 1 in standard scaling)."""
+        return self.scale * math.sqrt(self.size)
+
+    @property
+    def standard_precision(self) -> float:
+        """λ', the prior precision of the standard-form readout a'."""
+        return self.prior / (self.size * self.scale ** 2)
+
 
 
 @dataclass(frozen=True)
@@ -83,29 +105,20 @@ class Network:
     ):
         from finwidth.activations import get_activation
 
-        if isinstance(widths, numbers.Integral) and not isinstance(widths, bool):
-            widths = [int(widths)]
-        try:
-            widths_list = list(widths)
-        except TypeError as exc:
-            raise ConfigError(f"widths must be a positive integer or a list of them, got {widths!r}") from exc
+        if isinstance(widths, numbers.Real) and not isinstance(widths, bool):
+            widths = [widths]
+        widths_list = as_list(widths, f"widths must be a positive integer or a list of them, got {widths!r}")
         if not widths_list:
             raise ConfigError("widths must contain at least one hidden layer (N_1..N_L), got an empty list")
-        checked = []
-        for i, n in enumerate(widths_list):
-            if isinstance(n, bool) or not isinstance(n, numbers.Real) or int(n) != n:
-                raise ConfigError(f"widths[{i}] (N_{i + 1}) must be a positive integer, got {n!r}")
-            if n < 1:
-                raise ConfigError(f"widths[{i}] (N_{i + 1}) must be a positive integer, got {n!r}")
-            checked.append(int(n))
+        checked = [positive_int(n, f"widths[{i}] (N_{i + 1})") for i, n in enumerate(widths_list)]
         depth = len(checked)
         object.__setattr__(self, "widths", tuple(checked))
         object.__setattr__(self, "activation", get_activation(activation))
-        object.__setattr__(self, "priors", _as_float_sequence(priors, depth + 1, "priors", allow_zero=False))
+        object.__setattr__(self, "priors", float_sequence(priors, depth + 1, "priors", allow_zero=False))
         if bias is None:
             object.__setattr__(self, "bias", None)
         else:
-            b = _as_float_sequence(bias, depth + 1, "bias", allow_zero=True)
+            b = float_sequence(bias, depth + 1, "bias", allow_zero=True)
             object.__setattr__(self, "bias", b if any(v > 0 for v in b) else None)
 
     @property
@@ -117,6 +130,18 @@ class Network:
     def readout_prior(self) -> float:
         """λ_L, the precision of the readout weights."""
         return self.priors[-1]
+
+    @property
+    def n_outputs(self) -> int:
+        """D, the number of outputs (one readout row each)."""
+        return 1
+
+    def readout_spec(self, scaling: str = "standard") -> Readout:
+        """The readout convention: M = N_L weights, s_out = 1/sqrt(N_L) (``"standard"``, the
+        convention of docs/conventions.md) or 1/N_L (``"mean_field"``), prior λ_L."""
+        n = self.widths[-1]
+        scale = 1.0 / math.sqrt(n) if check_scaling(scaling) == "standard" else 1.0 / n
+        return Readout(size=n, prior=self.priors[-1], scale=scale, outputs=self.n_outputs)
 
     def bias_variances(self) -> tuple[float, ...]:
         """Bias variances σ_b,l² for l = 0..L (zeros when the network has no biases)."""

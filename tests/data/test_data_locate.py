@@ -23,12 +23,14 @@ def isolated(tmp_path, monkeypatch):
 
 
 def test_default_roots(isolated, tmp_path, monkeypatch):
-    assert default_roots() == [isolated / ".keras" / "datasets", isolated / ".cache" / "torch" / "datasets"]
+    assert default_roots() == [isolated / ".keras" / "datasets", isolated / ".cache" / "torch" / "datasets",
+                               isolated / ".cache" / "finwidth"]
     a, b = tmp_path / "a", tmp_path / "b"
     monkeypatch.setenv("FINWIDTH_DATA", f"{a}{os.pathsep}{b}")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "k"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "t"))
-    assert default_roots() == [a, b, tmp_path / "k" / "datasets", tmp_path / "t" / "datasets"]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert default_roots() == [a, b, tmp_path / "k" / "datasets", tmp_path / "t" / "datasets", tmp_path / "x" / "finwidth"]
     root = tmp_path / "r"
     root.mkdir()
     assert search_paths(root)[0] == root
@@ -88,12 +90,16 @@ def test_missing_lists_every_place_and_how_to_get(isolated, tmp_path, monkeypatc
     with pytest.raises(DataError) as info:
         locate("cifar10", root)
     msg = str(info.value)
-    for place in (root, env, isolated / ".keras" / "datasets", isolated / ".cache" / "torch" / "datasets"):
+    for place in (root, env, isolated / ".keras" / "datasets", isolated / ".cache" / "torch" / "datasets",
+                  isolated / ".cache" / "finwidth"):
         assert str(place) in msg
     assert f"{partial}: incomplete CIFAR-10, missing ['test_batch.bin']" in msg
     assert "cifar-10-binary.tar.gz" in msg and "https://www.cs.toronto.edu/~kriz/cifar.html" in msg
-    assert "Nothing is downloaded" in msg
-    with pytest.raises(DataError, match=r"(?s)mnist not found.*t10k-images-idx3-ubyte\.gz"):
-        locate("mnist", root)
+    assert "Nothing is downloaded" in msg and "finwidth data fetch cifar10" in msg
+    with pytest.raises(DataError, match=r"(?s)mnist not found.*finwidth data fetch mnist.*t10k-images-idx3-ubyte\.gz"):
+        locate("mnist", root, embedded=False)
+    # MNIST falls back on the subset shipped in the package, last
+    src = locate("mnist", root)
+    assert src.format == "embedded" and src.file("archive").name == "mnist01.npz"
     with pytest.raises(ConfigError, match="unknown dataset 'svhn'"):
         locate("svhn")

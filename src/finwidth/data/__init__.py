@@ -3,7 +3,10 @@
 Entry points
 ------------
 ``load(name, *, classes=None, n_train, n_test, preset="paper", seed=0, root=None, labels="01")``
-    MNIST or CIFAR-10 from the standard on-disk formats (never downloaded).
+    MNIST or CIFAR-10 from the standard on-disk formats (never downloaded; an MNIST 0/1 subset ships
+    with the package).
+``fetch(name, root=None)``
+    Download the original files from the canonical mirrors, checked against pinned SHA-256.
 ``teacher(kind, *, n_features, n_train, n_test, seed, ...)``
     Seeded Gaussian-input data sets labelled by a teacher.
 
@@ -22,7 +25,8 @@ from finwidth.data.formats import (
     read_mnist_idx,
     read_mnist_npz,
 )
-from finwidth.data.locate import ENV_VAR, Source, default_roots, locate, search_paths
+from finwidth.data.download import default_fetch_root, fetch
+from finwidth.data.locate import ENV_VAR, Source, default_roots, finwidth_cache, locate, search_paths
 from finwidth.data.presets import LABEL_ENCODINGS, PRESETS, encode_labels, load
 from finwidth.data.resize import pil_resize_bilinear
 from finwidth.data.teachers import TEACHERS, teacher
@@ -35,8 +39,11 @@ __all__ = [
     "Source",
     "TEACHERS",
     "clear_cache",
+    "default_fetch_root",
     "default_roots",
     "encode_labels",
+    "fetch",
+    "finwidth_cache",
     "load",
     "locate",
     "pil_resize_bilinear",

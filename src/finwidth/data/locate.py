@@ -1,11 +1,14 @@
-"""Where the data files are looked for. Nothing is ever downloaded.
+"""Where the data files are looked for. Nothing is downloaded here (``finwidth data fetch`` does that).
 
 Search order (first complete copy wins):
 
 1. the explicit ``root`` argument;
 2. each directory of the environment variable ``FINWIDTH_DATA`` (``os.pathsep``-separated);
 3. the usual caches: keras ``$KERAS_HOME/datasets`` (default ``~/.keras/datasets``) and torch
-   ``$TORCH_HOME/datasets`` (default ``$XDG_CACHE_HOME/torch/datasets``, i.e. ``~/.cache/torch/datasets``).
+   ``$TORCH_HOME/datasets`` (default ``$XDG_CACHE_HOME/torch/datasets``, i.e. ``~/.cache/torch/datasets``),
+   then finwidth's own ``$XDG_CACHE_HOME/finwidth`` (``~/.cache/finwidth``, where ``fetch`` writes by default);
+4. MNIST only: the subset embedded in the package (the first 100 training and 1000 test images of the
+   digits 0 and 1, enough for the papers' preset at the demo's size; :mod:`finwidth.data.embedded`).
 
 Inside each directory ``D`` the following layouts are recognised, in this order:
 
@@ -39,18 +42,23 @@ MNIST_FILES = {
 }
 CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
+# the subsets shipped inside the package (finwidth/data/embedded/README.md)
+EMBEDDED = {"mnist": Path(__file__).resolve().parent / "embedded" / "mnist01.npz"}
+
 HOW_TO_GET = {
     "mnist": (
-        "Obtain the four MNIST files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (the original distribution, or a mirror such "
+        "Run `finwidth data fetch mnist [--root DIR]` (or finwidth.data.fetch('mnist')): it downloads the "
+        "original files and checks their SHA-256. Or obtain the four MNIST files train-images-idx3-ubyte.gz, "
+        "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (the original distribution, or a mirror such "
         "as https://ossci-datasets.s3.amazonaws.com/mnist/ used by torchvision) and put them in <dir>/mnist/, "
         "or copy keras' mnist.npz into <dir>; then pass root=<dir> or set FINWIDTH_DATA=<dir>. "
         "torchvision.datasets.MNIST(<dir>, download=True) or keras.datasets.mnist.load_data(), run once in "
         "any environment, also write files that are found here."
     ),
     "cifar10": (
-        "Obtain cifar-10-binary.tar.gz (preferred) or cifar-10-python.tar.gz from "
-        "https://www.cs.toronto.edu/~kriz/cifar.html and put the archive (no need to extract it) in <dir>; "
+        "Run `finwidth data fetch cifar10 [--root DIR]` (or finwidth.data.fetch('cifar10')): it downloads "
+        "cifar-10-binary.tar.gz (170 MB) and checks its SHA-256. Or obtain cifar-10-binary.tar.gz (preferred) "
+        "or cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and put the archive (no need to extract it) in <dir>; "
         "then pass root=<dir> or set FINWIDTH_DATA=<dir>. "
         "torchvision.datasets.CIFAR10(<dir>, download=True), run once in any environment, also works."
     ),
@@ -90,20 +98,28 @@ def _env_dirs(value: str | None) -> list[Path]:
     return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
 
 
+def _cache_home() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+
+
+def finwidth_cache() -> Path:
+    """finwidth's own data folder, ``$XDG_CACHE_HOME/finwidth`` (default ``~/.cache/finwidth``)."""
+    return _cache_home() / "finwidth"
+
+
 def default_roots() -> list[Path]:
     """The directories searched after an explicit ``root``, in order.
 
-    ``FINWIDTH_DATA`` entries first, then the keras and torch caches (whether or not they exist).
+    ``FINWIDTH_DATA`` entries first, then the keras and torch caches, then finwidth's cache
+    (whether or not they exist).
     """
     dirs = _env_dirs(os.environ.get(ENV_VAR))
     keras_home = os.environ.get("KERAS_HOME")
     dirs.append(Path(keras_home).expanduser() / "datasets" if keras_home else Path.home() / ".keras" / "datasets")
     torch_home = os.environ.get("TORCH_HOME")
-    if torch_home:
-        dirs.append(Path(torch_home).expanduser() / "datasets")
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        dirs.append((Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "torch" / "datasets")
+    dirs.append(Path(torch_home).expanduser() / "datasets" if torch_home else _cache_home() / "torch" / "datasets")
+    dirs.append(finwidth_cache())
     return dirs
 
 
@@ -184,8 +200,12 @@ def _cifar_in(base: Path, notes: list[str]) -> Source | None:
     return None
 
 
-def locate(name: str, root: str | os.PathLike | None = None) -> Source:
+def locate(name: str, root: str | os.PathLike | None = None, *, embedded: bool = True) -> Source:
     """Find a complete copy of dataset ``name`` ("mnist" or "cifar10").
+
+    With ``embedded`` (the default), MNIST falls back on the subset shipped in the package (format
+    ``"embedded"``) when no files are found; :func:`finwidth.data.load` then checks that the request
+    lies inside it.
 
     Raises
     ------
@@ -204,6 +224,13 @@ def locate(name: str, root: str | os.PathLike | None = None) -> Source:
         source = finder(base, notes)
         if source is not None:
             return source
+    if embedded and name in EMBEDDED:
+        return Source(name, "embedded", (("archive", EMBEDDED[name]),))
+    raise DataError(not_found_message(name, root, searched, notes))
+
+
+def not_found_message(name: str, root, searched: list[Path], notes: list[str]) -> str:  # noqa: ANN001
+    """The message of a missing data set: every place searched, incomplete copies, how to get the files."""
     lines = [f"{name} not found. Searched, in order:"]
     lines += [f"  - {d}{'' if d.is_dir() else ' (does not exist)'}" for d in searched]
     if root is None:
@@ -213,4 +240,4 @@ def locate(name: str, root: str | os.PathLike | None = None) -> Source:
         lines += [f"  - {n}" for n in notes]
     lines.append("Layouts recognised in each directory are listed in docs/data.md. Nothing is downloaded at run time.")
     lines.append(HOW_TO_GET[name])
-    raise DataError("\n".join(lines))
+    return "\n".join(lines)

@@ -51,6 +51,7 @@ class _Split:
     """One split of a dataset as decoded uint8 batches (cached, read-only)."""
 
     batches: tuple[tuple[np.ndarray, np.ndarray], ...]  # (images, labels) in file order
+    positions: np.ndarray | None = None  # an embedded subset: each image's position in the original split
 
     @property
     def labels(self) -> np.ndarray:
@@ -78,6 +79,12 @@ def _read_splits(source: Source) -> tuple[_Split, _Split]:
     if fmt == "npz":
         d = formats.read_mnist_npz(source.file("archive"))
         return _Split(((d["x_train"], d["y_train"]),)), _Split(((d["x_test"], d["y_test"]),))
+    if fmt == "embedded":
+        d = formats.read_mnist_npz(source.file("archive"))
+        with np.load(source.file("archive"), allow_pickle=False) as z:
+            pos = {split: np.asarray(z[f"{split}_index"], dtype=np.int64) for split in ("train", "test")}
+        return (_Split(((d["x_train"], d["y_train"]),), pos["train"]),
+                _Split(((d["x_test"], d["y_test"]),), pos["test"]))
     if fmt in ("cifar-bin", "cifar-py"):
         reader = formats.read_cifar10_bin if fmt == "cifar-bin" else formats.read_cifar10_pickle
         batches = {name: reader(path) for name, path in source.files}
@@ -212,8 +219,10 @@ def load(
         Seed of the random subset for ``"standardized"`` (``numpy.random.RandomState(seed)``);
         ignored by the deterministic presets (recorded as None).
     root : path-like, optional
-        Directory searched first; then ``$FINWIDTH_DATA``, then the keras/torch caches
-        (:func:`finwidth.data.search_paths`).
+        Directory searched first; then ``$FINWIDTH_DATA``, then the keras/torch/finwidth caches
+        (:func:`finwidth.data.search_paths`); MNIST last falls back on the subset embedded in the
+        package (the first 100 training and 1000 test images of 0 and 1, presets "paper" and
+        "raw"), which ``source_format == "embedded"`` records.
     labels : {"01", "pm1", "regression", "raw"}
         Target encoding, see :func:`encode_labels`.
     center_features : bool
@@ -257,6 +266,8 @@ def load(
 
     source = locate(name, root)
     train_split, test_split = _read_splits(source)
+    if source.format == "embedded":
+        _check_embedded(name, root, preset, class_tuple, n_train, n_test, train_split, test_split)
 
     picked = {}
     for split_name, split, n in (("train", train_split, n_train), ("test", test_split, n_test)):
@@ -270,7 +281,8 @@ def load(
         else:
             index = pool[:n]
         X = _features(name, preset, split.take(index)) if n else np.zeros((0, 3072 if (name == "cifar10" and preset == "raw") else 784))
-        picked[split_name] = (X, encode_labels(raw_labels[index], class_tuple, labels), index.astype(np.int64), len(pool))
+        position = index if split.positions is None else split.positions[index]
+        picked[split_name] = (X, encode_labels(raw_labels[index], class_tuple, labels), position.astype(np.int64), len(pool))
 
     X_train, y_train, train_index, avail_train = picked["train"]
     X_test, y_test, test_index, avail_test = picked["test"]
@@ -307,6 +319,31 @@ def load(
         test_index=test_index,
         info=info,
     )
+
+
+def _check_embedded(name: str, root, preset: str, classes: tuple[int, ...], n_train: int, n_test: int,  # noqa: ANN001
+                    train: _Split, test: _Split) -> None:
+    """The embedded subset answers only what the full files would answer identically: the first images
+    in file order (presets "paper" and "raw") of classes it holds, as many as it has."""
+    held = sorted(set(train.labels.tolist()))
+    counts = {split: int(np.isin(s.labels, classes).sum()) for split, s in (("train", train), ("test", test))}
+    problem = None
+    if preset == "standardized":
+        problem = "preset='standardized' draws a random subset of the whole split"
+    elif not set(classes) <= set(held):
+        problem = f"classes={classes}: it holds only the digits {held}"
+    elif n_train > counts["train"] or n_test > counts["test"]:
+        problem = (f"n_train={n_train}, n_test={n_test}: it holds the first {counts['train']} training and "
+                   f"{counts['test']} test images of classes {classes}")
+    if problem is None:
+        return
+    try:
+        locate(name, root, embedded=False)
+        missing = f"{name}: the files appeared while loading; run again"  # pragma: no cover - a race
+    except DataError as exc:
+        missing = str(exc)
+    raise DataError(f"{missing}\nThe MNIST subset embedded in finwidth (used when no files are found) cannot "
+                    f"answer this request: {problem}.")
 
 
 def _parse_row_norm(normalize_rows) -> float | None:

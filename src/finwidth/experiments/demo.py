@@ -135,7 +135,8 @@ def run_demo(
     """Run the demo; print the table, write ``OUT/results.csv`` and ``OUT/demo.{png,pdf}``.
 
     Returns the exit code (0, or 1 when some task failed). A missing data set raises
-    :class:`finwidth.errors.DataError` before any work starts.
+    :class:`finwidth.errors.DataError` before any work starts. Without torch (a plain install, no
+    ``sampling`` extra) the demo runs the theory only and says how to install the rest.
     """
     from finwidth.experiments.plots import plot_sweep
     from finwidth.experiments.runner import run_sweep
@@ -144,11 +145,23 @@ def run_demo(
 
     stream = stream or sys.stdout
     out = Path(out)
+    if not quick:
+        from finwidth._deps import require_torch
+        from finwidth.errors import MissingDependencyError
+
+        try:
+            require_torch("the demo's simulations")
+        except MissingDependencyError as exc:  # a plain install: the theory still runs
+            print(f"finwidth demo: theory only: {exc}", file=stream)
+            quick = True
     spec = demo_spec(quick=quick)
     tasks = spec.tasks()
-    load_data(tasks[0].config.data)  # fail early, in this process, with the loader's message
+    dataset = load_data(tasks[0].config.data)  # fail early, in this process, with the loader's message
     what = "theory" if quick else "theory and simulation"
     print(f"finwidth demo: {what} for 1HL erf on MNIST 0/1, P = 100, T = 1e-3, λ = 1, N_1 = {DEMO_WIDTHS}", file=stream)
+    where = ("the MNIST 0/1 subset shipped with finwidth (no MNIST files found)" if dataset.source_format == "embedded"
+             else str(Path(dataset.source_files[0]).parent))
+    print(f"data: {where}", file=stream)
     report_ = run_sweep(spec, out / "store", executor="serial" if quick else None, max_workers=workers,
                         progress=progress)
     for key, err in report_.failed.items():

@@ -42,7 +42,6 @@ import copy
 import hashlib
 import itertools
 import json
-import math
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -59,6 +58,7 @@ from pydantic import (
 )
 
 from finwidth.errors import ConfigError
+from finwidth.inputs import float_sequence
 
 __all__ = [
     "DataConfig",
@@ -87,10 +87,13 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Scalar = StrictBool | int | float | str
 
 
-def _finite(value: float, what: str) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value}")
-    return value
+def _checked(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with its ConfigError turned into the ValueError that pydantic reports
+    under the key being validated."""
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _Model(BaseModel):
@@ -183,31 +186,23 @@ class NetworkConfig(_Model):
     @field_validator("priors")
     @classmethod
     def _positive_priors(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        for i, lam in enumerate(v):
-            _finite(lam, f"priors[{i}]")
-            if lam <= 0:
-                raise ValueError(f"priors[{i}] (λ_{i}) must be a positive precision, got {lam}")
-        return v
+        return _checked(float_sequence, v, len(v), "priors", allow_zero=False, label=lambda i: f"priors[{i}] (λ_{i})",
+                        noun="precision")
 
     @field_validator("bias")
     @classmethod
     def _bias(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
         if v is None:
             return None
-        for i, b in enumerate(v):
-            if b < 0:
-                raise ValueError(f"bias[{i}] is a variance and must be non-negative, got {b}")
+        v = _checked(float_sequence, v, len(v), "bias", allow_zero=True, noun="variance")
         return v if any(b > 0 for b in v) else None
 
     @field_validator("activation")
     @classmethod
     def _known_activation(cls, v: str) -> str:
-        from finwidth.activations import available
+        from finwidth.activations import get_activation
 
-        names = available()
-        if v not in names:
-            raise ValueError(f"unknown activation {v!r}; available: {', '.join(names)}")
-        return v
+        return _checked(get_activation, v).name  # the registry's own name: aliases hash alike
 
     @model_validator(mode="after")
     def _lengths(self) -> NetworkConfig:
@@ -218,6 +213,7 @@ class NetworkConfig(_Model):
             raise ValueError(f"network.priors needs L+1 = {n + 1} entries (λ_0..λ_L), got {len(self.priors)}")
         if self.bias is not None and len(self.bias) != n + 1:
             raise ValueError(f"network.bias needs L+1 = {n + 1} entries, got {len(self.bias)}")
+        _checked(self.build)  # every rule of finwidth.Network, the one validator of network specs
         return self
 
     @property

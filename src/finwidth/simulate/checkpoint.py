@@ -19,7 +19,7 @@ from finwidth.errors import DataError
 
 __all__ = ["load_checkpoint", "save_checkpoint", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the run configuration as RunConfig fields, one recorder state (0.1.0.dev0)
 
 
 def _to_saveable(obj):

@@ -1,6 +1,6 @@
 """Exact block-Gibbs sampler of the posterior of deep *linear* networks (numpy, float64).
 
-Network (DESIGN.md §2, identity activation, no biases): f(x) = c W_L W_{L−1} ⋯ W_0 x with
+Network (docs/conventions.md, identity activation, no biases): f(x) = c W_L W_{L−1} ⋯ W_0 x with
 c = 1/√(N_0 N_1 ⋯ N_L), W_l ~ N(0, 1/λ_l) entrywise, posterior
 p(W | D) ∝ exp[−Σ_μ (y_μ − f(x_μ))²/(2T) − Σ_l λ_l ‖W_l‖²/2].
 
@@ -13,6 +13,11 @@ rule (BPKR notes §A.13): draw W⁰ from the prior and ε ~ N(0, T I), then
 One sweep updates W_0, …, W_L in turn; there is no step size and no discretisation bias. Replicas
 (independent chains) are a leading batch dimension. This is the library's gold standard for the
 BPKR / renormalised-kernel theory of linear networks.
+
+:class:`GibbsSampler` is the step (one sweep) with the samplers' interface, so that the sampling loop
+and its recorder serve it like any other sampler (``sampler="gibbs"`` of :func:`finwidth.sample_posterior`);
+under input reduction it samples W_span on the reduced inputs (the scale c keeps the true N_0).
+:func:`gibbs_deep_linear` returns the raw samples (predictions, hidden kernels) of the same loop.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from finwidth.errors import ConfigError, DivergenceError
+from finwidth.simulate.samplers import CachedEnergy
 
-__all__ = ["GibbsSamples", "gibbs_deep_linear"]
+__all__ = ["GibbsSampler", "GibbsSamples", "gibbs_deep_linear"]
 
 
 @dataclass
@@ -71,6 +78,91 @@ class GibbsSamples:
         return rm.mean(axis=0), rm.std(axis=0, ddof=1) / math.sqrt(R)
 
 
+class GibbsSampler(CachedEnergy):
+    """Exact block-Gibbs sweeps of a deep linear :class:`~finwidth.simulate.networks.BatchedMLP`
+    (float64, no biases), with the samplers' interface (``start``, ``advance``, ``params``,
+    ``energy``, ``loss``, ``state``, ``load_state``, ``acceptance``); one step is one sweep.
+
+    Parameters
+    ----------
+    model : BatchedMLP
+        Identity activation, no biases, float64 on the CPU.
+    A0 : torch.Tensor
+        Training inputs (P, N_0), or reduced (P, r).
+    y : torch.Tensor
+        Targets (P,).
+    seed : int or numpy.random.Generator
+    """
+
+    name = "gibbs"
+
+    def __init__(self, model, A0: torch.Tensor, y: torch.Tensor, seed):
+        if not model.linear or model.bias_layers:
+            raise ConfigError("the Gibbs sampler is exact only for linear networks without biases")
+        self.model = self.target = model
+        self.A0, self.y = A0, y.double()
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.T = float(model.temperature)
+        self.var = [1.0 / lam for lam in model.precisions]
+        self.c = float(np.prod(model.scales))
+        self.XT = A0.double().cpu().numpy().T
+        self.yn = self.y.cpu().numpy()
+        self.W: list[np.ndarray] = []
+        self._energy = self._loss = None
+
+    def start(self, params) -> None:
+        self.W = [np.array(p.detach().double().cpu().numpy()) for p in params]
+        self._energy = self._loss = None
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [torch.from_numpy(w) for w in self.W]
+
+    def acceptance(self):
+        return None
+
+    def state(self) -> dict:
+        st = self.rng.bit_generator.state
+        return {"params": self.params, "rng": {"kind": st["bit_generator"], "state": repr(st)}}
+
+    def load_state(self, state: dict) -> None:
+        import ast
+
+        self.start(state["params"])
+        self.rng.bit_generator.state = ast.literal_eval(state["rng"]["state"])
+
+    def advance(self, n: int) -> None:
+        """``n`` sweeps, each drawing W_0, …, W_L in turn from their exact conditionals."""
+        W, rng, T, c, var, y = self.W, self.rng, self.T, self.c, self.var, self.yn
+        R, P = W[0].shape[0], self.XT.shape[1]
+        L = len(W) - 1
+        eye = np.eye(P)
+        for _ in range(n):
+            # v_l = (W_L ⋯ W_{l+1})ᵀ for every l, from the top with the current (old) upper layers
+            vs: list[np.ndarray] = [None] * (L + 1)  # type: ignore[list-item]
+            top = np.ones((R, 1, 1))
+            for l in range(L, -1, -1):
+                vs[l] = top[:, 0, :]  # (R, d_out)
+                top = top @ W[l]
+            Z = np.broadcast_to(self.XT, (R, *self.XT.shape))
+            for l in range(L + 1):
+                v = vs[l]
+                W0 = rng.standard_normal(W[l].shape) * math.sqrt(var[l])
+                eps = rng.standard_normal((R, P)) * math.sqrt(T)
+                vW0Z = (v[:, None, :] @ W0 @ Z)[:, 0, :]  # matmul: a 3-operand einsum loops unoptimised (~250x slower)
+                resid = y[None, :] - c * vW0Z - eps
+                gram = Z.transpose(0, 2, 1) @ Z
+                v2 = np.einsum("ro,ro->r", v, v)
+                A = (var[l] * c * c * v2)[:, None, None] * gram + T * eye
+                a = np.linalg.solve(A, resid[..., None])[..., 0]  # (R, P)
+                Za = (Z @ a[..., None])[..., 0]
+                W[l] = W0 + var[l] * c * np.einsum("ro,ri->roi", v, Za)
+                Z = W[l] @ Z
+            if not np.all(np.isfinite(Z)):
+                raise DivergenceError("non-finite weights in a Gibbs sweep; check X, y and the priors")
+        self._energy = self._loss = None
+
+
 def gibbs_deep_linear(
     network,
     X,
@@ -104,108 +196,68 @@ def gibbs_deep_linear(
     replicas : int
         Independent chains, run as a batch.
     seed : int, Generator or None
-        Seed of the random generator (``numpy.random.default_rng``).
+        Seed of the random generators.
     X_test : array, shape (P_test, N_0), optional
         Test inputs at which f is recorded.
     record_every : int
-        Record one sample every this many sweeps.
+        Record one sample every this many sweeps (the first right after the burn-in).
 
     Returns
     -------
     GibbsSamples
     """
+    from finwidth.inputs import as_inputs, positive_int, validate_targets, validate_temperature
     from finwidth.network import Network
+    from finwidth.simulate.config import RunConfig
+    from finwidth.simulate.loop import build_run
+    from finwidth.simulate.recorder import Observable
 
     if not isinstance(network, Network):
         raise ConfigError(f"network must be a finwidth.Network, got {type(network).__name__}")
-    if network.activation.name not in ("linear", "id", "identity"):
+    if not network.activation.identity:
         raise ConfigError(f"the Gibbs sampler is exact only for linear networks, got activation {network.activation.name!r}")
     if network.bias is not None:
         raise ConfigError("the Gibbs sampler does not support biases (use a network with bias=None)")
-    from finwidth.kernels import as_inputs
-    from finwidth.theory.gp import validate_targets
-
     X = as_inputs(X, "X")
     y = validate_targets(y, X.shape[0], "y")
     Xt = None if X_test is None else as_inputs(X_test, "X_test")
     if Xt is not None and Xt.shape[1] != X.shape[1]:
         raise ConfigError(f"X_test has {Xt.shape[1]} features, X has {X.shape[1]}")
-    T = float(temperature)
-    if not (math.isfinite(T) and T > 0):
-        raise ConfigError(f"temperature must be positive and finite for Gibbs sampling, got {temperature}")
-    for name, v, minimum in (("n_sweeps", n_sweeps, 1), ("burn_in", burn_in, 0), ("replicas", replicas, 1),
-                             ("record_every", record_every, 1)):
-        if int(v) != v or v < minimum:
-            raise ConfigError(f"{name} must be an integer ≥ {minimum}, got {v!r}")
-
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    P, N0 = X.shape
-    L = network.depth
-    R = int(replicas)
-    dims = [N0, *network.widths, 1]  # W_l maps dims[l] -> dims[l+1]
-    var = [1.0 / lam for lam in network.priors]
-    c = 1.0 / math.sqrt(float(np.prod(np.array(dims[:-1], dtype=float))))
-    W = [rng.standard_normal((R, dims[l + 1], dims[l])) * math.sqrt(var[l]) for l in range(L + 1)]
-    XT = X.T
+    T = validate_temperature(temperature, allow_zero=False)
+    n_sweeps, replicas = positive_int(n_sweeps, "n_sweeps"), positive_int(replicas, "replicas")
+    burn_in = positive_int(burn_in, "burn_in", allow_zero=True)
+    record_every = positive_int(record_every, "record_every")
+    if isinstance(seed, np.random.Generator) or seed is None:
+        seed = int((seed if seed is not None else np.random.default_rng()).integers(2 ** 62))
+    cfg = RunConfig(temperature=T, n_steps=burn_in + n_sweeps, record_every=record_every, record_start=burn_in + 1,
+                    sampler="gibbs", burn_in=0, replicas=replicas, seed=positive_int(seed, "seed", allow_zero=True),
+                    dtype="float64", init="prior", rao_blackwell=False, noise_streams="single")
+    run = build_run(network, {"X": X, "y": y, "X_test": Xt, "y_test": None}, cfg)
+    model, A0, A0t, y64 = run.model, run.A0, run.recorder.A0t, run.y64
     y_norm2 = float(y @ y)
-    eye = np.eye(P)
 
-    n_rec = int(n_sweeps) // int(record_every)
-    rec_readout = np.empty((n_rec, R))
-    rec_norms = np.empty((n_rec, R, L + 1))
-    rec_train = np.empty((n_rec, R, P))
-    rec_test = None if Xt is None else np.empty((n_rec, R, Xt.shape[0]))
-    rec_trace = np.empty((n_rec, R, L))
-    rec_align = np.empty((n_rec, R, L))
-    rec_sweeps = np.empty(n_rec, dtype=np.int64)
+    def hidden(params):  # Tr R_ℓ / P and yᵀ R_ℓ y/|y|², R_ℓ = h_ℓᵀ h_ℓ / N_ℓ (h_ℓ in the network's scaling)
+        _, cache = model.forward(params, A0, keep=True)
+        out = []
+        for h in cache["acts"][1:]:  # [R, N_ℓ, P]
+            n = h.shape[1]
+            hy = h @ y64
+            align = (hy * hy).sum(-1) / (n * y_norm2) if y_norm2 > 0 else torch.zeros(h.shape[0], dtype=h.dtype)
+            out.append(torch.stack([(h * h).sum((-1, -2)) / (n * h.shape[-1]), align], -1))
+        return torch.stack(out, 1)  # [R, L, 2]
 
-    total = int(burn_in) + int(n_sweeps)
-    i_rec = 0
-    for sweep in range(total):
-        # v_l = (W_L ⋯ W_{l+1})ᵀ for every l, from the top with the current (old) upper layers
-        vs: list[np.ndarray] = [None] * (L + 1)  # type: ignore[list-item]
-        top = np.ones((R, 1, 1))
-        for l in range(L, -1, -1):
-            vs[l] = top[:, 0, :]  # (R, dims[l+1])
-            top = top @ W[l]
-        Z = np.broadcast_to(XT, (R, N0, P))
-        for l in range(L + 1):
-            v = vs[l]  # (R, d_out)
-            W0 = rng.standard_normal(W[l].shape) * math.sqrt(var[l])
-            eps = rng.standard_normal((R, P)) * math.sqrt(T)
-            vW0Z = (v[:, None, :] @ W0 @ Z)[:, 0, :]  # matmul: a 3-operand einsum loops unoptimised (~250x slower)
-            resid = y[None, :] - c * vW0Z - eps
-            gram = Z.transpose(0, 2, 1) @ Z
-            v2 = np.einsum("ro,ro->r", v, v)
-            A = (var[l] * c * c * v2)[:, None, None] * gram + T * eye
-            a = np.linalg.solve(A, resid[..., None])[..., 0]  # (R, P)
-            Za = (Z @ a[..., None])[..., 0]
-            W[l] = W0 + var[l] * c * np.einsum("ro,ri->roi", v, Za)
-            Z = W[l] @ Z
-        if not np.all(np.isfinite(Z)):
-            raise DivergenceError(f"non-finite weights at Gibbs sweep {sweep}; check X, y and the priors")
-        if sweep >= burn_in and (sweep - burn_in) % record_every == 0 and i_rec < n_rec:
-            norms = np.stack([np.einsum("roi,roi->r", w, w) for w in W], axis=-1)
-            rec_norms[i_rec] = norms
-            rec_readout[i_rec] = norms[:, -1]
-            rec_train[i_rec] = c * Z[:, 0, :]
-            # hidden pre-activations h_ℓ = W_{ℓ−1} ⋯ W_0 x / √(N_0 ⋯ N_{ℓ−1})
-            h = np.broadcast_to(XT, (R, N0, P))
-            scale = 1.0
-            for ell in range(1, L + 1):
-                h = W[ell - 1] @ h
-                scale /= math.sqrt(dims[ell - 1])
-                Rl = (h.transpose(0, 2, 1) @ h) * (scale * scale / dims[ell])
-                rec_trace[i_rec, :, ell - 1] = np.trace(Rl, axis1=1, axis2=2) / P
-                rec_align[i_rec, :, ell - 1] = np.einsum("p,rpq,q->r", y, Rl, y) / y_norm2 if y_norm2 > 0 else 0.0
-            if Xt is not None:
-                ft = np.broadcast_to(Xt.T, (R, N0, Xt.shape[0]))
-                for l in range(L + 1):
-                    ft = W[l] @ ft
-                rec_test[i_rec] = c * ft[:, 0, :]
-            rec_sweeps[i_rec] = sweep
-            i_rec += 1
+    obs = [Observable("train_pred", lambda p: model.forward(p, A0)), Observable("hidden", hidden)]
+    if A0t is not None:
+        obs.append(Observable("test_pred", lambda p: model.forward(p, A0t)))
+    run.recorder.observables.extend(obs)
+    try:
+        run.initialize()
+        run.run()
+    finally:
+        run.close()
+    tr = run.recorder.traces
     return GibbsSamples(
-        readout_norm=rec_readout, layer_norms=rec_norms, train_pred=rec_train, test_pred=rec_test,
-        hidden_trace=rec_trace, hidden_alignment=rec_align, sweeps=rec_sweeps,
+        readout_norm=tr["readout_norm_raw"], layer_norms=tr["layer_norms"], train_pred=tr["train_pred"],
+        test_pred=tr.get("test_pred"), hidden_trace=tr["hidden"][..., 0], hidden_alignment=tr["hidden"][..., 1],
+        sweeps=cfg.record_steps() - 1,
     )

@@ -22,12 +22,16 @@ import math
 
 import torch
 
-__all__ = ["stiffness", "step_size_guidance", "default_friction"]
+__all__ = ["default_friction", "divergence_hint", "step_size_guidance", "stiffness"]
 
 
-def default_friction(network, temperature: float) -> float:
-    """γ = 2 sqrt(T min_l λ_l): critical damping of the prior-dominated (slowest) directions."""
-    return 2.0 * math.sqrt(float(temperature) * min(network.priors))
+def default_friction(network_or_precisions, temperature: float) -> float:
+    """γ = 2 sqrt(T min_l λ_l): critical damping of the prior-dominated (slowest) directions.
+
+    The one definition of the BAOAB default. ``network_or_precisions`` is a network spec (its priors
+    λ_0..λ_L) or a sequence of prior precisions."""
+    priors = getattr(network_or_precisions, "priors", network_or_precisions)
+    return 2.0 * math.sqrt(float(temperature) * min(priors))
 
 
 def stiffness(model, params, A0: torch.Tensor, n_iter: int = 30, generator: torch.Generator | None = None) -> float:
@@ -61,3 +65,19 @@ def step_size_guidance(kappa_max: float) -> dict[str, float]:
         "baoab": 0.5 / math.sqrt(kappa_max),
         "baoab_stability_limit": 2.0 / math.sqrt(kappa_max),
     }
+
+
+def divergence_hint(model, A0: torch.Tensor, cfg) -> str:
+    """What to try after a divergence: a step size from the stiffness at a prior draw."""
+    if cfg.sampler == "gibbs":
+        return "exact Gibbs sweeps have no step size: check X, y and the priors for extreme values"
+    try:
+        gen = torch.Generator(device=A0.device).manual_seed(0)
+        prm = model.init_params(min(cfg.replicas, 4), gen, "prior")
+        kappa = stiffness(model, prm, A0, n_iter=20, generator=gen)
+        g = step_size_guidance(kappa)
+        limit = g["baoab_stability_limit" if cfg.sampler == "baoab" else "euler_stability_limit"]
+        return (f"the potential's stiffness at a prior draw is about {kappa:.3g} (Gauss–Newton), so try "
+                f"step_size <= {g[cfg.sampler]:.3g} for {cfg.sampler!r} (stability limit ~{limit:.3g})")
+    except Exception as exc:  # the hint must not hide the divergence itself
+        return f"try a step_size at least 4x smaller than {cfg.step_size:.3g} (stiffness estimate failed: {exc})"

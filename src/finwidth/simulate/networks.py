@@ -1,6 +1,6 @@
 """Batched finite-width networks with hand-written gradients of the Langevin potential.
 
-Convention (DESIGN.md §2): h^(1) = W^(0) x / sqrt(N_0) [+ b^(0)], h^(l+1) = W^(l) σ(h^(l)) / sqrt(N_l)
+Convention (docs/conventions.md): h^(1) = W^(0) x / sqrt(N_0) [+ b^(0)], h^(l+1) = W^(l) σ(h^(l)) / sqrt(N_l)
 [+ b^(l)], f = W^(L) σ(h^(L)) / sqrt(N_L) [+ b^(L)], and the potential at temperature T is
 
     U(θ) = ½ Σ_μ (y^μ − f(x^μ))² + (T/2) Σ_l λ_l ‖W^(l)‖² + (T/2) Σ_l ‖b^(l)‖² / σ_b,l²,
@@ -8,35 +8,22 @@ Convention (DESIGN.md §2): h^(1) = W^(0) x / sqrt(N_0) [+ b^(0)], h^(l+1) = W^(
 so that exp(−U/T) is the posterior. R independent replicas are the leading batch dimension of
 every parameter tensor: weights are shaped ``[R, N_out, N_in]``, biases ``[R, N_out]``.
 
-Input reduction (exact): when the training inputs span r < N_0 dimensions (always when P < N_0),
-write W^(0) = W_span Bᵀ + W_perp with B (N_0 × r) an orthonormal basis of the row span of X. The
-likelihood only sees W_span; W_perp is independent of the data and stays at its prior
-N(0, 1/λ_0). The model then simulates ``W_span`` (shape ``[R, N_1, r]``) on the reduced inputs
-X B, keeping the 1/sqrt(N_0) scale, and test points get W_perp x_perp / sqrt(N_0) drawn fresh.
+Input reduction (exact; :class:`finwidth.inputs.InputReduction`): the model then simulates
+``W_span`` (shape ``[R, N_1, r]``) on the reduced inputs X B, keeping the 1/sqrt(N_0) scale, and
+test points get W_perp x_perp / sqrt(N_0) drawn fresh (:meth:`BatchedMLP.perp_preactivation`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from finwidth.errors import ConfigError
 
-__all__ = [
-    "BatchedMLP",
-    "InputReduction",
-    "LinearRegressionTarget",
-    "activation_pair",
-    "as_torch_dtype",
-    "gibbs_energy",
-]
-
-_SQRT_2_OVER_PI = 2.0 / math.sqrt(math.pi)
-_LOG_SQRT_2_OVER_PI = math.log(_SQRT_2_OVER_PI)
+__all__ = ["BatchedMLP", "LinearRegressionTarget", "as_torch_dtype", "gibbs_energy"]
 
 
 def as_torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -51,12 +38,12 @@ def as_torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 def gibbs_energy(resid: torch.Tensor, params: Sequence[torch.Tensor], precisions: Sequence[float],
                  temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Langevin potential U and the loss per replica, float64 (DESIGN.md §2).
+    """The Langevin potential U and the loss per replica, float64 (docs/conventions.md).
 
     Parameters
     ----------
     resid : torch.Tensor
-        f − y on the training set, shape ``[R, P]`` (any float dtype).
+        f − y on the training set, shape ``[R, P]`` or ``[R, P, D]`` (any float dtype).
     params : sequence of torch.Tensor
         Parameter tensors with the replica as leading dimension.
     precisions : sequence of float
@@ -69,111 +56,11 @@ def gibbs_energy(resid: torch.Tensor, params: Sequence[torch.Tensor], precisions
     U, loss : torch.Tensor
         ``loss`` = ½ Σ_μ (y − f)², ``U`` = loss + (T/2) Σ_i λ_i ‖θ_i‖², both float64 ``[R]``.
     """
-    loss = 0.5 * resid.double().pow(2).sum(-1)
+    loss = 0.5 * resid.double().pow(2).flatten(1).sum(-1)
     U = loss.clone()
     for p, lam in zip(params, precisions):
         U += (0.5 * temperature * lam) * p.double().pow(2).flatten(1).sum(-1)
     return U, loss
-
-
-def activation_pair(activation) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
-    """Return a function ``h, derivative=True -> (σ(h), σ'(h) or None)`` for an ``Activation``.
-
-    Closed forms for the standard activations (the speed path); any other registered activation
-    gets σ' from torch autograd of its elementwise ``torch`` function. With ``derivative=False``
-    only σ is computed (forward passes that are not followed by a backward pass).
-    """
-    name = getattr(activation, "name", str(activation)).lower()
-    if name == "erf":
-        def pair(h, derivative=True):  # σ' = exp(ln(2/√π) − h²): two passes
-            if not derivative:
-                return torch.erf(h), None
-            d = torch.addcmul(torch.tensor(_LOG_SQRT_2_OVER_PI, dtype=h.dtype, device=h.device), h, h, value=-1.0)
-            return torch.erf(h), d.exp_()
-    elif name == "relu":
-        def pair(h, derivative=True):
-            return torch.relu(h), (h > 0).to(h.dtype) if derivative else None
-    elif name in ("linear", "identity", "id"):
-        def pair(h, derivative=True):
-            return h, torch.ones_like(h) if derivative else None
-    elif name == "tanh":
-        def pair(h, derivative=True):
-            t = torch.tanh(h)
-            return t, 1.0 - t * t if derivative else None
-    else:
-        fn = activation.torch
-
-        def pair(h, derivative=True):
-            if not derivative:
-                return fn(h), None
-            with torch.enable_grad():
-                hh = h.detach().requires_grad_(True)
-                s = fn(hh)
-                (d,) = torch.autograd.grad(s.sum(), hh)
-            return s.detach(), d
-    return pair
-
-
-def is_linear(activation) -> bool:
-    """True for the identity activation (the deep linear network of BPKR)."""
-    return getattr(activation, "name", "").lower() in ("linear", "identity", "id")
-
-
-@dataclass
-class InputReduction:
-    """Orthonormal basis of the training inputs' row span (see the module docstring).
-
-    Attributes
-    ----------
-    basis : np.ndarray
-        B, shape (N_0, r), float64, orthonormal columns.
-    rank : int
-        r, the numerical rank of X (singular values above ``1e-10 · s_max · max(P, N_0)``).
-    train_lower : np.ndarray or None
-        With ``form="lower"``: the training inputs in this basis, X B, which is lower trapezoidal
-        (P × r, zero above the diagonal; the exact zeros are set), so the first layer's products
-        cost about half (:class:`finwidth.simulate.trapezoid.LowerTrapezoid`).
-    """
-
-    basis: np.ndarray
-    rank: int
-    train_lower: np.ndarray | None = None
-
-    @classmethod
-    def from_inputs(cls, X: np.ndarray, form: str = "lower") -> InputReduction:
-        """Basis of the span of the rows of X: ``form="lower"`` (X B lower trapezoidal, an LQ
-        decomposition) or ``"svd"`` (right singular vectors; checkpoints of finwidth ≤ 0.1.0.dev0)."""
-        if form not in ("lower", "svd"):
-            raise ConfigError(f"input basis form must be 'lower' or 'svd', got {form!r}")
-        X = np.asarray(X, dtype=np.float64)
-        _, s, vt = np.linalg.svd(X, full_matrices=False)
-        tol = (s[0] if s.size else 0.0) * 1e-10 * max(X.shape)
-        r = max(int(np.sum(s > tol)), 1)
-        basis = vt[:r].T
-        if form == "svd":
-            return cls(basis=basis.copy(), rank=r)
-        # (X V)ᵀ = Q R  =>  X (V Q) = Rᵀ, lower trapezoidal; any orthonormal basis of the span
-        # gives the same sampled distribution (the prior and the noise are isotropic)
-        q, rt = np.linalg.qr((X @ basis).T)
-        return cls(basis=np.ascontiguousarray(basis @ q), rank=r, train_lower=np.tril(rt.T))
-
-    def reduce(self, X: np.ndarray) -> np.ndarray:
-        """X B, the coordinates of the inputs in the span (shape (n, r))."""
-        return np.asarray(X, dtype=np.float64) @ self.basis
-
-    def perp_factor(self, X: np.ndarray) -> np.ndarray:
-        """A matrix F (n × k) with F Fᵀ = X_perp X_permᵀ, X_perp = X (1 − B Bᵀ).
-
-        Then W_perp X_permᵀ has the law of G Fᵀ with G iid N(0, 1/λ_0): k = rank of X_perp, at most
-        min(n, N_0 − r) columns, so fresh draws cost less than a full first layer.
-        """
-        X = np.asarray(X, dtype=np.float64)
-        xp = X - (X @ self.basis) @ self.basis.T
-        if xp.size == 0:
-            return np.zeros((X.shape[0], 0))
-        q, r = np.linalg.qr(xp.T)  # xp = rᵀ qᵀ
-        keep = np.abs(np.diag(r)) > 1e-12 * max(1.0, np.abs(r).max())
-        return np.ascontiguousarray(r[keep].T)
 
 
 class BatchedMLP:
@@ -199,6 +86,8 @@ class BatchedMLP:
     prior precision of ``params[i]`` (λ_l for weights, 1/σ_b² for biases).
     """
 
+    supports_input_reduction = True
+
     def __init__(self, network, n_inputs: int, temperature: float, *, first_layer_inputs: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.network = network
@@ -207,8 +96,9 @@ class BatchedMLP:
         self.device = torch.device(device)
         self.dtype = dtype
         self.depth = network.depth
-        self.act = activation_pair(network.activation)
-        self.linear = is_linear(network.activation)
+        self.n_layers = network.depth + 1
+        self.act = network.activation.torch_pair
+        self.linear = network.activation.identity
         fan_in = [self.n_inputs, *network.widths]
         self.scales = [1.0 / math.sqrt(n) for n in fan_in]
         cols = [int(first_layer_inputs or self.n_inputs), *network.widths]
@@ -217,10 +107,7 @@ class BatchedMLP:
         bias_var = network.bias_variances()
         self.bias_layers = [l for l in range(self.depth + 1) if bias_var[l] > 0]
         self.precisions = [float(p) for p in network.priors] + [1.0 / bias_var[l] for l in self.bias_layers]
-        # the readout in the standard form f = Φ a / sqrt(M), a ~ N(0, 1/λ) (see ``readout_features``)
-        self.readout_size = network.widths[-1]
-        self.readout_scale = 1.0
-        self.readout_precision = float(network.priors[-1])
+        self.readout = network.readout_spec("standard")  # already the standard form f = Φ a / sqrt(N_L)
         self.readout_bias_var = float(bias_var[self.depth])
         self._lower = None  # (declared training inputs, their LowerTrapezoid): see use_lower_inputs
 
@@ -241,6 +128,22 @@ class BatchedMLP:
                 raise ConfigError(f"init must be 'normal', 'prior' or 'readout_conditional', got {mode!r}")
             params.append(t)
         return params
+
+    def prepare_inputs(self, X) -> torch.Tensor:
+        """Inputs (n, N_0), or reduced (n, r), as a tensor of the model's dtype and device."""
+        return torch.as_tensor(np.asarray(X, dtype=np.float64), dtype=self.dtype, device=self.device)
+
+    def perp_preactivation(self, F: torch.Tensor, generator: torch.Generator, replicas: int) -> torch.Tensor:
+        """A fresh draw of W_perp x_perp / sqrt(N_0) at points whose orthogonal parts have the factor
+        F (``[n, k]``, :meth:`finwidth.inputs.InputReduction.perp_factor`): ``[R, n, N_1]``."""
+        G = torch.randn((replicas, self.network.widths[0], F.shape[1]), generator=generator, device=self.device,
+                        dtype=self.dtype)
+        G.mul_(1.0 / math.sqrt(self.network.priors[0] * self.n_inputs))
+        return torch.matmul(F, G.transpose(-1, -2))
+
+    def perp_norm(self, rank: int) -> float:
+        """E‖W_perp‖² = N_1 (N_0 − r)/λ_0, the prior part of ‖W^(0)‖² under input reduction."""
+        return self.network.widths[0] * (self.n_inputs - rank) / self.network.priors[0]
 
     def _bias(self, params, layer):
         if layer in self.bias_layers:
@@ -309,15 +212,18 @@ class BatchedMLP:
         """``(f, Φ)``: outputs ``[R, n]`` and last hidden features Φ = σ(h^(L)) ``[R, n, N_L]``.
 
         The readout is already standard, f = Φ a / sqrt(N_L) [+ b] with a ~ N(0, 1/λ_L): the form that
-        :class:`finwidth.simulate.observables.ReadoutConditional` takes (``readout_precision`` = λ_L,
-        ``readout_size`` = N_L).
+        :class:`finwidth.simulate.observables.ReadoutConditional` takes (``readout.standard_precision``
+        = λ_L, ``readout.size`` = N_L).
         """
         f, cache = self.forward(params, A0, extra_h1, keep=True)
         return f, cache["acts"][-1].transpose(-1, -2)
 
-    def set_readout(self, params: list[torch.Tensor], a: torch.Tensor) -> None:
-        """Put a standard-form readout ``[R, 1, N_L]`` (from the conditional sampler) into ``params``."""
+    def set_readout(self, params: list[torch.Tensor], a: torch.Tensor, b: torch.Tensor | None = None) -> None:
+        """Put a standard-form readout ``[R, 1, N_L]`` and output bias ``[R, 1]`` (from the conditional
+        sampler) into ``params``."""
         params[self.depth] = a.to(self.dtype)
+        if b is not None:
+            params[-1] = b.to(self.dtype)
 
     def potential_and_grad(self, params: Sequence[torch.Tensor], A0: torch.Tensor, y: torch.Tensor,
                            *, need_grad: bool = True, need_energy: bool = True):

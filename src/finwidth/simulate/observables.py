@@ -10,7 +10,9 @@ Predictions at any point with features φ then have conditional mean φ·m/sqrt(
 φᵀA⁻¹φ/N_L, and E[|a|² | Φ] = |m|² + Tr A⁻¹. Averaging these over the samples of the other layers
 (instead of using the sampled readout) is Rao–Blackwellisation: same expectation, smaller variance.
 An output bias b ~ N(0, σ_b²) is an extra feature column of constant value sqrt(N_L λ_L σ_b²).
-The linear algebra runs in float64 in the smaller of the two spaces (P or N_L).
+The linear algebra runs in float64 in the smaller of the two spaces (P or N_L). With D outputs
+(targets y of shape (P, D), a D × N_L readout with independent rows) the rows share the precision A
+and the means stack along a trailing output axis.
 """
 
 from __future__ import annotations
@@ -25,10 +27,19 @@ __all__ = ["ReadoutConditional", "readout_conditional", "sample_readout_conditio
 class ReadoutConditional:
     """Conditional posterior of the readout given hidden features (see module docstring).
 
+    Parameters
+    ----------
+    Phi : torch.Tensor
+        Features ``[R, P, M]``.
+    y : torch.Tensor
+        Targets ``[P]`` or ``[P, D]``.
+    precision, temperature, bias_var : float
+        λ of the standard-form readout, T, and the output bias variance (0: no bias).
+
     Attributes
     ----------
     norm2 : torch.Tensor
-        E[|a|² | Φ] per replica (float64, ``[R]``), the output bias excluded.
+        E[|a|² | Φ] per replica (float64, ``[R]``, summed over outputs), the output bias excluded.
     """
 
     def __init__(self, Phi: torch.Tensor, y: torch.Tensor, precision: float, temperature: float,
@@ -40,36 +51,36 @@ class ReadoutConditional:
         self.bias_col = math.sqrt(self.N * self.lam * bias_var) if bias_var > 0 else None
         Phi = self._augment(Phi)
         y = y.double()
+        self.vector = y.dim() == 1
+        Y = y.unsqueeze(-1) if self.vector else y                       # [P, D]
+        D = Y.shape[-1]
         R, P, N1 = Phi.shape
         cl = self.N * self.T * self.lam  # c λ with c = N_L T
         self.feature_space = N1 <= P
         if self.feature_space:
             s2, V = torch.linalg.eigh(Phi.transpose(-1, -2) @ Phi)
             s2 = s2.clamp_min(0.0)
-            b = (V.transpose(-1, -2) @ (Phi.transpose(-1, -2) @ y.unsqueeze(-1))).squeeze(-1)
+            b = V.transpose(-1, -2) @ (Phi.transpose(-1, -2) @ Y)        # [R, N1, D]
             self.V = V
             self.inv_prec = 1.0 / (self.lam + s2 / (self.N * self.T))   # eigenvalues of A⁻¹
-            m = math.sqrt(self.N) * (V @ (b / (cl + s2)).unsqueeze(-1)).squeeze(-1)
-            self.m = m
-            diag_inv = (V * V) @ self.inv_prec.unsqueeze(-1)
-            diag_inv = diag_inv.squeeze(-1)
-            self.norm2 = (m[:, : self.N] ** 2).sum(-1) + diag_inv[:, : self.N].sum(-1)
+            self.m = math.sqrt(self.N) * (V @ (b / (cl + s2).unsqueeze(-1)))  # [R, N1, D]
+            diag_inv = ((V * V) @ self.inv_prec.unsqueeze(-1)).squeeze(-1)
+            self.norm2 = (self.m[:, : self.N] ** 2).sum((-1, -2)) + D * diag_inv[:, : self.N].sum(-1)
         else:
             s2, U = torch.linalg.eigh(Phi @ Phi.transpose(-1, -2))
             s2 = s2.clamp_min(0.0)
             self.U, self.s2, self.cl = U, s2, cl
             self.Phi = Phi
-            uy = (U.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1)
-            self.w = uy / (cl + s2)                                     # M⁻¹ y in the eigenbasis
-            mnorm = self.N * (s2 * self.w ** 2).sum(-1)  # m = sqrt(N) Φᵀ M⁻¹ y
-            tr = (N1 - (s2 / (cl + s2)).sum(-1)) / self.lam
+            self.w = (U.transpose(-1, -2) @ Y) / (cl + s2).unsqueeze(-1)   # M⁻¹ y in the eigenbasis, [R, P, D]
+            mnorm = self.N * (s2.unsqueeze(-1) * self.w ** 2).sum((-1, -2))  # m = sqrt(N) Φᵀ M⁻¹ y
+            tr = D * (N1 - (s2 / (cl + s2)).sum(-1)) / self.lam
             if self.bias_col is not None:
                 uc = (U.transpose(-1, -2) @ torch.full((R, P, 1), self.bias_col, dtype=Phi.dtype,
                                                        device=Phi.device)).squeeze(-1)
-                m_last = (uc * self.w).sum(-1)
+                m_last = (uc.unsqueeze(-1) * self.w).sum(-2)             # [R, D]
                 inv_last = (1.0 - (uc ** 2 / (cl + s2)).sum(-1)) / self.lam
-                mnorm = mnorm - self.N * m_last ** 2
-                tr = tr - inv_last
+                mnorm = mnorm - self.N * (m_last ** 2).sum(-1)
+                tr = tr - D * inv_last
             self.norm2 = mnorm + tr
 
     def _augment(self, Phi):
@@ -79,18 +90,19 @@ class ReadoutConditional:
         return torch.cat([Phi, col], dim=-1)
 
     def predict(self, Phi_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Conditional mean and variance of f at points with features ``Phi_x`` (``[R, n, N_L]``)."""
+        """Conditional mean (``[R, n]``, or ``[R, n, D]``) and variance (``[R, n]``, the same for
+        every output) of f at points with features ``Phi_x`` (``[R, n, M]``)."""
         phi = self._augment(Phi_x.double())
         sN = math.sqrt(self.N)
         if self.feature_space:
-            mean = (phi @ self.m.unsqueeze(-1)).squeeze(-1) / sN
+            mean = (phi @ self.m) / sN
             z = phi @ self.V
             var = (z * z * self.inv_prec.unsqueeze(1)).sum(-1) / self.N
         else:
             k = (phi @ self.Phi.transpose(-1, -2)) @ self.U        # [R, n, P] in the eigenbasis
-            mean = (k * self.w.unsqueeze(1)).sum(-1)
+            mean = k @ self.w
             var = ((phi * phi).sum(-1) - (k * k / (self.cl + self.s2).unsqueeze(1)).sum(-1)) / (self.lam * self.N)
-        return mean, var.clamp_min(0.0)
+        return (mean.squeeze(-1) if self.vector else mean), var.clamp_min(0.0)
 
 
 def readout_conditional(Phi, y, precision, temperature, bias_var=0.0) -> ReadoutConditional:
@@ -102,25 +114,27 @@ def sample_readout_conditional(Phi: torch.Tensor, y: torch.Tensor, precision: fl
                                generator: torch.Generator, bias_var: float = 0.0):
     """Exact draw of (readout, output bias) from their conditional posterior (Matheron's rule).
 
-    Returns ``(a, b)`` with ``a`` shaped ``[R, 1, N_L]`` and ``b`` shaped ``[R, 1]`` (``None`` without
-    output bias), both float64. Used by ``init="readout_conditional"``.
+    Returns ``(a, b)`` with ``a`` shaped ``[R, D, N_L]`` and ``b`` shaped ``[R, D]`` (``None`` without
+    output bias), both float64; D = 1 for targets ``[P]``. Used by ``init="readout_conditional"``.
     """
     Phi = Phi.double()
     R, P, N = Phi.shape
+    Y = y.double().reshape(P, -1)                                        # [P, D]
+    D = Y.shape[-1]
     T, lam = float(temperature), float(precision)
     dev = Phi.device
     Psi = Phi / math.sqrt(N)
-    a0 = torch.randn((R, N), generator=generator, device=dev, dtype=torch.float64) / math.sqrt(lam)
-    f0 = (Psi @ a0.unsqueeze(-1)).squeeze(-1)
+    a0 = torch.randn((R, N, D), generator=generator, device=dev, dtype=torch.float64) / math.sqrt(lam)
+    f0 = Psi @ a0
     K = Psi @ Psi.transpose(-1, -2) / lam
     b0 = None
     if bias_var > 0:
-        b0 = torch.randn((R, 1), generator=generator, device=dev, dtype=torch.float64) * math.sqrt(bias_var)
+        b0 = torch.randn((R, 1, D), generator=generator, device=dev, dtype=torch.float64) * math.sqrt(bias_var)
         f0 = f0 + b0
         K = K + bias_var
-    eps = torch.randn((R, P), generator=generator, device=dev, dtype=torch.float64) * math.sqrt(T)
+    eps = torch.randn((R, P, D), generator=generator, device=dev, dtype=torch.float64) * math.sqrt(T)
     K = K + T * torch.eye(P, dtype=torch.float64, device=dev)
-    alpha = torch.cholesky_solve((y.double() - f0 - eps).unsqueeze(-1), torch.linalg.cholesky(K))
-    a = a0 + (Psi.transpose(-1, -2) @ alpha).squeeze(-1) / lam
-    b = None if b0 is None else b0 + bias_var * alpha.sum(1)
-    return a.unsqueeze(1), b
+    alpha = torch.cholesky_solve(Y - f0 - eps, torch.linalg.cholesky(K))
+    a = a0 + (Psi.transpose(-1, -2) @ alpha) / lam
+    b = None if b0 is None else (b0 + bias_var * alpha.sum(1, keepdim=True))[:, 0, :]
+    return a.transpose(-1, -2), b

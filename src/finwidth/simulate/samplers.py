@@ -9,7 +9,7 @@ point (float64; Euler and BAOAB compute it only when asked, MALA at every step).
 * ``euler``  θ ← θ − η ∇U + sqrt(2ηT) ξ (Euler–Maruyama, unadjusted; O(η) bias);
 * ``baoab``  underdamped Langevin dθ = p dt, dp = −∇U dt − γ p dt + sqrt(2γT) dW (unit mass),
   split B-A-O-A-B (Leimkuhler–Matthews); O(h²) bias in configurational averages, one gradient
-  per step;
+  per step; default friction :func:`finwidth.simulate.guidance.default_friction`;
 * ``mala``   the Euler proposal accepted with the Metropolis–Hastings probability: exact.
 """
 
@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import inspect
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
-import numpy as np
 import torch
 
 from finwidth.errors import ConfigError
 
-__all__ = ["SAMPLERS", "BAOABSampler", "EulerSampler", "MALASampler", "NoiseStreams", "ShardedSampler",
-           "make_sampler"]
+__all__ = ["SAMPLERS", "BAOABSampler", "CachedEnergy", "EulerSampler", "MALASampler", "NoiseStreams", "make_sampler"]
 
 
 class NoiseStreams:
@@ -89,6 +84,7 @@ class NoiseStreams:
         return out
 
     def get_state(self) -> list[torch.Tensor]:
+        """The generators' states (one tensor per stream)."""
         return [g.get_state() for g in self.generators]
 
     def set_state(self, states) -> None:
@@ -109,7 +105,32 @@ def _noise(p: torch.Tensor, gen, std: float = 1.0) -> torch.Tensor:
     return torch.empty(p.shape, device=p.device, dtype=p.dtype).normal_(0.0, std, generator=gen)
 
 
-class _Base:
+class CachedEnergy:
+    """The energy U and loss per replica at the current point, computed on demand and cached until
+    the point moves (a step sets ``_energy = _loss = None``). Needs ``target``, ``params``, ``A0``, ``y``."""
+
+    _energy: torch.Tensor | None = None
+    _loss: torch.Tensor | None = None
+
+    def _refresh(self):
+        self._energy, _, self._loss = self.target.potential_and_grad(self.params, self.A0, self.y, need_grad=False)
+
+    @property
+    def energy(self) -> torch.Tensor:
+        """U per replica at the current point (float64; computed on demand for Euler/BAOAB)."""
+        if self._energy is None:
+            self._refresh()
+        return self._energy
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """½ Σ (y − f)² per replica at the current point (float64)."""
+        if self._loss is None:
+            self._refresh()
+        return self._loss
+
+
+class _Base(CachedEnergy):
     name = ""
 
     def __init__(self, target, A0, y, step_size: float, generator: torch.Generator):
@@ -129,23 +150,6 @@ class _Base:
         if self._skip_energy_ok:
             return self.target.potential_and_grad(params, self.A0, self.y, need_energy=need_energy)
         return self.target.potential_and_grad(params, self.A0, self.y)
-
-    def _refresh(self):
-        self._energy, _, self._loss = self.target.potential_and_grad(self.params, self.A0, self.y, need_grad=False)
-
-    @property
-    def energy(self) -> torch.Tensor:
-        """U per replica at the current point (float64; computed on demand for Euler/BAOAB)."""
-        if self._energy is None:
-            self._refresh()
-        return self._energy
-
-    @property
-    def loss(self) -> torch.Tensor:
-        """½ Σ (y − f)² per replica at the current point (float64)."""
-        if self._loss is None:
-            self._refresh()
-        return self._loss
 
     def start(self, params):
         """Set the current point (and derived caches)."""
@@ -184,13 +188,18 @@ class BAOABSampler(_Base):
     """Underdamped Langevin with unit mass and friction γ, BAOAB splitting.
 
     The O step is exact: p ← e^{−γh} p + sqrt(T (1 − e^{−2γh})) ξ. Momenta start at N(0, T).
+    ``friction=None`` is :func:`finwidth.simulate.guidance.default_friction` of the target's precisions.
     """
 
     name = "baoab"
 
-    def __init__(self, target, A0, y, step_size, generator, *, friction: float = 1.0):
+    def __init__(self, target, A0, y, step_size, generator, *, friction: float | None = None):
         super().__init__(target, A0, y, step_size, generator)
-        if friction is None or not math.isfinite(friction) or friction <= 0:
+        if friction is None:
+            from finwidth.simulate.guidance import default_friction
+
+            friction = default_friction(target.precisions, self.T)
+        if not math.isfinite(friction) or friction <= 0:
             raise ConfigError(f"friction must be positive and finite, got {friction!r}")
         self.gamma = float(friction)
         self.c1 = math.exp(-self.gamma * self.h)
@@ -303,152 +312,7 @@ def make_sampler(name, target, A0, y, step_size, generator, *, friction=None):
     if name not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {sorted(SAMPLERS) + ['gibbs']}, got {name!r}")
     if name == "baoab":
-        return BAOABSampler(target, A0, y, step_size, generator, friction=friction if friction is not None else 1.0)
+        return BAOABSampler(target, A0, y, step_size, generator, friction=friction)
     if friction is not None:
         raise ConfigError(f"friction applies to sampler='baoab' only, not {name!r}")
     return SAMPLERS[name](target, A0, y, step_size, generator)
-
-
-def _split_state(state: dict, a: int, b: int, R: int) -> dict:
-    """The part of a whole-run sampler state that belongs to replicas ``a .. b``."""
-    out = {}
-    for k, v in state.items():
-        if isinstance(v, list):
-            out[k] = [t[a:b] for t in v]
-        elif isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == R:
-            out[k] = v[a:b]
-        else:
-            out[k] = v
-    return out
-
-
-def _merge_states(states: list[dict]) -> dict:
-    out = {}
-    for k, v in states[0].items():
-        if isinstance(v, list):
-            out[k] = [torch.cat([st[k][i] for st in states]) for i in range(len(v))]
-        elif isinstance(v, torch.Tensor) and v.dim() >= 1:
-            out[k] = torch.cat([st[k] for st in states])
-        else:
-            out[k] = v
-    return out
-
-
-class ShardedSampler:
-    """R replicas in contiguous groups, each advanced by its own sampler on its own thread.
-
-    Replicas never interact, so the groups run in parallel between synchronisation points
-    (energy checks, records), each with single-threaded torch and BLAS (``threads // groups`` each):
-    on a few CPU cores this beats one multi-threaded batch, whose many small element-wise and
-    BLAS calls leave cores idle or fighting for them. With per-replica :class:`NoiseStreams` the
-    chains do not depend on the grouping, and ``state()`` is that of one sampler over all R.
-
-    Same interface as the samplers (``start``, ``step``, ``advance``, ``params``, ``energy``,
-    ``loss``, ``state``, ``load_state``, ``acceptance``).
-    """
-
-    def __init__(self, name, target, A0, y, step_size, streams: NoiseStreams, *, groups: int, friction=None):
-        R = streams.replicas
-        groups = max(1, min(int(groups), R, len(streams.blocks)))
-        edges = [streams.blocks[round(i * len(streams.blocks) / groups)][0] for i in range(groups)] + [R]
-        self.bounds = list(zip(edges[:-1], edges[1:]))
-        self.R = R
-        self.parts = [make_sampler(name, target, A0, y, step_size, streams.subset(a, b), friction=friction)
-                      for a, b in self.bounds]
-        self.name, self.h, self.T = self.parts[0].name, self.parts[0].h, self.parts[0].T
-        self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix="finwidth-replicas") \
-            if len(self.parts) > 1 else None
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def __del__(self):
-        self.close()
-
-    # ---------------------------------------------------------------- state
-    def start(self, params):
-        for part, (a, b) in zip(self.parts, self.bounds):
-            part.start([p[a:b] for p in params])
-
-    def state(self) -> dict:
-        return _merge_states([part.state() for part in self.parts])
-
-    def load_state(self, state: dict) -> None:
-        for part, (a, b) in zip(self.parts, self.bounds):
-            part.load_state(_split_state(state, a, b, self.R))
-
-    @property
-    def params(self) -> list[torch.Tensor]:
-        return [torch.cat(ps) for ps in zip(*(part.params for part in self.parts))]
-
-    @property
-    def energy(self) -> torch.Tensor:
-        return torch.cat(self._in_workers(lambda part: part.energy))
-
-    @property
-    def loss(self) -> torch.Tensor:
-        return torch.cat(self._in_workers(lambda part: part.loss))
-
-    def acceptance(self):
-        acc = [part.acceptance() for part in self.parts]
-        return None if acc[0] is None else np.concatenate(acc)
-
-    # ---------------------------------------------------------------- dynamics
-    def step(self) -> None:
-        self.advance(1)
-
-    def advance(self, n: int) -> None:
-        """``n`` steps of every replica, the groups in parallel threads."""
-        self._in_workers(lambda part: part.advance(n))
-
-    def _in_workers(self, fn) -> list:
-        """``[fn(part) for part in parts]``, each group on its own thread with ``threads // groups``
-        torch and BLAS threads; torch's thread setting is restored afterwards."""
-        if self._pool is None:  # one group, or closed
-            return [fn(part) for part in self.parts]
-        threads = torch.get_num_threads()
-        per = max(1, threads // len(self.parts))
-
-        def work(part):
-            torch.set_num_threads(per)  # this thread's torch (and MKL) pool
-            return fn(part)
-
-        try:
-            with _blas_threads(per):
-                return [f.result() for f in [self._pool.submit(work, part) for part in self.parts]]
-        finally:
-            torch.set_num_threads(threads)
-
-
-_BLAS_LOCK = threading.Lock()
-_BLAS_STATE = {"users": 0, "limiter": None, "controller": None}
-
-
-@contextmanager
-def _blas_threads(n: int):
-    """Limit the BLAS libraries outside torch (scipy's, which computes the triangular products) to
-    ``n`` threads, so that parallel replica groups do not oversubscribe the cores.
-
-    The limit is process-wide: concurrent runs (sweep workers) share it, the first to enter sets
-    it and the last to leave restores the previous setting.
-    """
-    with _BLAS_LOCK:
-        st = _BLAS_STATE
-        if st["controller"] is None:
-            import scipy.linalg.cython_blas  # noqa: F401  (load scipy's BLAS so that it is controlled)
-            from threadpoolctl import ThreadpoolController
-
-            st["controller"] = ThreadpoolController()
-        if st["users"] == 0:
-            st["limiter"] = st["controller"].limit(limits=n, user_api="blas")
-        st["users"] += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            st["users"] -= 1
-            if st["users"] == 0:
-                st["limiter"].restore_original_limits()
-                st["limiter"] = None

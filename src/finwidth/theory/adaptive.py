@@ -284,7 +284,7 @@ class AdaptiveKernel(Estimator):
 
     def _inputs(self, X: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
         """Patches in the coordinates of the unknown Σ, and the out-of-span variance (FCN)."""
-        from finwidth.kernels import as_inputs
+        from finwidth.inputs import as_inputs
 
         if self._conv:
             return self.network.patches(X, what), None
@@ -410,9 +410,7 @@ class AdaptiveKernel(Estimator):
             A continuation stage failed even with the finest width steps; the message gives the
             width reached, the residual and what to try.
         """
-        from finwidth.kernels import as_inputs
-        from finwidth.simulate.networks import InputReduction
-        from finwidth.theory.gp import validate_targets
+        from finwidth.inputs import InputReduction, as_inputs, validate_targets
 
         self._check_params()
         Xa = as_inputs(X, "X")
@@ -541,7 +539,7 @@ class AdaptiveKernel(Estimator):
 
     def generalization_error(self, X_test: Any, y_test: Any) -> ErrorDecomposition:
         """ε_g = mean[(y − ⟨f⟩)²] + mean[Var f] over the test set (bias + variance, no noise)."""
-        from finwidth.theory.gp import validate_targets
+        from finwidth.inputs import validate_targets
 
         mean, var = self.predict(X_test, return_var=True)
         yt = validate_targets(y_test, mean.shape[0], "y_test")

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from finwidth.errors import ConfigError
+from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.conv_action import ActionPoint, LocalAction
 from finwidth.theory.gp import validate_noise
 
@@ -104,7 +105,7 @@ AUTO_CHECK_UNKNOWNS = 300
 AUTO_CHECK_POINTS = 2000
 
 
-class ConvRKGP:
+class ConvRKGP(Estimator):
     """Renormalised-kernel GP of a two-layer CNN (:class:`~finwidth.convnet.ConvNetwork`), module docstring.
 
     ``finwidth.RKGP(conv_network, temperature)`` builds and uses this estimator with its defaults;
@@ -158,6 +159,9 @@ class ConvRKGP:
         Size of that store (0 for the pooled readout).
     kind_ : str
         "conv-local" or "conv-pooled".
+
+    Parameters are validated by :meth:`fit`; ``get_params``/``set_params`` (``network__channels`` …),
+    ``score`` (R²) and ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
     """
 
     def __init__(self, network, temperature: float, *, mean_correction=None, kernel_dtype: str = "auto",
@@ -188,7 +192,8 @@ class ConvRKGP:
                 "to use the theory without it (as deepbays CONV_1HL does), or use an odd activation")
         if self.kernel_dtype not in ("auto", "float64", "float32"):
             raise ConfigError(f"kernel_dtype must be 'auto', 'float64' or 'float32', got {self.kernel_dtype!r}")
-        if self.max_memory is not None and not (isinstance(self.max_memory, (int, np.integer)) and self.max_memory > 0):
+        if self.max_memory is not None and not (isinstance(self.max_memory, (int, float, np.integer, np.floating))
+                                                and not isinstance(self.max_memory, bool) and self.max_memory > 0):
             raise ConfigError(f"max_memory must be a positive number of bytes, got {self.max_memory!r}")
         if not (isinstance(self.tol, float) and 0 < self.tol < 1e-3):
             raise ConfigError(f"tol must be a float in (0, 1e-3), got {self.tol!r}")
@@ -209,10 +214,11 @@ class ConvRKGP:
             No verified stationary point.
         """
         from finwidth.conv_kernels import PatchInputs
-        from finwidth.kernels import as_inputs
-        from finwidth.theory.gp import validate_targets
+        from finwidth.inputs import as_inputs
+        from finwidth.inputs import validate_targets
 
         T = self._check_params()
+        self.__dict__.pop("_gp", None)  # a refit invalidates the cached factorisation of K_R
         X = as_inputs(X, "X")
         y = validate_targets(y, X.shape[0])
         self._train = PatchInputs(self.network, X, "X")
@@ -350,15 +356,18 @@ class ConvRKGP:
             blocks.test_diag = weighted_diagonal(te, W)
         return blocks
 
-    def predict(self, X_test, return_var: bool = False, return_cov: bool = False):
+    def predict(self, X_test, return_var: bool = False, return_cov: bool = False, return_std: bool = False):
         """Posterior mean (and variance) of f: the GP with kernel K_R and noise T.
 
         Returns
         -------
-        mean : ndarray, shape (P_t,); var : ndarray, shape (P_t,) if ``return_var`` (noise T not added).
+        mean : ndarray, shape (P_t,); var : ndarray, shape (P_t,) if ``return_var`` (noise T not added);
+        std = √var last if ``return_std``.
         """
         from finwidth.theory.gp import gp_fit, gp_predict
 
+        if return_std:
+            return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
         self._check_fitted()
         if return_cov:
             raise ConfigError("return_cov is not available for the CNN theory; use return_var=True")
@@ -374,8 +383,9 @@ class ConvRKGP:
         dε_g/d(1/C) is minus the derivative of ε_g along D: one test×train kernel with weights D.
         """
         from finwidth.conv_kernels import PatchInputs, nngp_weights, weighted_diagonal, weighted_kernel
-        from finwidth.kernels import as_inputs
-        from finwidth.theory.gp import gp_fit, validate_targets
+        from finwidth.inputs import as_inputs
+        from finwidth.inputs import validate_targets
+        from finwidth.theory.gp import gp_fit
 
         self._check_fitted()
         X_test = as_inputs(X_test, "X_test")
@@ -400,8 +410,9 @@ class ConvRKGP:
 
     def generalization_error(self, X_test, y_test):
         """ε_g = bias + variance over the test set (noise T not added); ErrorDecomposition."""
-        from finwidth.kernels import as_inputs
-        from finwidth.theory.gp import generalization_error, validate_targets
+        from finwidth.inputs import as_inputs
+        from finwidth.inputs import validate_targets
+        from finwidth.theory.gp import generalization_error
 
         X_test = as_inputs(X_test, "X_test")
         y_test = validate_targets(y_test, X_test.shape[0], "y_test")

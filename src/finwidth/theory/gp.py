@@ -26,6 +26,8 @@ import numpy as np
 from scipy import linalg
 
 from finwidth.errors import ConfigError, ConvergenceError
+from finwidth.inputs import validate_targets
+from finwidth.inputs import validate_temperature as validate_noise
 
 __all__ = [
     "ErrorDecomposition",
@@ -78,36 +80,6 @@ class ErrorDecomposition:
     def as_dict(self) -> dict[str, float]:
         """{"total", "bias", "variance"} as floats (JSON-ready)."""
         return {"total": float(self.total), "bias": float(self.bias), "variance": float(self.variance)}
-
-
-def validate_noise(noise: Any, what: str = "temperature") -> float:
-    """A finite, non-negative float, else ConfigError (strings and booleans are not numbers here)."""
-    try:
-        if isinstance(noise, (str, bytes, bool, np.bool_)):
-            raise TypeError(type(noise).__name__)
-        value = float(noise)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what} must be a non-negative number, got {noise!r}") from exc
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{what} must be finite and non-negative, got {value}")
-    return value
-
-
-def validate_targets(y: Any, n: int | None = None, what: str = "y") -> np.ndarray:
-    """Labels as a float64 vector (P,); (P, 1) is accepted. ConfigError on NaN/inf or bad shape."""
-    arr = np.asarray(y)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-        raise ConfigError(f"{what} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ConfigError(f"{what} must have shape (n_points,) or (n_points, 1) (one output), got {arr.shape}")
-    if n is not None and arr.shape[0] != n:
-        raise ConfigError(f"{what} has {arr.shape[0]} entries but there are {n} inputs")
-    arr = np.array(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise ConfigError(f"{what} contains NaN or inf (first at index {int(np.argmin(np.isfinite(arr)))})")
-    return arr
 
 
 def _check_square(K: Any, what: str) -> np.ndarray:

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from finwidth.errors import ConfigError
-from finwidth.kernels import as_inputs, layer_diagonals, nngp, nngp_cross
+from finwidth.inputs import as_inputs
+from finwidth.kernels import layer_diagonals, nngp, nngp_cross
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import (
     ErrorDecomposition,

@@ -39,7 +39,7 @@ import numpy as np
 from scipy import linalg, optimize
 
 from finwidth.errors import ConfigError, ConvergenceError
-from finwidth.kernels import as_inputs as _as_X
+from finwidth.inputs import as_inputs as _as_X
 from finwidth.theory import scalable, spectral
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
@@ -275,6 +275,9 @@ class RKGP(Estimator):
         """A ConvNetwork: the local kernel renormalisation (finwidth.theory.conv.ConvRKGP, its defaults)."""
         from finwidth.theory.conv import ConvRKGP
 
+        if self.solver == "krylov":
+            raise ConfigError("solver='krylov' covers fully connected networks only; use solver='dense' for a ConvNetwork")
+        self.solver_ = "dense"
         self._conv = ConvRKGP(self.network, self.temperature, mean_correction=self.mean_correction).fit(X, y)
         for name in ("qbar_", "q_", "action_", "log_evidence_", "residual_", "width_criterion_", "kind_",
                      "X_train_", "y_train_", "n_evaluations_"):

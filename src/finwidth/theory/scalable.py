@@ -395,7 +395,7 @@ class KrylovPredictor:
         Cost: one pass over the test×train kernel for the mean; for the variance one block CG per
         ``block_rows`` test points (each iteration a product K V with that many columns).
         """
-        from finwidth.kernels import as_inputs
+        from finwidth.inputs import as_inputs
 
         Xt = as_inputs(X_test, "X_test")
         mean = np.empty(Xt.shape[0])

@@ -1,0 +1,189 @@
+"""The one recorder of the sampling loop: what is measured at each record, for every sampler and model.
+
+At a record the recorder evaluates the model on the training set (energy, loss, train MSE, weight
+norms, readout norm) and on the test set (predictions and test MSE), both from the sampled network
+("raw") and, with Rao–Blackwellisation, from the exact conditional posterior of the readout given
+the last hidden features (:class:`~finwidth.simulate.observables.ReadoutConditional`). Scalars are
+kept per record and replica (``traces``); test-point quantities are summed over time chunks (1/64
+of the post-burn-in records, ``acc``) so that the estimates can choose the burn-in and the error-bar
+blocks afterwards. Extra :class:`Observable` s (weight covariances, hidden kernels, raw predictions)
+are recorded the same way. Targets may carry a trailing output axis (``[P, D]``): every mean runs
+over all trailing axes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from finwidth.simulate.networks import gibbs_energy
+from finwidth.simulate.observables import ReadoutConditional
+
+__all__ = ["N_CHUNKS", "Observable", "Recorder"]
+
+N_CHUNKS = 64  # time chunks of the per-test-point accumulators (burn-in granularity)
+
+
+@dataclass(frozen=True)
+class Observable:
+    """An extra quantity measured at every record: ``fn(params) -> tensor [R, ...]``.
+
+    ``kind="trace"`` keeps every record (``Recorder.traces[name]``, ``[n_records, R, ...]``);
+    ``kind="mean"`` sums the records after the burn-in per replica (``Recorder.mean(name)``, ``[R, ...]``).
+    """
+
+    name: str
+    fn: Callable
+    kind: str = "trace"
+
+
+def _mean_error(y: torch.Tensor, f: torch.Tensor, var: torch.Tensor | None = None) -> np.ndarray:
+    """mean over points (and outputs) of (y − f)² [+ var], per replica (float64 numpy ``[R]``)."""
+    sq = (y - f) ** 2
+    if var is not None:
+        sq = sq + (var.unsqueeze(-1) if sq.dim() > var.dim() else var)
+    return sq.flatten(1).mean(-1).cpu().numpy()
+
+
+class Recorder:
+    """Records a run of ``cfg.n_records`` records of R replicas (see the module docstring).
+
+    Parameters
+    ----------
+    model : a model of :mod:`finwidth.simulate.models`
+    cfg : RunConfig
+    A0, y : the model's training inputs and the targets (float64 tensor).
+    A0t, yt : test inputs (model form) and targets (float64), optional.
+    perp : torch.Tensor, optional
+        Under input reduction, the factor F of the test points' orthogonal parts: a fresh
+        W_perp x_perp term is drawn at each record (``model.perp_preactivation``).
+    perp_norm : float
+        The exact prior expectation of ‖W_perp‖², added to the first layer's norm.
+    generator : torch.Generator
+        Draws the W_perp terms (its state is part of :meth:`state`).
+    observables : sequence of Observable
+    """
+
+    def __init__(self, model, cfg, *, A0, y, A0t=None, yt=None, perp=None, perp_norm=0.0, generator=None,
+                 observables=()):
+        self.model, self.cfg = model, cfg
+        self.A0, self.y64, self.A0t, self.yt64 = A0, y, A0t, yt
+        self.y = y.to(model.dtype)
+        self.perp, self.perp_norm, self.gen = perp, float(perp_norm), generator
+        self.rb = bool(cfg.rao_blackwell)
+        self.has_test, self.has_ytest = A0t is not None, yt is not None
+        self.observables = list(observables)
+        R, L = cfg.replicas, model.n_layers
+        self.n_rec = cfg.n_records
+        self.rec0 = cfg.burn_in_records()
+        n_post = max(self.n_rec - self.rec0, 0)
+        self.chunk_len = max(1, -(-n_post // N_CHUNKS))
+        self.n_chunks = -(-n_post // self.chunk_len) if n_post else 0
+        names = ["energy", "loss", "train_mse_raw", "readout_norm_raw"]
+        if self.rb:
+            names += ["train_mse_rb", "readout_norm_rb"]
+        if self.has_ytest:
+            names += ["test_mse_raw"] + (["test_mse_rb"] if self.rb else [])
+        self.traces = {k: np.full((self.n_rec, R), np.nan) for k in names}
+        self.traces["layer_norms"] = np.full((self.n_rec, R, L), np.nan)
+        self.acc: dict[str, np.ndarray] = {}  # allocated at the first test record (shape of f)
+        self.chunk_count = np.zeros(self.n_chunks)
+        self.sums: dict[str, np.ndarray] = {}
+        self.n_summed = 0
+
+    # ---------------------------------------------------------------- records
+    def _perp_term(self):
+        if self.perp is None:
+            return None
+        return self.model.perp_preactivation(self.perp, self.gen, self.cfg.replicas)
+
+    @torch.no_grad()
+    def record(self, params, k: int) -> None:
+        """Measure ``params`` as record number ``k`` (0-based)."""
+        model, tr = self.model, self.traces
+        f, Phi = model.readout_features(params, self.A0)
+        f64 = f.double()
+        U, loss = gibbs_energy(f - self.y, params, model.precisions, model.temperature)
+        tr["energy"][k] = U.cpu().numpy()
+        tr["loss"][k] = loss.cpu().numpy()
+        tr["train_mse_raw"][k] = _mean_error(self.y64, f64)
+        norms = torch.stack([p.double().flatten(1).pow(2).sum(-1) for p in params[: model.n_layers]], dim=-1)
+        norms[:, 0] += self.perp_norm
+        tr["layer_norms"][k] = norms.cpu().numpy()
+        tr["readout_norm_raw"][k] = tr["layer_norms"][k][:, -1]
+        rc = None
+        if self.rb:
+            ro = model.readout
+            rc = ReadoutConditional(Phi, self.y64, ro.standard_precision, model.temperature, model.readout_bias_var)
+            mu, v = rc.predict(Phi)
+            tr["train_mse_rb"][k] = _mean_error(self.y64, mu, v)
+            # E|a'|² of the standard-form readout, back in the model's own units (a = a'/standard_factor)
+            tr["readout_norm_rb"][k] = (rc.norm2 / ro.standard_factor ** 2).cpu().numpy()
+        post = k >= self.rec0
+        for ob in self.observables:
+            self._observe(ob, params, k, post)
+        if post:
+            self.n_summed += 1
+        if not self.has_test:
+            return
+        perp = self._perp_term()
+        if rc is None:
+            ft = model.forward(params, self.A0t, perp)
+        else:
+            ft, Phit = model.readout_features(params, self.A0t, perp)
+            mut, vt = rc.predict(Phit)
+        ft = ft.double()
+        if self.has_ytest:
+            tr["test_mse_raw"][k] = _mean_error(self.yt64, ft)
+            if rc is not None:
+                tr["test_mse_rb"][k] = _mean_error(self.yt64, mut, vt)
+        if not post:
+            return
+        c = (k - self.rec0) // self.chunk_len
+        self.chunk_count[c] += 1
+        fn = ft.cpu().numpy()
+        parts = {"f_sum": fn, "f_sq": fn * fn}
+        if rc is not None:
+            m, vv = mut.cpu().numpy(), vt.cpu().numpy()
+            parts.update(mu_sum=m, mu_sq=m * m, v_sum=vv)
+        for name, value in parts.items():
+            if name not in self.acc:
+                self.acc[name] = np.zeros((self.n_chunks, *value.shape))
+            self.acc[name][c] += value
+
+    def _observe(self, ob: Observable, params, k: int, post: bool) -> None:
+        value = ob.fn(params)
+        value = (value.double().cpu().numpy() if isinstance(value, torch.Tensor)
+                 else np.asarray(value, dtype=np.float64))
+        if ob.kind == "trace":
+            if ob.name not in self.traces:
+                self.traces[ob.name] = np.full((self.n_rec, *value.shape), np.nan)
+            self.traces[ob.name][k] = value
+        elif post:
+            self.sums[ob.name] = self.sums.get(ob.name, 0.0) + value
+
+    def mean(self, name: str) -> np.ndarray:
+        """Per-replica mean of a ``kind="mean"`` observable over the records after the burn-in."""
+        return self.sums[name] / max(self.n_summed, 1)
+
+    def chunk_records(self, c: int) -> np.ndarray:
+        """The record indices of time chunk ``c`` (after the user's burn-in)."""
+        start = self.rec0 + c * self.chunk_len
+        return np.arange(start, min(start + self.chunk_len, self.n_rec))
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        return {"traces": self.traces, "acc": self.acc, "chunk_count": self.chunk_count, "sums": self.sums,
+                "n_summed": self.n_summed, "gen": None if self.gen is None else self.gen.get_state()}
+
+    def load_state(self, st: dict) -> None:
+        self.traces = {k: np.array(v) for k, v in st["traces"].items()}
+        self.acc = {k: np.array(v) for k, v in st["acc"].items()}
+        self.chunk_count = np.array(st["chunk_count"])
+        self.sums = {k: np.array(v) for k, v in st["sums"].items()}
+        self.n_summed = int(st["n_summed"])
+        if self.gen is not None:
+            self.gen.set_state(st["gen"])

@@ -1,0 +1,146 @@
+"""What a sampling run returns: estimates with standard errors, diagnostics and the raw traces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finwidth.simulate.config import RunConfig
+
+__all__ = ["Diagnostics", "ErrorEstimate", "Estimate", "PosteriorSamples"]
+
+
+class Estimate(float):
+    """A float with a standard error: ``float(e)``, ``e.value`` and ``e.stderr``."""
+
+    def __new__(cls, value: float, stderr: float = float("nan")):
+        obj = super().__new__(cls, float(value))
+        obj.stderr = float(stderr)
+        return obj
+
+    @property
+    def value(self) -> float:
+        return float(self)
+
+    def __repr__(self) -> str:
+        return f"{float(self):.6g} ± {self.stderr:.2g}"
+
+    def __reduce__(self):
+        return (Estimate, (float(self), self.stderr))
+
+
+@dataclass(frozen=True)
+class ErrorEstimate:
+    """ε_g = bias + variance, each an :class:`Estimate` (mean over the test set; noise T not added).
+
+    ``bias`` = mean_test (y − ⟨f⟩)², with the jackknife correction of the finite-sample term
+    Var(⟨f⟩_estimate); ``variance`` = total − bias = mean_test Var f.
+    """
+
+    total: Estimate
+    bias: Estimate
+    variance: Estimate
+
+    @property
+    def stderr(self) -> float:
+        return self.total.stderr
+
+
+@dataclass
+class Diagnostics:
+    """Convergence diagnostics over replicas (post burn-in records).
+
+    Attributes
+    ----------
+    rhat, ess : dict[str, float]
+        Split-R̂ and effective sample size of each traced observable.
+    acceptance : float or None
+        Mean MALA acceptance rate (None for the other samplers).
+    acceptance_per_replica : np.ndarray or None
+    burn_in_steps : int
+        Steps discarded; ``burn_in_rule`` says how they were chosen.
+    tau_records : float
+        Largest integrated autocorrelation time (in records) over the key observables.
+    n_blocks : int
+        Blocks (replica × time batch) used for the jackknife error bars.
+    steps_per_second : float
+        Chain steps per second of wall time (all replicas together count once).
+    wall_time : float
+        Seconds of sampling (all sessions of a resumed run).
+    """
+
+    rhat: dict[str, float]
+    ess: dict[str, float]
+    acceptance: float | None
+    acceptance_per_replica: np.ndarray | None
+    burn_in_steps: int
+    burn_in_rule: str
+    tau_records: float
+    n_blocks: int
+    steps_per_second: float
+    wall_time: float
+
+    @property
+    def max_rhat(self) -> float:
+        vals = [v for v in self.rhat.values() if np.isfinite(v)]
+        return max(vals) if vals else float("nan")
+
+    @property
+    def min_ess(self) -> float:
+        vals = [v for v in self.ess.values() if np.isfinite(v)]
+        return min(vals) if vals else float("nan")
+
+
+@dataclass
+class PosteriorSamples:
+    """Result of :func:`sample_posterior`.
+
+    Attributes
+    ----------
+    generalization_error : ErrorEstimate or None
+        Posterior-averaged test MSE and its bias/variance split (Rao–Blackwellised readout when
+        ``rao_blackwell=True``), None without ``y_test``.
+    generalization_error_raw : ErrorEstimate or None
+        The same from the sampled networks' own outputs.
+    variance_reduction : float or None
+        (stderr_raw / stderr_RB)² of ε_g: how many times fewer samples the RB estimate needs.
+    train_error, train_error_raw : Estimate
+        Posterior mean of the training MSE (1/P) Σ_μ (y − f)².
+    qbar_readout, qbar_readout_raw : Estimate
+        λ_L ⟨|a|²⟩ / M with M the number of readout weights (N_L; C·Ñ for a ``ConvNetwork``): the
+        readout-norm estimate of Q̄_L (BPKR §A.9) for standard and mean-field FCNs (in mean field it
+        is Q̄_1 of the equivalent standard network with readout precision λ_1 N); for the CNN the
+        posterior-to-prior ratio of the readout norm, averaged over channels and patches.
+    layer_norms : list[Estimate]
+        ⟨‖W^(l)‖²⟩ for l = 0..L (under input reduction, layer 0 adds the exact prior
+        expectation N_1 (N_0 − r)/λ_0 of the orthogonal part).
+    prediction_mean, prediction_var, prediction_mean_stderr : np.ndarray or None
+        Posterior mean and variance of f at the test points and the standard error of the mean.
+    diagnostics : Diagnostics
+    traces : dict[str, np.ndarray]
+        Per-record, per-replica scalar traces (shape ``[n_records, R]``; ``layer_norms``:
+        ``[n_records, R, L+1]``), including the burn-in.
+    record_steps : np.ndarray
+        Step number (1-based) of each record.
+    config : RunConfig
+        The options of the run (``config.name`` or ``config["name"]``).
+    """
+
+    generalization_error: ErrorEstimate | None
+    generalization_error_raw: ErrorEstimate | None
+    variance_reduction: float | None
+    train_error: Estimate
+    train_error_raw: Estimate
+    qbar_readout: Estimate
+    qbar_readout_raw: Estimate
+    layer_norms: list[Estimate]
+    prediction_mean: np.ndarray | None
+    prediction_var: np.ndarray | None
+    prediction_mean_stderr: np.ndarray | None
+    diagnostics: Diagnostics
+    traces: dict[str, np.ndarray]
+    record_steps: np.ndarray
+    config: RunConfig | None = None
