@@ -101,7 +101,7 @@ class BPKR(RKGP):
             T Π K A⁻¹ (zero at T = 0).
         """
         self._check_fitted()
-        basis = self._pred_basis
+        basis = self._prediction_basis()
         k = basis.values
         T = self.temperature
         x = self.pi_ * k

@@ -40,7 +40,7 @@ from scipy import linalg, optimize
 
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.inputs import as_inputs as _as_X
-from finwidth.theory import scalable, spectral
+from finwidth.theory import scalable, spectral, tridiagonal
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
 
@@ -79,13 +79,16 @@ def width_criterion(basis: spectral.Eigenbasis, y_t: np.ndarray, widths) -> Widt
 
     ``widths`` are N_1..N_L; the Student-t factor is given for one hidden layer only.
     """
+    return measure_width_criterion(spectral.SpectralMeasure.from_eigenbasis(basis.values, np.asarray(y_t) ** 2), widths)
+
+
+def measure_width_criterion(measure, widths) -> WidthCriterion:
+    """:func:`width_criterion` from a spectral measure of the output kernel (eigenbasis or tridiagonal)."""
     widths = np.asarray(widths, dtype=float)
-    k = basis.values
-    P = k.size
-    pos = k > 0
-    r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
+    P = measure.size
+    r = measure.g(1.0, 0.0)[2]  # the label part of g at T = 0, Π = 1: yᵀ K⁺ y / P
     try:
-        pi0 = spectral.solve_product(basis, y_t, 0.0, widths).pi
+        pi0 = spectral.solve_product_measure(measure, 0.0, widths).pi
     except ConvergenceError:
         pi0 = float("nan")
     stf = None
@@ -236,7 +239,13 @@ class RKGP(Estimator):
         self._train_diags = kernels.layer_diagonals(net, X)
         self.n_factorizations_ = 0
 
-        # the output NNGP eigenbasis serves the product form, the non-odd form and the criterion
+        if self.mean_correction_ or self.renormalization == "product" or L == 1 and net.bias is None:
+            # product form and non-odd theory: the spectrum without eigenvectors (docs/large-p.md)
+            self._fit_spectral(K_out, X, y, widths)
+            del K_out
+            return self._set_evidence(P)
+
+        # the output NNGP eigenbasis serves the nested form's start and the criterion
         basis = spectral.eigenbasis(K_out)
         y_t = basis.project(y)
         self._criterion(basis, y_t, widths)
@@ -265,11 +274,53 @@ class RKGP(Estimator):
             # start from the product-form saddle (exact for relu/linear, close for erf)
             start = spectral.solve_product(basis, y_t, T, widths)
             self._fit_nested(X, y, widths, np.log(start.qbar))
+        return self._set_evidence(P)
+
+    def _set_evidence(self, P: int) -> RKGP:
         P_half_log = 0.5 * P * math.log(2 * math.pi)
         if not math.isfinite(self.action_):
             self.action_ = math.nan  # T = 0 with labels outside the kernel's range: S is not defined
         self.log_evidence_ = None if not math.isfinite(self.action_) else -0.5 * self.action_ - P_half_log
         return self
+
+    def _fit_spectral(self, K_out: np.ndarray, X: np.ndarray, y: np.ndarray, widths: np.ndarray) -> None:
+        """Product form or non-odd theory from one in-place Householder tridiagonalisation of K_out.
+
+        The eigenvalues come from the tridiagonal matrix; the labels enter through its continued
+        fractions (y is its first basis vector), or, where coordinates are needed (the non-odd theory's
+        mean vector, numerically-null modes), through the reflectors and the tridiagonal eigenvectors.
+        K_out is destroyed; predictions rebuild what they need (:meth:`_deferred_predict`).
+        """
+        T = self.temperature
+        hs = tridiagonal.householder_spectrum(K_out, y)
+        values, n_null = spectral.checked_spectrum(hs.values)
+        m_t = None
+        if self.mean_correction_ or n_null:
+            vecs = [y, self._mean_vector(self._train_diags[0])] if self.mean_correction_ else [y]
+            coords = hs.coordinates(np.stack(vecs, axis=1))
+            basis = spectral.Eigenbasis(values=values, vectors=None, n_null=n_null)
+            y_t = coords[:, 0]
+            m_t = coords[:, 1] if self.mean_correction_ else None
+            measure = spectral.SpectralMeasure.from_eigenbasis(values, y_t ** 2)
+        else:
+            measure = tridiagonal.TridiagonalMeasure(hs)
+        self.width_criterion_ = measure_width_criterion(measure, widths)
+        if self.mean_correction_:
+            self.kind_ = "nonodd"
+            self._fit_nonodd(basis, y_t, X, m_t=m_t)
+        else:
+            self.kind_ = "product"
+            if T == 0 and n_null == values.size:
+                raise ConfigError("the kernel is zero: nothing to solve")
+            sol = spectral.solve_product_measure(measure, T, widths)
+            self.qbar_ = sol.qbar
+            self.q_ = 1.0 / sol.qbar - 1.0
+            self.action_ = sol.action
+            self.residual_ = sol.residual
+            self.roots_ = sol.roots
+            self._pred_scale = sol.pi
+        self._pred_basis = None
+        self._pred_cache = {}  # filled by the first predict (a mutable holder: predict leaves __dict__ alone)
 
     def _fit_conv(self, X, y) -> RKGP:
         """A ConvNetwork: the local kernel renormalisation (finwidth.theory.conv.ConvRKGP, its defaults)."""
@@ -296,7 +347,7 @@ class RKGP(Estimator):
         """m/√λ_1 with m_μ = E σ(h), h ~ N(0, C_μμ)."""
         return np.asarray(self.network.activation.mean(c_diag), dtype=np.float64) / math.sqrt(self.network.priors[1])
 
-    def _fit_nonodd(self, basis: spectral.Eigenbasis, y_t: np.ndarray, X: np.ndarray) -> None:
+    def _fit_nonodd(self, basis: spectral.Eigenbasis, y_t: np.ndarray, X: np.ndarray, m_t=None) -> None:
         T = self.temperature
         N = float(self.network.widths[0])
         k = basis.values
@@ -305,8 +356,8 @@ class RKGP(Estimator):
                 f"the output kernel has {basis.n_null} null eigenvalues (duplicate inputs?); the mean-corrected "
                 "theory at T = 0 needs a non-singular kernel: use T > 0 or mean_correction=False"
             )
-        m = self._mean_vector(self._train_diags[0])
-        m_t = basis.project(m)
+        if m_t is None:
+            m_t = basis.project(self._mean_vector(self._train_diags[0]))
         nz = NonOddSaddle(k, y_t, m_t, T, N)
         roots = []
         for qb0, q0 in _NONODD_STARTS:
@@ -527,6 +578,8 @@ class RKGP(Estimator):
         X_test = _as_X(X_test, "X_test")
         if X_test.shape[1] != self.X_train_.shape[1]:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
+        if self._pred_basis is None:
+            return self._deferred_predict(X_test, return_var)
         T = self.temperature
         basis = self._pred_basis
         k = basis.values
@@ -568,6 +621,44 @@ class RKGP(Estimator):
                 return mean
             var = kd - (kt_t ** 2) @ inv
         return mean, np.maximum(var, 0.0)
+
+    def _deferred_predict(self, X_test: np.ndarray, return_var: bool):
+        """Predictions of the product-form and non-odd fits: the renormalised train kernel is rebuilt
+        and factorised once, at the first call (Cholesky at T > 0), then kept."""
+        from finwidth import kernels
+        from finwidth.theory.gp import gp_fit, gp_predict
+
+        s = self._pred_scale
+        cache = self._pred_cache
+        if "fit" not in cache:
+            K = kernels.nngp(self.network, self.X_train_).train
+            K *= s
+            if self.kind_ == "nonodd":
+                m = self._mean_vector(self._train_diags[0])
+                c = self.qbar_[0] - 1.0 / (1.0 + self.q_[0])
+                tridiagonal.rank_one_update(K, m, -c)
+            cache["fit"] = gp_fit(K, self.y_train_, self.temperature, rtol=spectral.NULL_RTOL, overwrite=True)
+        kt, kd = kernels.nngp_cross(self.network, self.X_train_, X_test, train_diags=self._train_diags)
+        kt *= s
+        kd = kd * s
+        if self.kind_ == "nonodd":
+            c = self.qbar_[0] - 1.0 / (1.0 + self.q_[0])
+            m = self._mean_vector(self._train_diags[0])
+            mt = self._mean_vector(kernels.layer_diagonals(self.network, X_test)[0])
+            kt -= c * np.outer(mt, m)
+            kd = kd - c * mt ** 2
+        return gp_predict(cache["fit"], kt, kd, return_var=return_var)
+
+    def _prediction_basis(self) -> spectral.Eigenbasis:
+        """The eigenbasis of the output NNGP kernel (rebuilt on demand where the fit did not keep it)."""
+        from finwidth import kernels
+
+        if self._pred_basis is not None:
+            return self._pred_basis
+        cache = self._pred_cache
+        if "basis" not in cache:
+            cache["basis"] = spectral.eigenbasis(kernels.nngp(self.network, self.X_train_).train)
+        return cache["basis"]
 
     def generalization_error(self, X_test, y_test):
         """ε_g = mean_test[(y − ⟨f⟩)²] + mean_test[Var f] (bias + variance; noise T not added).

@@ -501,13 +501,15 @@ def fit_rkgp(model, X: np.ndarray, y: np.ndarray) -> None:
     model.krylov_ = sol
     model._operator = op
     model._pred_scale = sol.pi
-    model._predictor = None
+    model._pred_basis = None
+    model._pred_cache = {}  # the CG predictor, made by the first predict
 
 
 def predict_rkgp(model, X_test, return_var: bool):
     """Predictions of an RKGP fitted on the matrix-free path (the CG solve is done at the first call)."""
     opts = solver_options(model.solver_options)
-    if model._predictor is None:
-        model._predictor = KrylovPredictor(model._operator, model.y_train_, float(model.temperature), model._pred_scale,
-                                           rtol=opts["cg_rtol"], rank=opts["preconditioner_rank"], seed=opts["seed"])
-    return model._predictor.predict(X_test, return_var=return_var)
+    cache = model._pred_cache
+    if "krylov" not in cache:
+        cache["krylov"] = KrylovPredictor(model._operator, model.y_train_, float(model.temperature), model._pred_scale,
+                                          rtol=opts["cg_rtol"], rank=opts["preconditioner_rank"], seed=opts["seed"])
+    return cache["krylov"].predict(X_test, return_var=return_var)

@@ -51,14 +51,15 @@ class Eigenbasis:
     ----------
     values : ndarray, shape (P,)
         Eigenvalues in ascending order; those below ``null_rtol · max`` are exactly 0.
-    vectors : ndarray, shape (P, P)
-        Orthonormal eigenvectors (columns).
+    vectors : ndarray, shape (P, P), or None
+        Orthonormal eigenvectors (columns); None where only the spectrum was computed (the
+        product-form and non-odd fits of :class:`~finwidth.theory.rkgp.RKGP`).
     n_null : int
         Number of eigenvalues set to zero.
     """
 
     values: np.ndarray
-    vectors: np.ndarray
+    vectors: np.ndarray | None
     n_null: int
 
     @property
@@ -67,6 +68,8 @@ class Eigenbasis:
 
     def project(self, v: np.ndarray) -> np.ndarray:
         """Uᵀ v (coordinates of v in the eigenbasis)."""
+        if self.vectors is None:
+            raise ConfigError("this eigenbasis has no eigenvectors (spectrum only)")
         return self.vectors.T @ v
 
 
@@ -91,6 +94,21 @@ def eigenbasis(K: np.ndarray, *, null_rtol: float = NULL_RTOL) -> Eigenbasis:
     if not np.all(np.isfinite(K)):
         raise ConfigError("the kernel contains NaN or inf entries; check the inputs and priors")
     values, vectors = np.linalg.eigh(K)
+    values, n_null = checked_spectrum(values, null_rtol=null_rtol)
+    return Eigenbasis(values=values, vectors=vectors, n_null=n_null)
+
+
+def checked_spectrum(values: np.ndarray, *, null_rtol: float = NULL_RTOL) -> tuple[np.ndarray, int]:
+    """Ascending eigenvalues of a kernel with the numerically-null ones set to 0, and their number.
+
+    Raises
+    ------
+    ConfigError
+        No positive eigenvalue, NaN, or a clearly negative one (not a covariance).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ConfigError("the kernel contains NaN or inf entries; check the inputs and priors")
     top = float(values[-1]) if values.size else 0.0
     if top <= 0.0:
         raise ConfigError("the kernel has no positive eigenvalue (all inputs zero?); nothing can be learned")
@@ -100,8 +118,7 @@ def eigenbasis(K: np.ndarray, *, null_rtol: float = NULL_RTOL) -> Eigenbasis:
             "it is not a covariance"
         )
     null = values < null_rtol * top
-    values = np.where(null, 0.0, values)
-    return Eigenbasis(values=values, vectors=vectors, n_null=int(null.sum()))
+    return np.where(null, 0.0, values), int(null.sum())
 
 
 @dataclass

@@ -11,8 +11,8 @@ half the cost of ``eigh`` with vectors and in the memory of K itself; then
   fractions of T (O(P) per evaluation, :class:`finwidth.theory.krylov.JacobiSet`), with no
   eigenvectors at all;
 * where the coordinates of other vectors are needed (the mean vector of the non-odd theory), Qᵀv
-  follows from the stored reflectors and Zᵀ(Qᵀv) from the eigenvectors Z of T, computed in chunks of
-  columns so that memory stays at one P×P matrix plus P × chunk.
+  follows from the stored reflectors and Zᵀ(Qᵀv) from the eigenvectors Z of T (MRRR, O(P²) time;
+  memory: a second P×P matrix while they exist).
 
 Convention: K is symmetric positive semi-definite, float64, C-contiguous (finwidth's kernels are),
 and it is destroyed.
@@ -28,7 +28,7 @@ from scipy.linalg import lapack
 
 from finwidth.errors import ConfigError
 
-__all__ = ["HouseholderSpectrum", "householder_spectrum"]
+__all__ = ["HouseholderSpectrum", "TridiagonalMeasure", "householder_spectrum", "rank_one_update"]
 
 
 class HouseholderSpectrum:
@@ -77,24 +77,20 @@ class HouseholderSpectrum:
             rows[1:] -= np.outer(R[i, i + 2:], c)
         return V
 
-    def coordinates(self, V: np.ndarray, *, chunk: int = 1024) -> np.ndarray:
+    def coordinates(self, V: np.ndarray) -> np.ndarray:
         """Uᵀ V, the coordinates of V in K's eigenbasis (rows in the order of ``values``), shape (P, c).
 
-        Eigenvectors of T are computed ``chunk`` at a time (memory P × chunk). Signs of eigenvectors
-        are arbitrary, as with ``eigh``.
+        Needs the eigenvectors Z of T (MRRR, O(P²) time; one more P×P matrix while they exist). Signs
+        of eigenvectors are arbitrary, as with ``eigh``.
         """
         W = self.rotate(V)
-        out = np.empty_like(W)
-        n = self.size
-        d, e = self.diagonal, self.offdiagonal
-        for lo in range(0, n, chunk):
-            hi = min(lo + chunk, n) - 1
-            try:
-                _, Z = linalg.eigh_tridiagonal(d, e, select="i", select_range=(lo, hi), lapack_driver="stemr")
-            except linalg.LinAlgError:  # MRRR can fail on tight clusters; bisection + inverse iteration does not
-                _, Z = linalg.eigh_tridiagonal(d, e, select="i", select_range=(lo, hi), lapack_driver="stebz")
-            out[lo:hi + 1] = Z.T @ W
-        return out
+        if self.size == 1:
+            return W
+        try:
+            _, Z = linalg.eigh_tridiagonal(self.diagonal, self.offdiagonal, lapack_driver="stemr")
+        except linalg.LinAlgError:  # MRRR can fail on tight clusters; implicit QL does not
+            _, Z = linalg.eigh_tridiagonal(self.diagonal, self.offdiagonal, lapack_driver="stev")
+        return Z.T @ W
 
 
 def householder_spectrum(K: np.ndarray, y: np.ndarray | None = None) -> HouseholderSpectrum:
@@ -147,6 +143,13 @@ def householder_spectrum(K: np.ndarray, y: np.ndarray | None = None) -> Househol
     # lower storage of the Fortran-ordered A is the upper triangle of K seen in C order: row i of K
     # holds the reflector of column i; rotate() reads it that way
     return HouseholderSpectrum(d, e, K if K.flags.c_contiguous else K.T, tau, mass, h0)
+
+
+def rank_one_update(K: np.ndarray, v: np.ndarray, c: float, rows: int = 512) -> None:
+    """K += c v vᵀ in place, in row blocks (no P×P temporary)."""
+    for i0 in range(0, K.shape[0], rows):
+        sl = slice(i0, i0 + rows)
+        K[sl] += np.outer(c * v[sl], v)
 
 
 def _rank2_update(K: np.ndarray, v: np.ndarray, w: np.ndarray, rows: int = 512) -> None:
