@@ -3,9 +3,16 @@
 Usage (one command; numbers go to docs/benchmarks.md, section "Theory"):
 
     .venv/bin/python benchmarks/bench_theory.py --sizes 1000 4000 10000 [--deepbays-path /tmp/deepbays-site:/tmp/deepbays-stubs]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_theory.py --sizes 1000 4000 --cases nested nested-mnist \
+        [--baseline-src DIR]
 
 The side environment for --deepbays-path is made by tests/fixtures/deepbays/make_side_env.sh.
 Floor and fit are timed alternately (best of --repeats) so that both see the same machine load.
+``nested-mnist`` is the nested erf L = 2 fit on the first 2000 MNIST training images (the paper
+preset, ±1 labels by digit parity; FINWIDTH_DATA or ../shared/data). ``--baseline-src DIR`` (the
+``src`` folder of another checkout, e.g. ``git archive <commit> src | tar -x -C /tmp/old``) also runs
+each nested fit once in a subprocess with DIR first on the path: its time, factorisations and the
+difference of its Q̄ from ours.
 
 Ratios are measured in the same run on the same data. The deepbays baselines run only when the
 given path imports deepbays 0.1.11 (side environment; never a dependency of finwidth).
@@ -14,8 +21,13 @@ given path imports deepbays 0.1.11 (side environment; never a dependency of finw
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -51,6 +63,77 @@ def _time_pair(a, b, repeat):
     return (best_a, out_a), (best_b, out_b)
 
 
+def _nested_problem(name, P):
+    """(network, X, y) of a nested benchmark case."""
+    from finwidth.network import Network
+
+    if name == "nested-mnist":
+        from finwidth.data import load
+
+        d = load("mnist", n_train=P, n_test=1)
+        y = np.where(np.asarray(d.y_train) % 2 == 0, 1.0, -1.0)
+        return Network([P // 2] * 2, "erf"), np.asarray(d.X_train, dtype=np.float64), y
+    X, y = _data(P)
+    return Network([P // 2] * 3, "erf"), X, y
+
+
+def _nested_worker(name, P, T, out):
+    """Baseline side: one nested fit (runs under another source tree)."""
+    from finwidth.theory.rkgp import RKGP
+
+    net, X, y = _nested_problem(name, P)
+    t, c = time.perf_counter(), time.process_time()
+    m = RKGP(net, T, renormalization="nested").fit(X, y)
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    with open(out, "w") as fh:
+        json.dump({"seconds": dt, "cpu_seconds": dc, "factorizations": int(m.n_factorizations_),
+                   "qbar": [float(q) for q in m.qbar_]}, fh)
+
+
+def _nested_rows(args, rows):
+    from finwidth import kernels
+    from finwidth.theory.rkgp import RKGP
+
+    T = args.temperature
+    for name in [c for c in ("nested", "nested-mnist") if c in args.cases]:
+        for P in (args.sizes if name == "nested" else [2000]):
+            if P > 4000:
+                continue
+            net, X, y = _nested_problem(name, P)
+            reps = args.repeats if P <= 2000 else 1
+            cpu = {}
+
+            def timed(key, fn):
+                def run():
+                    c = time.process_time()
+                    out = fn()
+                    cpu[key] = min(cpu.get(key, np.inf), time.process_time() - c)
+                    return out
+                return run
+
+            (t_floor, _), (t_fit, m) = _time_pair(timed("floor", lambda: np.linalg.eigh(kernels.nngp(net, X).train)),
+                                                  timed("fit", lambda: RKGP(net, T, renormalization="nested").fit(X, y)),
+                                                  reps)
+            # CPU time too: on a loaded machine it is the steadier measure of the work (one BLAS thread)
+            note = (f"choleskys={m.n_factorizations_} residual={m.residual_:.1e}; CPU {cpu['fit']:.3g} s / "
+                    f"{cpu['floor']:.3g} s = {cpu['fit'] / cpu['floor']:.3g}")
+            if args.baseline_src:
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = os.path.join(tmp, "base.json")
+                    env = dict(os.environ, PYTHONPATH=str(Path(args.baseline_src).resolve()))
+                    subprocess.run([sys.executable, __file__, "--nested-worker", name, str(P), str(T), out],
+                                   check=True, env=env)
+                    with open(out) as fh:
+                        base = json.load(fh)
+                dq = float(np.max(np.abs(np.array(base["qbar"]) - m.qbar_) / m.qbar_))
+                note += (f"; baseline {base['seconds']:.3g} s = {base['seconds'] / t_floor:.3g} floors "
+                         f"(CPU {base['cpu_seconds'] / cpu['floor']:.3g}), choleskys={base['factorizations']}, "
+                         f"max rel. ΔQ̄={dq:.1e}")
+            label = f"{'MNIST ' if name == 'nested-mnist' else ''}nested erf L={net.depth}"
+            rows.append((P, label, t_fit, t_floor, t_fit / t_floor, note))
+            print(rows[-1], flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 10000])
@@ -58,9 +141,16 @@ def main(argv=None):
     ap.add_argument("--temperature", type=float, default=1e-3)
     ap.add_argument("--cases", nargs="+", default=["erf", "nonodd", "product", "nested", "deepbays"],
                     help="subset of: erf (1HL erf), nonodd (1HL relu, mean-corrected), product (relu L=3), "
-                         "nested (erf L=3, P <= 4000), deepbays (P <= 4000)")
+                         "nested (erf L=3, P <= 4000), nested-mnist (erf L=2, MNIST, P = 2000), "
+                         "deepbays (P <= 4000)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating repeats per case (best of); 1 at P > 4000")
+    ap.add_argument("--baseline-src", default=None, help="src folder of another finwidth checkout (nested rows)")
+    ap.add_argument("--nested-worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.nested_worker:
+        name, P, T, out = args.nested_worker
+        _nested_worker(name, int(P), float(T), out)
+        return
 
     from finwidth import kernels
     from finwidth.network import Network
@@ -92,13 +182,6 @@ def main(argv=None):
             (t_floor, _), (t_fit, m) = _time_pair(floor, lambda: RKGP(net, T, **kw).fit(X, y), reps)
             rows.append((P, name, t_fit, t_floor, t_fit / t_floor, f"Q̄={m.qbar_[0]:.6g}"))
             print(rows[-1], flush=True)
-        if P <= 4000 and "nested" in args.cases:
-            net = Network([P // 2] * 3, "erf")
-            (t_floor, _), (t_fit, m) = _time_pair(lambda: np.linalg.eigh(kernels.nngp(net, X).train),
-                                                  lambda: RKGP(net, T, renormalization="nested").fit(X, y), 1)
-            rows.append((P, "nested erf L=3", t_fit, t_floor, t_fit / t_floor,
-                         f"choleskys={m.n_factorizations_}"))
-            print(rows[-1], flush=True)
         if db_rkgp is not None and P <= 4000 and "deepbays" in args.cases:
             # (deepbays class, activation): the odd 1HL class, and the 0.1.11 non-odd class that the
             # theory notes report crashing on every case
@@ -116,6 +199,7 @@ def main(argv=None):
                     rows.append((P, f"deepbays {cls_name}", float("nan"), float("nan"), float("nan"),
                                  f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
                 print(rows[-1], flush=True)
+    _nested_rows(args, rows)
     print("\n| P | case | fit (s) | floor or baseline (s) | ratio | note |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:.3g} | {r[3]:.3g} | {r[4]:.3g} | {r[5]} |")

@@ -72,14 +72,19 @@ def linear_mean_field():
     return Ns, rms
 
 
-def erf_mean_field_sweep():
-    rng = np.random.default_rng(0)
+def erf_teacher(seed=0):
+    """The erf problem of part 3: P = 20, N0 = 5, teacher tanh(2 w.x/sqrt(N0)), 200 test points."""
+    rng = np.random.default_rng(seed)
     P, N0 = 20, 5
     w = rng.standard_normal(N0)
     X = rng.standard_normal((P, N0))
-    y = np.tanh(2 * X @ w / math.sqrt(N0))
     Xt = rng.standard_normal((200, N0))
-    yt = np.tanh(2 * Xt @ w / math.sqrt(N0))
+    return X, np.tanh(2 * X @ w / math.sqrt(N0)), Xt, np.tanh(2 * Xt @ w / math.sqrt(N0)), w
+
+
+def erf_mean_field_sweep():
+    X, y, Xt, yt, w = erf_teacher(0)
+    P, N0 = X.shape
     print("3. erf, mean-field scaling, teacher tanh(2 w.x/sqrt(N0)): P=20, N0=5, priors (1, 0.1), T=0.5/N;")
     print("   BAOAB h=0.25, 20000 steps (4000 burn-in), 8 replicas. Prior top eigenvalue 1/N0 = 0.2")
     print("   N    top_AK top_MC(se)        align_AK align_MC   eps_AK  eps_MC(se)          eps_RKGP eps_NNGP kurt_max  R^")

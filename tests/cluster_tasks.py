@@ -43,6 +43,21 @@ def strip_timings(values):
     return values
 
 
+def run_here_and_there(spec, folder: Path, **remote) -> ResultStore:  # noqa: ANN001
+    """Run ``spec`` serially here and with the executor options ``remote``; assert both stores hold
+    the same records, every remote one computed by another process. Returns the remote store."""
+    from finwidth.experiments import run_sweep
+
+    local, there = ResultStore(folder / "local"), ResultStore(folder / "remote")
+    n = len(spec.tasks())
+    assert run_sweep(spec, local, executor="serial", progress=False).done == n
+    report = run_sweep(spec, there, progress=False, **remote)
+    assert (report.done, report.failed) == (n, {}), report.summary()
+    assert assert_same_records(local, there) == n
+    assert all(there.read(k)["meta"]["pid"] != os.getpid() for k in there.done_keys())
+    return there
+
+
 def assert_same_records(store_a: ResultStore, store_b: ResultStore) -> int:
     """Both stores hold the same tasks with identical values (timings aside) and identical arrays."""
     keys = store_a.done_keys()

@@ -5,7 +5,8 @@ writes a ``slurm.conf`` into a temporary folder and starts its own ``munged``, `
 ``slurmd`` in the foreground, as children of this process: no systemd, no cgroups
 (``ProctrackType=proctrack/linuxproc``, ``TaskPlugin=task/none``), ``SelectType=select/cons_tres``,
 free ports picked at start, a private munge socket and key. :meth:`LocalSlurm.stop` ends exactly the
-daemons it started, by PID. Clients (``sbatch``, ``squeue``, dask-jobqueue) find it through
+daemons it started, by PID, and each daemon gets SIGTERM if the test process dies first (even by
+SIGKILL). Clients (``sbatch``, ``squeue``, dask-jobqueue) find it through
 ``SLURM_CONF``, set by :meth:`LocalSlurm.env`.
 
 Run by hand (``python tests/slurm_local.py``) it starts the cluster, runs one job and stops it.
@@ -13,8 +14,10 @@ Run by hand (``python tests/slurm_local.py``) it starts the cluster, runs one jo
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +27,20 @@ from pathlib import Path
 
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")
+
+
+try:  # prctl(PR_SET_PDEATHSIG): loaded here, so that the forked child calls it without importing
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+    _LIBC.prctl  # noqa: B018 - Linux only
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _LIBC = None
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for daemons started by tests: SIGTERM them when the test process dies, even by
+    SIGKILL (Linux ``PR_SET_PDEATHSIG``), so a killed test session leaves no daemon behind."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 class SlurmUnavailable(RuntimeError):
@@ -131,7 +148,8 @@ class LocalSlurm:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.folder / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen([_daemon(name), *args], stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=dict(os.environ, **self.env()))
+                                            stdin=subprocess.DEVNULL, env=dict(os.environ, **self.env()),
+                                            preexec_fn=die_with_parent)  # noqa: PLW1509 - async-signal-safe call only
         log.close()
 
     def start(self, timeout: float = 60) -> LocalSlurm:

@@ -409,3 +409,12 @@ def test_kernel_matrix_is_psd(name, seed):
     K = 0.5 * (K + K.T)
     w = np.linalg.eigvalsh(K)
     assert w[0] >= -1e-9 * max(1.0, w[-1])
+
+
+@pytest.mark.parametrize("name,exact", [("sign", 1.0), ("step", 0.5)])
+def test_perfectly_correlated_inputs_despite_rounding(name, exact):
+    """c12 = sqrt(c11 c22) up to rounding (duplicate directions at different scales): u is 1 to a few
+    ulps, where κ of sign/step moves like sqrt(1 − u); the kernel must still be exact (the case
+    hypothesis found in test_homogeneity: c11 = 3, c22 = 0.003, c12 = 3 sqrt(0.001))."""
+    c12 = 3.0 * math.sqrt(1.0 * 0.001)
+    assert float(get_activation(name).kappa(3.0, c12, 0.003)) == pytest.approx(exact, rel=1e-13)

@@ -12,7 +12,7 @@ from finwidth import NNGP, RKGP, Network
 from finwidth.activations import get_activation
 from finwidth.convnet import ConvNetwork
 from finwidth.errors import ConfigError, ConvergenceError
-from finwidth.theory import adaptive
+from finwidth.theory import adaptive_eos
 from finwidth.theory.adaptive import AdaptiveKernel, covariance_summary, patch_kernel
 
 
@@ -51,7 +51,7 @@ def test_kernel_gradient_matches_finite_differences(act):
     Sigma = 0.2 * (G @ G.T / 3 + 0.2 * np.eye(3))
     M = rng.standard_normal((7, 7))
     M = M + M.T
-    grad = adaptive._kernel_grad(a, Sigma, Z, M)
+    grad = adaptive_eos.kernel_gradient(a, Sigma, Z, M)
     E = rng.standard_normal((3, 3))
     E = E + E.T
     eps = 1e-6
@@ -140,6 +140,66 @@ def test_linear_matches_independent_fixed_point_iteration(teacher):
     np.testing.assert_allclose(ak.discrepancy_, T * np.linalg.solve(N * va * X @ S @ X.T + T * np.eye(len(y)), y),
                                rtol=1e-7, atol=1e-12)
 
+
+
+def _eos_residual(ak, X, y):
+    """‖Σ⁻¹ − a I + v_a ∇_Σ Tr[M Φ(Σ)]‖_F / ‖a I‖_F on the full N_0 × N_0 Σ, written from the equations
+    (dense solves; the gradient by central differences of Tr[M Φ(Σ)] along each symmetric unit direction)."""
+    act = ak.network.activation
+    N, T, S = ak.width, ak.temperature, ak.sigma_
+    N0 = X.shape[1]
+    a = ak.network.priors[0] * N0
+    va = 1.0 / (ak.network.priors[1] * N ** 2)  # mean-field scaling
+
+    def phi(S):
+        c = X @ S @ X.T
+        d = np.diag(c)
+        k = act.kappa(d[:, None], c, d[None, :])
+        np.fill_diagonal(k, act.kappa_diag(d))
+        return k
+
+    A = N * va * phi(S) + T * np.eye(len(y))
+    t = np.linalg.solve(A, y)
+    M = np.outer(t, t) - np.linalg.inv(A)
+    grad = np.zeros((N0, N0))
+    for i in range(N0):
+        for j in range(i, N0):
+            E = np.zeros((N0, N0))
+            E[i, j] = E[j, i] = 1.0 if i == j else 0.5
+            h = 1e-6
+            grad[i, j] = grad[j, i] = (np.sum(M * phi(S + h * E)) - np.sum(M * phi(S - h * E))) / (2 * h)
+    R = np.linalg.inv(S) - a * np.eye(N0) + va * grad
+    return np.linalg.norm(R) / (a * math.sqrt(N0))
+
+
+@pytest.mark.parametrize("act", ["erf", "relu", "linear"])
+def test_fast_path_agrees_with_newton_krylov_continuation(teacher, act, monkeypatch):
+    """The Anderson fixed point (default) and the Newton–Krylov width continuation (the fallback,
+    forced here) reach the same Σ and predictor; the residual is re-verified from the equations."""
+    X, y, Xt, _, _ = teacher
+    net = Network([40], act, priors=(1.0, 0.3))
+    fast = AdaptiveKernel(net, 0.01).fit(X, y)
+    assert fast.solver_ == "anderson" and fast.anneal_path_ == [] and fast.residual_ <= 1e-9
+    monkeypatch.setattr(adaptive_eos, "MAX_FIXED_POINT", 0)
+    slow = AdaptiveKernel(net, 0.01).fit(X, y)
+    assert slow.solver_ == "newton-krylov" and len(slow.anneal_path_) > 3 and slow.residual_ <= 1e-9
+    # both are verified to a relative residual of 1e-9 (the fast path aims at 1e-11)
+    np.testing.assert_allclose(fast.sigma_, slow.sigma_, rtol=0, atol=1e-9 * np.abs(slow.sigma_).max())
+    np.testing.assert_allclose(fast.predict(Xt), slow.predict(Xt), rtol=1e-8, atol=1e-12)
+    assert fast.free_energy_ == pytest.approx(slow.free_energy_, rel=1e-12)
+    assert fast.n_evaluations_ < slow.n_evaluations_ / 3
+    assert _eos_residual(fast, X, y) < 1e-7  # finite-difference gradient: ~1e-9 is its own noise
+
+
+def test_stalled_fast_path_falls_back_to_the_continuation(teacher, monkeypatch):
+    X, y, Xt, _, _ = teacher
+    net = ConvNetwork(6, 3, 30, "erf", priors=(1.0, 0.2))
+    ref = AdaptiveKernel(net, 0.01).fit(X, y)
+    monkeypatch.setattr(adaptive_eos, "MAX_FIXED_POINT", 3)  # the fixed point is cut off before it converges
+    ak = AdaptiveKernel(net, 0.01).fit(X, y)
+    assert ref.solver_ == "anderson" and ak.solver_ == "newton-krylov"
+    np.testing.assert_allclose(ak.sigma_, ref.sigma_, rtol=0, atol=1e-10 * np.abs(ref.sigma_).max())
+    assert ak.n_evaluations_ > ak.n_iterations_
 
 def test_one_patch_cnn_equals_fcn(teacher):
     X, y, Xt, _, _ = teacher
@@ -254,8 +314,9 @@ def test_errors(teacher, monkeypatch):
     # T = 0 with a singular kernel (linear network, P > N_0): no admissible point
     with pytest.raises(ConvergenceError, match="temperature"):
         AdaptiveKernel(Network([5], "linear"), 0.0).fit(X, y)
-    # a solver denied its Newton steps must fail loudly, with the residual
-    monkeypatch.setattr(adaptive, "_MAX_NEWTON", 0)
+    # a solver denied its iterations must fail loudly, with the residual
+    monkeypatch.setattr(adaptive_eos, "MAX_FIXED_POINT", 0)
+    monkeypatch.setattr(adaptive_eos, "MAX_NEWTON", 0)
     with pytest.raises(ConvergenceError) as info:
         AdaptiveKernel(Network([5], "erf"), 0.01).fit(X, y)
     assert info.value.residual is not None and info.value.residual > 1e-9

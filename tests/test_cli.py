@@ -141,7 +141,7 @@ def test_demo_quick(mnist_root, tmp_path):
     assert out.returncode == 0, out.stderr
     for n in ("50", "100", "200", "500", "1000"):
         assert f"\n{n:>5}  " in out.stdout
-    assert "Theory only (--quick)" in out.stdout
+    assert "Theory only." in out.stdout
     assert (tmp_path / "demo" / "demo.png").stat().st_size > 0
     table = pd.read_csv(tmp_path / "demo" / "results.csv")
     assert list(table["N1"]) == [50, 100, 200, 500, 1000]

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster_tasks import assert_same_records
+from cluster_tasks import run_here_and_there
 from finwidth.errors import ConfigError
 from finwidth.experiments import ResultStore, parse_spec, run_sweep
+from slurm_local import die_with_parent
 
 pytest.importorskip("distributed")
 
@@ -60,7 +61,8 @@ def free_port() -> int:
 
 
 class DaskProcesses:
-    """``dask scheduler`` and ``dask worker`` (no nanny) as child processes; stopped by PID."""
+    """``dask scheduler`` and ``dask worker`` (no nanny) as child processes; stopped by PID (and by
+    SIGTERM if the test process dies first)."""
 
     def __init__(self, folder: Path, n_workers: int = 1):
         self.folder = folder
@@ -76,7 +78,8 @@ class DaskProcesses:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
         proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=self.folder, env=worker_env())
+                                stdin=subprocess.DEVNULL, cwd=self.folder, env=worker_env(),
+                                preexec_fn=die_with_parent)  # noqa: PLW1509 - one async-signal-safe call
         log.close()
         return proc
 
@@ -98,6 +101,9 @@ class DaskProcesses:
             except subprocess.TimeoutExpired:  # a worker busy in a task does not stop gracefully
                 proc.kill()
                 proc.wait(10)
+
+
+pytestmark = pytest.mark.slow  # separate scheduler and worker processes: an integration test
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +128,7 @@ def driver_only_module(tmp_path, monkeypatch):
 
 @pytest.mark.timeout(240)
 def test_separate_scheduler_and_worker_give_the_local_records(dask_processes, tmp_path):
-    spec = parse_spec(SMALL_SWEEP)
-    local = ResultStore(tmp_path / "local")
-    assert run_sweep(spec, local, executor="serial", progress=False).done == 2
-    remote = ResultStore(tmp_path / "remote")
-    report = run_sweep(spec, remote, executor="dask", scheduler=dask_processes.address, progress=False)
-    assert (report.done, report.failed) == (2, {}), report.summary()
-    assert assert_same_records(local, remote) == 2
-    hosts = {remote.read(k)["meta"]["pid"] for k in remote.done_keys()}
-    assert os.getpid() not in hosts  # computed by the worker process, not here
+    remote = run_here_and_there(parse_spec(SMALL_SWEEP), tmp_path, executor="dask", scheduler=dask_processes.address)
     values = remote.read(next(iter(remote.done_keys())))["values"]
     assert {"nngp", "rkgp", "sim"} <= set(values) and values["sim"]["total"] > 0
 
@@ -175,38 +173,37 @@ def test_bad_scheduler_address_fails_even_when_every_task_is_done(dask_processes
     assert (report.skipped, report.done) == (4, 0)
 
 
+def _sweep_hit_mid_task(folder: Path, hit, **timeouts):  # noqa: ANN001, ANN202
+    """Run a sweep of long tasks on fresh separate processes; ``hit(procs)`` once a task runs.
+
+    Returns the report, the store and the seconds the sweep took.
+    """
+    folder.mkdir()
+    procs = DaskProcesses(folder, n_workers=1)
+    try:
+        hitter = _after(lambda: len(_running(procs)) > 0, lambda: hit(procs))
+        start = time.monotonic()
+        report = run_sweep(parse_spec(dict(TOY_SWEEP, temperature=1e-3)), folder / "store",
+                           task_fn="cluster_tasks:sleepy_task", executor="dask", scheduler=procs.address,
+                           progress=False, **timeouts)
+        hitter.join()
+        return report, ResultStore(folder / "store"), time.monotonic() - start
+    finally:
+        procs.stop()
+
+
 @pytest.mark.timeout(180)
 def test_lost_worker_and_silent_scheduler_end_the_sweep_with_a_report(tmp_path):
-    spec = parse_spec(dict(TOY_SWEEP, temperature=1e-3))
-    (tmp_path / "cluster_a").mkdir()
-    procs = DaskProcesses(tmp_path / "cluster_a", n_workers=1)
-    try:
-        killer = _after(lambda: len(_running(procs)) > 0, lambda: procs.workers[0].kill())
-        start = time.monotonic()
-        report = run_sweep(spec, tmp_path / "lost", task_fn="cluster_tasks:sleepy_task", executor="dask",
-                           scheduler=procs.address, progress=False, worker_timeout=3)
-        killer.join()
-        assert time.monotonic() - start < 60
-        assert report.done == 0 and len(report.failed) == 2
-        for err in report.failed.values():
-            assert "no Dask worker has been connected" in err and "left" in err
-    finally:
-        procs.stop()
-    (tmp_path / "cluster_b").mkdir()
-    procs = DaskProcesses(tmp_path / "cluster_b", n_workers=1)
-    try:
-        stopper = _after(lambda: len(_running(procs)) > 0, lambda: os.kill(procs.scheduler.pid, signal.SIGSTOP))
-        start = time.monotonic()
-        report = run_sweep(spec, tmp_path / "silent", task_fn="cluster_tasks:sleepy_task", executor="dask",
-                           scheduler=procs.address, progress=False, scheduler_timeout=4)
-        stopper.join()
-        assert time.monotonic() - start < 60
-        assert report.done == 0 and len(report.failed) == 2
-        for err in report.failed.values():
-            assert "has not answered" in err and "run the sweep again" in err
-        assert len(ResultStore(tmp_path / "silent").failures()) == 2
-    finally:
-        procs.stop()
+    report, store, took = _sweep_hit_mid_task(tmp_path / "lost", lambda p: p.workers[0].kill(), worker_timeout=3)
+    assert took < 60 and report.done == 0 and len(report.failed) == 2
+    for err in report.failed.values():
+        assert "no Dask worker has been connected" in err and "left" in err
+    report, store, took = _sweep_hit_mid_task(tmp_path / "silent", lambda p: os.kill(p.scheduler.pid, signal.SIGSTOP),
+                                              scheduler_timeout=4)
+    assert took < 60 and report.done == 0 and len(report.failed) == 2
+    for err in report.failed.values():
+        assert "has not answered" in err and "run the sweep again" in err
+    assert len(store.failures()) == 2
 
 
 def _running(procs: DaskProcesses) -> list[str]:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from cluster_tasks import assert_same_records
+from cluster_tasks import run_here_and_there
 from finwidth.experiments import ResultStore, parse_spec, run_sweep
 from slurm_local import LocalSlurm, SlurmUnavailable
 from test_cluster_dask import SMALL_SWEEP, TOY_SWEEP, driver_only_module, worker_env  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 pytest.importorskip("dask_jobqueue")
 
 HERE = Path(__file__).resolve().parent
@@ -68,14 +68,7 @@ def _no_jobs_left(slurm: LocalSlurm, timeout: float = 30) -> bool:
 
 @pytest.mark.timeout(300)
 def test_slurm_sweep_gives_the_local_records(slurm, tmp_path):
-    spec = parse_spec(SMALL_SWEEP)
-    local = ResultStore(tmp_path / "local")
-    assert run_sweep(spec, local, executor="serial", progress=False).done == 2
-    store = ResultStore(tmp_path / "slurm")
-    report = run_sweep(spec, store, executor="slurm", slurm=JOBS, progress=False)
-    assert (report.done, report.failed) == (2, {}), report.summary()
-    assert assert_same_records(local, store) == 2
-    assert all(store.read(k)["meta"]["pid"] != os.getpid() for k in store.done_keys())
+    store = run_here_and_there(parse_spec(SMALL_SWEEP), tmp_path, executor="slurm", slurm=JOBS)
     logs = list((store.root / "cluster" / "logs").glob("*.out")) + list((store.root / "cluster" / "logs").glob("*.err"))
     assert logs, "the job logs land in STORE/cluster/logs"
     assert not list((store.root / "cluster").glob("driver-*.json"))  # a driver that ends forgets its jobs

@@ -185,3 +185,24 @@ def test_pipeline():
     assert pipe.score(Xt, yt) == pytest.approx(direct.score(Z.transform(Xt), yt), rel=1e-12)
     pipe.set_params(nngp__network__widths=[40], nngp__temperature=0.2)
     assert pipe[-1].temperature == 0.2 and pipe[-1].network.widths == (40,)
+
+
+def test_conv_rkgp_follows_the_contract():
+    """The CNN estimator: scikit-learn's parameter checks (its data-shaped checks need a fixed input size,
+    so clone, score, nested channels and return_std are checked on matching data here)."""
+    from finwidth.theory.conv import ConvRKGP
+
+    est = ConvRKGP(ConvNetwork(12, 4, 16, "erf"), 0.1)
+    for check in ("check_no_attributes_set_in_init", "check_get_params_invariance", "check_set_params",
+                  "check_estimator_repr", "check_estimator_cloneable", "check_do_not_raise_errors_in_init_or_set_params"):
+        getattr(estimator_checks, check)("ConvRKGP", est)
+    rng = np.random.default_rng(0)
+    X, Xt = rng.normal(size=(40, 12)), rng.normal(size=(20, 12))
+    y, yt = np.tanh(X[:, 0] + X[:, 5]), np.tanh(Xt[:, 0] + Xt[:, 5])
+    fitted = clone(est).set_params(network__channels=32).fit(X, y)
+    assert fitted.network.channels == 32 and est.network.channels == 16
+    mean, std = fitted.predict(Xt, return_std=True)
+    np.testing.assert_allclose(std ** 2, fitted.predict(Xt, return_var=True)[1], rtol=1e-12)
+    assert fitted.score(Xt, yt) == pytest.approx(r2_score(yt, mean), rel=1e-12)
+    assert repr(est) == ("ConvRKGP(network=ConvNetwork(input_size=12, patch_size=4, channels=16, activation='erf', "
+                         "priors=[1.0, 1.0]), temperature=0.1)")

@@ -212,3 +212,32 @@ def test_network_keys_are_validated_by_the_network_itself():
     with pytest.raises(ConfigError) as info:
         parse_spec(bad)
     assert "network.bias" in str(info.value) and "bias[1] must be a non-negative variance" in str(info.value)
+
+
+@pytest.mark.parametrize(("mutate", "fragment"), [
+    (lambda r: r["data"].update(name="mnsit"), "unknown data set 'mnsit'"),
+    (lambda r: r["data"].update(preset="papr"), "unknown preset 'papr'"),
+    (lambda r: r["data"].update(classes=[0, 12]), "unknown class 12 for mnist"),
+    (lambda r: r["data"].update(n_train="100"), "data.n_train: Input should be a valid integer"),
+    (lambda r: r.update(temperature="1e-3"), "temperature: Input should be a valid number"),
+    (lambda r: r["network"].update(prior="1"), "network.priors.0"),
+    (lambda r: r["simulation"].update(step_size="0.1"), "simulation.step_size"),
+    (lambda r: r["simulation"].update(record_every=200), "record_every=200 exceeds n_steps=100"),
+    (lambda r: r["simulation"].update(options={"frction": 0.1}), "simulation.options.frction: unknown option"),
+    (lambda r: r["simulation"].update(options={"friction": "0.1"}), "options.friction must be a positive finite number"),
+    (lambda r: r["simulation"].update(sampler="euler", options={"friction": 0.1}), "friction applies to sampler='baoab'"),
+    (lambda r: r["simulation"].update(options={"init": "zeros"}), "options.init must be"),
+    (lambda r: r["simulation"].update(options={"rao_blackwell": "yes"}), "options.rao_blackwell must be True or False"),
+    (lambda r: r["network"].update(depth=2) or r["simulation"].update(options={"scaling": "mean_field"}),
+     "needs one hidden layer"),
+])
+def test_specs_fail_at_load_with_the_key_named(mutate, fragment):
+    """What sample_posterior or the data loaders would reject fails when the spec is read, not when a
+    task runs (issue 17): unknown data sets, ill-typed or unknown sampler options, strings for numbers."""
+    raw = base()
+    raw["data"] = {"name": "mnist", "classes": [0, 1], "n_train": 10, "n_test": 10}
+    raw["simulation"] = {"step_size": 0.1, "n_steps": 100}
+    mutate(raw)
+    with pytest.raises(ConfigError) as info:
+        parse_spec(raw)
+    assert fragment in str(info.value)

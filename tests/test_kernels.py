@@ -7,7 +7,7 @@ import pytest
 
 from finwidth.activations import get_activation
 from finwidth.errors import ConfigError
-from finwidth.kernels import KernelBlocks, input_kernel, layer_diagonals, nngp, nngp_cross, propagate
+from finwidth.kernels import KernelBlocks, input_kernel, layer_diagonals, nngp, nngp_cross, propagate, propagate_vjp
 from finwidth.network import Network
 
 ACTS = ["linear", "erf", "relu", "quadratic", "sign", "step", "tanh", "gelu"]
@@ -205,3 +205,36 @@ def test_quadrature_activation_kernel_matches_pointwise_kappa():
     ref = act.kappa(d[iu[0]], C[iu], d[iu[1]])
     # the diagonal comes from the 1-D rule, off-diagonal entries from the series (tol = 1e-10)
     np.testing.assert_allclose(B.train[iu], ref, rtol=0, atol=act.tol * np.max(act.kappa_diag(d)))
+
+
+@pytest.mark.parametrize("name", ["erf", "relu", "tanh", "linear", "quadratic"])
+def test_propagate_vjp_matches_finite_differences(name):
+    """⟨∂f/∂K, dK⟩ equals the central difference of f(K) = Σ Γ ∘ propagate(K) along symmetric dK,
+    for directions that move the diagonal (variances) and the off-diagonal together."""
+    rng = np.random.default_rng(5)
+    Z = rng.standard_normal((23, 4))
+    K = Z @ Z.T / 4 + 0.1 * np.eye(23)
+    G = rng.standard_normal((23, 23))
+    G = G + G.T
+    scale, bias = 0.7, 0.3
+
+    def f(K):
+        return float(np.sum(G * propagate(KernelBlocks(K), name, scale, bias).train))
+
+    B = propagate_vjp(K, name, G, scale, block_size=5)  # several blocks, a ragged last one
+    assert np.array_equal(B, B.T)
+    np.testing.assert_allclose(B, propagate_vjp(K, name, G, scale), rtol=1e-12, atol=1e-12)
+    for _ in range(3):
+        E = rng.standard_normal((4, 4))
+        dK = Z @ (E + E.T) @ Z.T / 4 + np.diag(rng.uniform(0, 0.1, 23))
+        eps = 1e-6
+        fd = (f(K + eps * dK) - f(K - eps * dK)) / (2 * eps)
+        assert fd == pytest.approx(float(np.sum(B * dK)), rel=1e-7, abs=1e-9)
+
+
+def test_propagate_vjp_input_validation():
+    K = np.eye(3)
+    with pytest.raises(ConfigError, match="square"):
+        propagate_vjp(K, "erf", np.eye(4))
+    with pytest.raises(ConfigError, match="diagonal"):
+        propagate_vjp(-K, "erf", np.eye(3))

@@ -4,7 +4,8 @@ says how to install it.
 
 The package is built into a wheel from a copy of the sources, the wheel is unpacked into a folder of its
 own (an installed copy: its files are only those the wheel ships), and fresh interpreters run from it
-with torch hidden by an import hook (as if it were not installed), an empty HOME and no FINWIDTH_DATA.
+with the extras' packages (torch, matplotlib, dask) hidden by an import hook, as if they were not
+installed, an empty HOME and no FINWIDTH_DATA.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-HIDE_TORCH = '''
+# the packages of the extras (sampling, plot, dask) as if they were not installed
+HIDE_EXTRAS = '''
 import sys
-class _NoTorch:
+class _NotInstalled:
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
+        if name.split(".")[0] in ("torch", "matplotlib", "dask", "distributed"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, _NoTorch())
+sys.meta_path.insert(0, _NotInstalled())
 '''
 
 SCRIPT = '''
@@ -53,7 +55,7 @@ except finwidth.FinwidthError as exc:
         assert words in str(exc), (words, str(exc))
 else:
     raise AssertionError("sampling without torch did not raise")
-assert "torch" not in sys.modules
+assert "torch" not in sys.modules and "matplotlib" not in sys.modules
 print("OK")
 '''
 
@@ -93,7 +95,7 @@ def _can_build_wheels() -> bool:
 def _env(tmp_path: Path, site: Path) -> dict[str, str]:
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HIDE_TORCH)
+    (hook / "sitecustomize.py").write_text(HIDE_EXTRAS)
     env = {k: v for k, v in os.environ.items() if k not in ("FINWIDTH_DATA", "XDG_CACHE_HOME", "PYTHONPATH")}
     env.update(HOME=str(tmp_path / "home"), PYTHONPATH=f"{hook}{os.pathsep}{site}", MPLBACKEND="Agg")
     return env
@@ -126,6 +128,7 @@ def test_cli_demo_and_simulate_without_torch(installed, tmp_path):
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "theory only" in demo.stdout and "pip install 'finwidth[sampling]'" in demo.stdout
     assert "data: the MNIST 0/1 subset shipped with finwidth" in demo.stdout
+    assert "no plot: plots need matplotlib" in demo.stdout and "finwidth[plot]" in demo.stdout
     assert "1000" in demo.stdout and (work / "demo" / "results.csv").exists()  # the table reached N_1 = 1000
     sim = subprocess.run([sys.executable, "-m", "finwidth", "simulate", "-P", "20", "--n-test", "10"], cwd=work,
                          env=env, capture_output=True, text=True, timeout=600)
@@ -142,9 +145,6 @@ print("OK")
 """
 
 
-@pytest.mark.xfail(reason="AdaptiveKernel.fit imports InputReduction from finwidth.simulate (torch); the refactor "
-                   "helper moves it to the torch-free finwidth.inputs: then this passes and the mark goes",
-                   strict=False)
 def test_adaptive_kernel_without_torch(installed, tmp_path):
     run = subprocess.run([sys.executable, "-c", AK_SCRIPT], cwd=tmp_path, env=_env(tmp_path, installed),
                          capture_output=True, text=True, timeout=600)

@@ -181,8 +181,10 @@ def test_validation_errors():
     ybad[2] = np.inf
     with pytest.raises(ConfigError, match="NaN or inf"):
         gp.fit(X, ybad)
-    with pytest.raises(ConfigError, match="one output"):
-        gp.fit(X, np.ones((10, 2)))
+    with pytest.raises(ConfigError, match="D = 0"):
+        gp.fit(X, np.ones((10, 0)))
+    with pytest.raises(ConfigError, match="n_outputs"):
+        gp.fit(X, np.ones((10, 2, 1)))
     gp.fit(X, y[:, None])  # (P, 1) is accepted
     with pytest.raises(ConfigError, match="features"):
         gp.predict(np.ones((2, 7)))

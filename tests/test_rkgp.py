@@ -7,12 +7,13 @@ algebra (numpy.linalg.solve/slogdet on the P×P renormalised kernel) and central
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 from finwidth import kernels
-from finwidth.errors import ConfigError
+from finwidth.errors import ConditioningWarning, ConfigError, ConvergenceError
 from finwidth.network import Network
 from finwidth.theory import spectral
 from finwidth.theory.rkgp import RKGP, NonOddSaddle
@@ -179,6 +180,50 @@ def test_nested_gradient_matches_finite_differences_and_saddle():
     assert np.allclose(pm, mean, rtol=1e-8, atol=1e-10) and np.allclose(pv, var, rtol=1e-7, atol=1e-10)
 
 
+
+def _dense_nested_action(net, X, y, T, qbar):
+    """S(Q̄) of the nested form written out with full matrices (no recursion code of the library)."""
+    act = net.activation
+    K = X @ X.T / (net.priors[0] * X.shape[1])
+    for l in range(1, net.depth + 1):
+        d = np.diag(K).copy()
+        K = qbar[l - 1] / net.priors[l] * act.kappa(d[:, None], K, d[None, :])
+        np.fill_diagonal(K, qbar[l - 1] / net.priors[l] * act.kappa_diag(d))
+    widths = np.array(net.widths, dtype=float)
+    return _dense_action(K, widths, np.asarray(qbar), y, T)
+
+
+@pytest.mark.parametrize("L, T", [(2, 1e-3), (3, 1e-3), (3, 0.0)])
+def test_nested_erf_few_factorisations_and_dense_stationarity(L, T):
+    """The quasi-Newton solver needs few Cholesky factorisations, and its answer is a stationary
+    point of the nested action evaluated densely (central differences in log Q̄)."""
+    X, y, Xt, _ = _data(P=120, N0=30, seed=13)
+    net = Network([60, 90, 75][:L], "erf")
+    m = RKGP(net, T, renormalization="nested").fit(X, y)
+    assert m.residual_ <= 1e-9
+    assert m.n_factorizations_ <= 15
+    x = np.log(m.qbar_)
+    for l in range(L):
+        e = np.zeros(L)
+        e[l] = 1e-5
+        fd = (_dense_nested_action(net, X, y, T, np.exp(x + e)) - _dense_nested_action(net, X, y, T, np.exp(x - e))) / 2e-5
+        assert abs(fd) < 1e-5 * net.widths[l] * m.qbar_[l]
+    assert m.action_ == pytest.approx(_dense_nested_action(net, X, y, T, m.qbar_), rel=1e-10)
+
+
+def test_nested_prediction_basis_is_built_by_the_first_predict(monkeypatch):
+    X, y, Xt, _ = _data(P=50, seed=14)
+    calls = []
+    original = spectral.eigenbasis
+    monkeypatch.setattr(spectral, "eigenbasis", lambda K, **kw: calls.append(K.shape) or original(K, **kw))
+    m = RKGP(Network([30, 40], "erf"), 0.05, renormalization="nested").fit(X, y)
+    assert len(calls) == 1  # the NNGP basis (criterion and product start) only
+    first = m.predict(Xt)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(m.predict(Xt), first)
+    assert len(calls) == 2
+
+
 def test_nested_erf_differs_from_product():
     X, y, _, _ = _data(seed=8, scale=2.0)
     net = Network([15, 15], "erf")
@@ -235,6 +280,53 @@ def test_nonodd_saddle_against_dense_action(act, T, N):
     pm, pv = m.predict(Xt, return_var=True)
     assert np.allclose(pm, mean, rtol=1e-7, atol=1e-9) and np.allclose(pv, var, rtol=1e-6, atol=1e-9)
 
+
+
+def test_nonodd_T0_saddle_far_from_the_fixed_starts():
+    """T = 0, labels along the mean direction and tiny against the kernel (the problem of issue 17:
+    no stationary point was found from the fixed starts): the saddle sits at Q̄ ~ 1e-7, Q ~ 1e7 and is
+    reached from the plain theory's saddle. Checked on the dense action in log variables."""
+    rng = np.random.default_rng(31)
+    X = 20.0 * rng.normal(size=(215, 85))
+    y = np.full(215, 0.03)
+    net = Network([95], "relu", priors=(0.7, 0.9))
+    m = RKGP(net, 0.0).fit(X, y)
+    qb, q = m.qbar_[0], m.q_[0]
+    assert m.kind_ == "nonodd" and qb < 1e-5 and q > 1e5 and m.residual_ <= 1e-9
+    f = lambda a, b: _nonodd_dense(net, X, y, 0.0, math.exp(a), math.expm1(b))  # noqa: E731
+    a, b, h = math.log(qb), math.log1p(q), 1e-5
+    assert m.action_ == pytest.approx(f(a, b), rel=1e-9)
+    for g in ((f(a + h, b) - f(a - h, b)) / (2 * h), (f(a, b + h) - f(a, b - h)) / (2 * h)):
+        assert abs(g) < 1e-5 * 95  # the terms of each equation are O(N) = O(95)
+
+
+def test_T0_labels_outside_the_range_of_the_kernel_are_explained():
+    """T = 0, linear kernel of rank 3 < P, labels orthogonal to its range, α ρ ≥ 1: no saddle point
+    exists (the action falls without bound as Q̄ → 0); the error says so. With α ρ < 1: Q̄ = 1 − α ρ."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 3))
+    Q, _ = np.linalg.qr(X)
+    y = rng.normal(size=40)
+    y -= Q @ (Q.T @ y)
+    with pytest.raises(ConvergenceError, match="no component in the range of the kernel"):
+        RKGP(Network([2], "linear"), 0.0).fit(X, y)
+    assert RKGP(Network([10], "linear"), 0.0).fit(X, y).qbar_[0] == pytest.approx(1 - 4 * 3 / 40, rel=1e-9)
+
+
+def test_near_singular_fit_warns():
+    """N_0 = 2 with T = 1e-6: the kernel's spectrum falls below ε k_max where the labels still weigh,
+    so the fit warns (ConditioningWarning) and reports the sensitivity; a well-posed fit does not."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 2))
+    y = np.sign(X[:, 0] + 0.3 * rng.normal(size=200))
+    with pytest.warns(ConditioningWarning, match="near-singular"):
+        m = RKGP(Network([100], "erf"), 1e-6).fit(X, y)
+    assert m.roundoff_sensitivity_ > 1e-6
+    X, y, _, _ = _data(P=60, N0=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConditioningWarning)
+        m = RKGP(Network([30], "erf"), 1e-2).fit(X, y)
+    assert m.roundoff_sensitivity_ < 1e-9
 
 def test_nonodd_gradient_matches_finite_differences():
     X, y, _, _ = _data(P=30, seed=10)

@@ -128,7 +128,10 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, sampler, h, net, scaling
         if proc.poll() is None:
             proc.kill()
     assert 200 <= step < n
+    stale = tmp_path / ".run.ckpt.tmp999999"  # what a writer killed between write and rename leaves
+    stale.write_bytes(b"partial")
     resumed = finwidth.simulate.resume(ck)
+    assert not list(tmp_path.glob(".run.ckpt.tmp*"))  # cleaned on resume
     rng = np.random.default_rng(0)
     X, Xt = rng.standard_normal((12, 20)), rng.standard_normal((30, 20))
     w = rng.standard_normal(20)
@@ -220,3 +223,53 @@ def test_gibbs_runs_in_the_loop_and_resumes_bit_identically(tmp_path):
         np.testing.assert_array_equal(resumed.traces[k], full.traces[k], err_msg=k)
     assert full.config.sampler == "gibbs" and full.diagnostics.acceptance is None
     assert np.isfinite(float(full.generalization_error.total)) and full.generalization_error.total.stderr > 0
+
+
+def test_default_record_every_follows_the_documented_rule():
+    """record_every = max(⌈n/200⌉, ⌈8 ρ⌉) capped at n/50, ρ the record cost in steps (a multiply-add
+    count): 50 to 200 records, and records spaced by the cost of evaluating the test set."""
+    from finwidth.simulate.config import default_record_every, record_cost
+
+    X, y, Xt, yt = _data(P=10, N0=8, Pt=7)
+    net = Network([12], "erf")
+    res = finwidth.sample_posterior(net, X, y, temperature=0.1, step_size=0.1, n_steps=1000, X_test=Xt, y_test=yt,
+                                    replicas=2, progress=False)
+    rho = record_cost(net, 10, 7, 8)
+    assert res.config.record_every == default_record_every(1000, rho) == max(5, math.ceil(8 * rho))
+    assert res.traces["energy"].shape[0] == 1000 // res.config.record_every
+    for n in (100, 4000, 40_000, 10 ** 6):
+        for cost in (0.0, 3.0, 30.0):
+            every = default_record_every(n, cost)
+            assert 50 <= n // every <= 200 or every == 1
+            assert every >= min(8 * cost, n // 50)
+    # the papers' size (P = 100, P_t = 1000, N_1 = 500, MNIST N_0 = 784 reduced to r = 100): 30 steps
+    assert 25 < record_cost(Network([500], "erf"), 100, 1000, 784, rank=100) < 35
+    assert default_record_every(40_000, record_cost(Network([500], "erf"), 100, 1000, 784, rank=100)) > 200
+
+
+@pytest.mark.filterwarnings("ignore::finwidth.errors.NotConvergedWarning")  # a short run, on purpose
+def test_progress_is_quiet_off_a_terminal_and_reports_to_a_callback(capsys):
+    X, y, Xt, yt = _data(P=8, N0=6, Pt=5)
+    kw = dict(temperature=0.1, step_size=0.1, n_steps=300, record_every=30, X_test=Xt, y_test=yt, replicas=2)
+    finwidth.sample_posterior(Network([10], "erf"), X, y, **kw)  # progress="auto"; pytest's stderr is no TTY
+    assert capsys.readouterr().err == ""
+    finwidth.sample_posterior(Network([10], "erf"), X, y, progress=True, **kw)
+    assert "300/300" in capsys.readouterr().err
+    seen = []
+    res = finwidth.sample_posterior(Network([10], "erf"), X, y, progress=seen.append, **kw)
+    assert [p.step for p in seen] == list(range(30, 301, 30))
+    assert seen[-1].eta_s == 0 and all(p.eta_s >= 0 and p.n_steps == 300 for p in seen)
+    np.testing.assert_allclose([p.test_error for p in seen], res.traces["test_mse_rb"].mean(1))
+    np.testing.assert_allclose([p.train_error for p in seen], res.traces["train_mse_rb"].mean(1))
+    with pytest.raises(ConfigError, match="progress"):
+        finwidth.sample_posterior(Network([10], "erf"), X, y, progress="yes", **kw)
+
+
+def test_a_stuck_chain_warns_with_step_size_advice():
+    """MALA with a far too large step rejects everything: no confident error bar without a warning."""
+    X, y, Xt, yt = _data(P=10, N0=8, Pt=7)
+    with pytest.warns(finwidth.NotConvergedWarning, match="step_size about 4x smaller"):
+        res = finwidth.sample_posterior(Network([12], "erf"), X, y, temperature=0.1, sampler="mala", step_size=2.0,
+                                        n_steps=300, record_every=5, X_test=Xt, y_test=yt, replicas=3)
+    assert res.diagnostics.acceptance < 0.05 and not res.diagnostics.converged
+    assert any("split-R̂ above" in p for p in res.diagnostics.problems)

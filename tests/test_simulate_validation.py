@@ -46,7 +46,7 @@ def test_deep_linear_langevin_agrees_with_gibbs_and_bpkr(linear_problem):
     guide = finwidth.simulate.suggest_step_size(net, X, y, temperature=T)
     lang = finwidth.sample_posterior(net, X, y, temperature=T, sampler="baoab", step_size=guide["baoab"],
                                      n_steps=5000, record_every=10, X_test=Xt, y_test=yt, replicas=8, seed=2)
-    assert lang.diagnostics.max_rhat < 1.05
+    assert lang.diagnostics.max_rhat < 1.05 and lang.diagnostics.converged
     for a, b in [(lang.qbar_readout, gibbs.qbar_readout),
                  (lang.generalization_error.total, gibbs.generalization_error.total),
                  (lang.generalization_error.bias, gibbs.generalization_error.bias),

@@ -30,6 +30,8 @@ _LAZY = {
     "DataError": "finwidth.errors",
     "ConfigError": "finwidth.errors",
     "DivergenceError": "finwidth.errors",
+    "NotConvergedWarning": "finwidth.errors",
+    "ConditioningWarning": "finwidth.errors",
     "MissingDependencyError": "finwidth.errors",
     "threads": "finwidth.threads",
     "set_num_threads": "finwidth.threads",

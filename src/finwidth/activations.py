@@ -42,6 +42,7 @@ __all__ = [
 _TWO_OVER_PI = 2.0 / math.pi
 _LOG_TWO_OVER_SQRT_PI = math.log(2.0 / math.sqrt(math.pi))  # log of erf'(0)
 _INV_2PI = 1.0 / (2.0 * math.pi)
+_SNAP_ULPS = 8  # correlations this close to ±1 are ±1 (see _correlation)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
@@ -78,6 +79,10 @@ def _correlation(c11: np.ndarray, c12: np.ndarray, c22: np.ndarray) -> np.ndarra
     """u = c12 / sqrt(c11 c22), clipped to [-1, 1]; 0 where a variance vanishes."""
     # sqrt of the product (not a product of square roots): u = 1 exactly when c11 = c12 = c22
     u = c12 * _inv_sqrt_or_zero(np.asarray(c11 * c22))
+    # |u| within a few ulps of 1 is 1 up to the rounding of c12 and of the product: the kernels of
+    # sign, step and relu are not Lipschitz there (κ moves by sqrt(δu)), so 1e-16 of rounding in u
+    # would move κ by 1e-8; duplicate inputs (c12² = c11 c22) get the exact κ
+    u = np.where(np.abs(u) > 1.0 - _SNAP_ULPS * np.finfo(np.float64).eps, np.sign(u), u)
     return np.clip(u, -1.0, 1.0)
 
 
@@ -190,7 +195,16 @@ class Activation:
         a, b, d = _triple(c11, c12, c22)
         g12, g11, g22 = self._kappa_grad(a, b, d)
         shape = np.broadcast_shapes(a.shape, b.shape, d.shape)
-        return (np.broadcast_to(g12, shape).copy(), np.broadcast_to(g11, shape).copy(), np.broadcast_to(g22, shape).copy())
+
+        def own(g: Any, others: tuple) -> np.ndarray:
+            # a fresh full-shape result is returned as is (these run on P×P blocks); anything else is copied
+            if isinstance(g, np.ndarray) and g.shape == shape and g.flags.owndata and not any(g is o for o in others):
+                return g
+            return np.broadcast_to(g, shape).copy()
+
+        g12 = own(g12, (a, b, d))
+        g11 = own(g11, (a, b, d, g12))
+        return g12, g11, own(g22, (a, b, d, g12, g11))
 
     def kappa_diag_grad(self, c: Any) -> np.ndarray:
         """d κ(c, c, c)/dc (= ∂12 + ∂11 + ∂22 on the diagonal)."""
@@ -394,14 +408,17 @@ class _Erf(Activation):
     def _kappa_grad(self, c11, c12, c22):  # type: ignore[no-untyped-def]
         A = 1.0 + 2.0 * c11
         B = 1.0 + 2.0 * c22
-        sab = np.sqrt(A * B)
-        # 1 - z² = (A B - 4 c12²)/(A B) ≥ (1 + 2(c11 + c22))/(A B) > 0: never singular
-        root = np.sqrt((A * B - 4.0 * c12 * c12) / (A * B))
-        root = np.maximum(root, np.sqrt(1.0 + 2.0 * (c11 + c22)) / sab)
-        g12 = (4.0 / math.pi) / (sab * root)
-        g11 = -(4.0 / math.pi) * c12 / (A * sab * root)
-        g22 = -(4.0 / math.pi) * c12 / (B * sab * root)
-        return g12, g11, g22
+        # sqrt(A B) sqrt(1 − z²) = sqrt(A B − 4 c12²) ≥ sqrt(1 + 2(c11 + c22)) > 0 (Cauchy–Schwarz):
+        # never singular; the bound is imposed on round-off. In place: this runs on P×P blocks.
+        den = np.empty(np.broadcast_shapes(np.shape(c11), np.shape(c12), np.shape(c22)))
+        np.multiply(c12, c12, out=den)
+        den *= -4.0
+        den += A * B
+        np.maximum(den, A + B - 1.0, out=den)
+        np.sqrt(den, out=den)
+        g12 = np.divide(4.0 / math.pi, den, out=den)
+        t = g12 * c12
+        return g12, t * (-1.0 / A), t * (-1.0 / B)
 
     def _kappa_diag_grad(self, c):  # type: ignore[no-untyped-def]
         # d/dc (2/π) arcsin(2c/(1+2c)) = (2/π) · 2 / ((1+2c) sqrt(1+4c))

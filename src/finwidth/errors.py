@@ -43,3 +43,19 @@ class DivergenceError(FinwidthError, RuntimeError):
 
 class MissingDependencyError(FinwidthError, ImportError):
     """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class NotConvergedWarning(UserWarning):
+    """Sampled chains that have not converged (R̂ too large) or do not move (MALA acceptance near
+    zero): their error bars are not to be trusted. ``warnings.simplefilter("error",
+    NotConvergedWarning)`` turns it into an error."""
+
+
+class ConditioningWarning(UserWarning):
+    """An answer is sensitive to round-off: the problem is near-singular in float64.
+
+    Raised (as a warning) when the relative error that round-off in the kernel's eigenvalues can
+    put on the solution exceeds a threshold, e.g. a nearly rank-deficient kernel (few input
+    dimensions, duplicated inputs) at a tiny temperature. The message gives the estimate and what
+    to try.
+    """

@@ -142,6 +142,8 @@ def validate_targets(y: Any, n: int | None = None, what: str = "y", *, multi_out
     arr = np.asarray(y)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise ConfigError(f"{what} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise ConfigError(f"{what} has shape {arr.shape}: zero outputs (D = 0); give at least one column")
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1 and not (multi_output and arr.ndim == 2):
@@ -153,8 +155,9 @@ def validate_targets(y: Any, n: int | None = None, what: str = "y", *, multi_out
         raise ConfigError(f"{what} has {arr.shape[0]} entries but there are {n} inputs (rows of X)")
     arr = np.array(arr, dtype=np.float64)
     if not np.isfinite(arr).all():
-        first = int(np.argmin(np.isfinite(arr).reshape(arr.shape[0], -1).all(-1)))
-        raise ConfigError(f"{what} contains NaN or inf (first at index {first})")
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        where = f"index {bad[0]}" if arr.ndim == 1 else f"row {bad[0]}, output {bad[1]}"
+        raise ConfigError(f"{what} contains NaN or inf (first at {where})")
     return arr
 
 

@@ -29,7 +29,7 @@ from finwidth.inputs import as_inputs
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.network import Network
 
-__all__ = ["KernelBlocks", "input_kernel", "layer_diagonals", "nngp", "nngp_cross", "propagate"]
+__all__ = ["KernelBlocks", "input_kernel", "layer_diagonals", "nngp", "nngp_cross", "propagate", "propagate_vjp"]
 
 # doubles per row block for the closed forms: a few MiB keeps temporaries cache-friendly
 _BLOCK_ELEMENTS = 1 << 18
@@ -282,6 +282,89 @@ def propagate(
             blocks.test_train, blocks.test_diag, f, act, scale, bias_var, block_size, inplace
         )
     return new
+
+
+def propagate_vjp(
+    K: np.ndarray,
+    activation: str | Activation,
+    cotangent: np.ndarray,
+    scale: float = 1.0,
+    *,
+    block_size: int | None = None,
+) -> np.ndarray:
+    """Vector–Jacobian product of one layer of the recursion on a train block (the adjoint of
+    :func:`propagate`).
+
+    For a scalar f of K_new = scale · κ(K) + bias_var (train block, diagonal κ(K_μμ, K_μμ, K_μμ)),
+    with Γ = ∂f/∂K_new, returns ∂f/∂K. Every entry of K is treated as an independent variable:
+    an off-diagonal K_μν enters K_new,μν only (through ∂κ/∂c12); a diagonal K_μμ enters K_new,μμ
+    (through dκ(c, c, c)/dc) and, as a variance, every K_new,μν and K_new,νμ of its row and
+    column (through ∂κ/∂c11 and ∂κ/∂c22). A gradient with respect to parameters θ of K follows by
+    contraction, Σ_μν (∂f/∂K)_μν ∂K_μν/∂θ; e.g. for K = Z Σ Zᵀ it is Zᵀ (∂f/∂K) Z. The bias
+    variance does not enter.
+
+    Only the activation's public derivatives (``kappa_grad``, ``kappa_diag_grad``) are used,
+    on row blocks of the upper triangle (both K and Γ are symmetric), as in :func:`propagate`.
+
+    Parameters
+    ----------
+    K : numpy.ndarray, shape (P, P)
+        The layer's input covariance (symmetric, non-negative diagonal).
+    activation : str or Activation
+    cotangent : numpy.ndarray, shape (P, P)
+        Γ = ∂f/∂K_new, symmetric.
+    scale : float
+        The layer's factor (1/λ_l for the NNGP, Q̄_l/λ_l for the nested renormalised kernel).
+    block_size : int, optional
+        Rows per block.
+
+    Returns
+    -------
+    numpy.ndarray, shape (P, P)
+        ∂f/∂K, symmetric.
+
+    Raises
+    ------
+    ConfigError
+        Shapes that differ or are not square, or a negative or non-finite diagonal of K.
+    """
+    act = get_activation(activation)
+    K = np.asarray(K, dtype=np.float64)
+    G = np.asarray(cotangent, dtype=np.float64)
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or G.shape != K.shape:
+        raise ConfigError(f"K and the cotangent must be square arrays of one shape, got {K.shape} and {G.shape}")
+    P = K.shape[0]
+    d = np.array(np.diagonal(K))
+    if not np.isfinite(d).all() or np.any(d < 0):
+        raise ConfigError("the diagonal of K must be finite and non-negative (variances)")
+    out = np.empty((P, P))
+    # K_μμ as a variance of the pairs (μ, ν ≠ μ) of the upper triangle: ∂c11 where μ is the row,
+    # ∂c22 where it is the column; each pair stands for K_new,μν and K_new,νμ (hence the 2 below)
+    row11 = np.zeros(P)
+    col22 = np.zeros(P)
+    scale = float(scale)
+    rows = _row_block(P, P, block_size)
+    strict = np.triu(np.ones((rows, rows), dtype=bool), 1)  # strict upper triangle of a diagonal block
+    for i0 in range(0, P, rows):
+        i1 = min(i0 + rows, P)
+        nb = i1 - i0
+        g12, g11, g22 = act.kappa_grad(d[i0:i1, None], K[i0:i1, i0:], d[None, i0:])
+        Gb = G[i0:i1, i0:]
+        # right of the diagonal block every pair is off-diagonal; inside it, each pair counts once
+        # (its strict upper triangle)
+        row11[i0:i1] += np.einsum("ij,ij->i", g11[:, nb:], Gb[:, nb:])
+        col22[i1:] += np.einsum("ij,ij->j", g22[:, nb:], Gb[:, nb:])
+        up = np.where(strict[:nb, :nb], Gb[:, :nb], 0.0)
+        row11[i0:i1] += np.einsum("ij,ij->i", g11[:, :nb], up)
+        col22[i0:i1] += np.einsum("ij,ij->j", g22[:, :nb], up)
+        g12 *= Gb
+        g12 *= scale
+        out[i0:i1, i1:] = g12[:, nb:]
+        out[i1:, i0:i1] = g12[:, nb:].T
+        db = np.where(strict[:nb, :nb], g12[:, :nb], 0.0)
+        out[i0:i1, i0:i1] = db + db.T
+    out[np.diag_indices(P)] = scale * (np.diagonal(G) * act.kappa_diag_grad(d) + 2.0 * (row11 + col22))
+    return out
 
 
 def nngp(

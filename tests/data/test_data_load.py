@@ -155,7 +155,7 @@ def test_validation(mnist_dir, cifar_dir):
     cases = [
         (dict(name="svhn"), "unknown dataset 'svhn'"),
         (dict(preset="fancy"), "unknown preset 'fancy'"),
-        (dict(labels="onehot"), "unknown label encoding 'onehot'"),
+        (dict(labels="one_hot"), "unknown label encoding .one_hot."),
         (dict(classes=(0, 10)), "unknown class 10 for mnist"),
         (dict(classes=("airplane",)), "unknown class 'airplane' for mnist"),
         (dict(classes=(1, 1)), "duplicates"),

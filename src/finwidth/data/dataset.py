@@ -21,10 +21,11 @@ class Dataset:
     ----------
     X_train : ndarray of float64, shape (P, N_0)
         Training inputs, one row per example.
-    y_train : ndarray of float64, shape (P,)
-        Training targets (encoding in ``labels``).
+    y_train : ndarray of float64, shape (P,) or (P, D)
+        Training targets (encoding in ``labels``); D columns for the one-hot encodings (one output
+        per class).
     X_test : ndarray of float64, shape (P_test, N_0)
-    y_test : ndarray of float64, shape (P_test,)
+    y_test : ndarray of float64, shape (P_test,) or (P_test, D)
     name : str
         ``"mnist"``, ``"cifar10"`` or ``"teacher:<kind>"``.
     classes : tuple of int or None
@@ -75,14 +76,19 @@ class Dataset:
             if not isinstance(X, np.ndarray) or X.dtype != np.float64 or X.ndim != 2:
                 raise ConfigError(f"Dataset.X_{split} must be a float64 array of shape (n, N_0), got "
                                   f"{getattr(X, 'dtype', type(X).__name__)} {getattr(X, 'shape', '')}")
-            if not isinstance(y, np.ndarray) or y.dtype != np.float64 or y.shape != (X.shape[0],):
-                raise ConfigError(f"Dataset.y_{split} must be a float64 array of shape ({X.shape[0]},), got "
-                                  f"{getattr(y, 'dtype', type(y).__name__)} {getattr(y, 'shape', '')}")
+            ok = isinstance(y, np.ndarray) and y.dtype == np.float64 and y.shape[:1] == (X.shape[0],)
+            if not ok or y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] < 1):
+                raise ConfigError(f"Dataset.y_{split} must be a float64 array of shape ({X.shape[0]},) or "
+                                  f"({X.shape[0]}, D), got {getattr(y, 'dtype', type(y).__name__)} "
+                                  f"{getattr(y, 'shape', '')}")
             if not (np.isfinite(X).all() and np.isfinite(y).all()):
                 raise DataError(f"Dataset {self.name!r}: non-finite values in the {split} split")
         if self.X_train.shape[1] != self.X_test.shape[1]:
             raise ConfigError(f"train and test have different numbers of features: "
                               f"{self.X_train.shape[1]} vs {self.X_test.shape[1]}")
+        if self.y_train.shape[1:] != self.y_test.shape[1:]:
+            raise ConfigError(f"train and test targets have different numbers of outputs: "
+                              f"{self.y_train.shape[1:]} vs {self.y_test.shape[1:]}")
         if self.seed is not None and not isinstance(self.seed, numbers.Integral):
             raise ConfigError(f"seed must be an int or None, got {self.seed!r}")
         object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
@@ -96,6 +102,11 @@ class Dataset:
     def n_test(self) -> int:
         """Number of test examples P_test."""
         return int(self.X_test.shape[0])
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of outputs D (1 for targets of shape (P,))."""
+        return 1 if self.y_train.ndim == 1 else int(self.y_train.shape[1])
 
     @property
     def n_features(self) -> int:

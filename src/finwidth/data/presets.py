@@ -34,7 +34,9 @@ from finwidth.data.resize import pil_resize_bilinear
 from finwidth.errors import ConfigError, DataError
 
 PRESETS = ("paper", "standardized", "raw")
-LABEL_ENCODINGS = ("01", "pm1", "regression", "raw")
+LABEL_ENCODINGS = ("01", "pm1", "regression", "raw", "onehot", "onehot_centered")
+#: encodings with one output per class: targets of shape (n, D), D = len(classes)
+MULTI_OUTPUT_ENCODINGS = ("onehot", "onehot_centered")
 # torchvision transforms.Normalize((0.1307,), (0.3081,)): MNIST's pixel mean and std after /255
 PAPER_MEAN = 0.1307
 PAPER_STD = 0.3081
@@ -140,14 +142,17 @@ def encode_labels(raw: np.ndarray, classes: tuple[int, ...], labels: str) -> np.
         Original class values (each in ``classes``).
     classes : tuple of int
         Selected classes, in order.
-    labels : {"01", "pm1", "regression", "raw"}
+    labels : {"01", "pm1", "regression", "raw", "onehot", "onehot_centered"}
         ``"01"``: the index of the class within ``classes`` (0, 1, ... — 0/1 for two classes, as in the
         papers' code); ``"pm1"``: ``-1`` for ``classes[0]``, ``+1`` for ``classes[1]`` (exactly two
-        classes); ``"regression"`` (alias ``"raw"``): the original class value itself.
+        classes); ``"regression"`` (alias ``"raw"``): the original class value itself; ``"onehot"``: one
+        output per class, row e_c (1 in the column of the example's class, 0 elsewhere, columns in the
+        order of ``classes``); ``"onehot_centered"``: e_c − 1/D (rows sum to 0, D = len(classes)), the
+        one-hot targets with their mean over classes removed.
 
     Returns
     -------
-    ndarray of float64
+    ndarray of float64, shape (n,), or (n, D) for the one-hot encodings
     """
     raw = np.asarray(raw, dtype=np.int64)
     if labels in ("regression", "raw"):
@@ -159,6 +164,11 @@ def encode_labels(raw: np.ndarray, classes: tuple[int, ...], labels: str) -> np.
         raise ConfigError(f"labels {sorted(set(raw[index < 0].tolist()))} are not among classes {classes}")
     if labels == "01":
         return index.astype(np.float64)
+    if labels in MULTI_OUTPUT_ENCODINGS:
+        D = len(classes)
+        onehot = np.zeros((index.size, D))
+        onehot[np.arange(index.size), index] = 1.0
+        return onehot - 1.0 / D if labels == "onehot_centered" else onehot
     if labels == "pm1":
         if len(classes) != 2:
             raise ConfigError(f"labels='pm1' needs exactly two classes, got classes={classes}")
@@ -223,8 +233,10 @@ def load(
         (:func:`finwidth.data.search_paths`); MNIST last falls back on the subset embedded in the
         package (the first 100 training and 1000 test images of 0 and 1, presets "paper" and
         "raw"), which ``source_format == "embedded"`` records.
-    labels : {"01", "pm1", "regression", "raw"}
-        Target encoding, see :func:`encode_labels`.
+    labels : {"01", "pm1", "regression", "raw", "onehot", "onehot_centered"}
+        Target encoding, see :func:`encode_labels`. The one-hot encodings give targets of shape
+        (n, D) with D = len(classes), one output per class (``finwidth.RKGP`` then solves the D×D theory); every
+        selected class must then occur in the training set (DataError otherwise).
     center_features : bool
         After the preset, subtract the per-feature (per-pixel) mean of the training inputs from the
         training and test inputs.
@@ -285,6 +297,18 @@ def load(
         picked[split_name] = (X, encode_labels(raw_labels[index], class_tuple, labels), position.astype(np.int64), len(pool))
 
     X_train, y_train, train_index, avail_train = picked["train"]
+    if labels in MULTI_OUTPUT_ENCODINGS:
+        counts = np.bincount(np.argmax(y_train, axis=1), minlength=len(class_tuple))
+        empty = [c for c, k in zip(class_tuple, counts) if k == 0]
+        if empty:
+            names = [CLASS_NAMES[name][c] for c in empty]
+            how = ("a random subset (preset='standardized')" if preset != "standardized" else "another seed")
+            raise DataError(
+                f"labels={labels!r}: class{'es' if len(empty) > 1 else ''} {empty} ({', '.join(names)}) "
+                f"{'have' if len(empty) > 1 else 'has'} no example among the n_train={n_train} training images "
+                f"selected; a one-hot output with no example cannot be learned. Use a larger n_train, {how}, "
+                "or drop the class from classes"
+            )
     X_test, y_test, test_index, avail_test = picked["test"]
     info: dict = {"n_available_train": avail_train, "n_available_test": avail_test}
     if preset == "paper":

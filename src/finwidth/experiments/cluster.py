@@ -144,16 +144,15 @@ class DaskExecutor(cf.Executor):
         if wait and not cancel_futures:
             self._inner.shutdown(wait=True)
         # otherwise no cancel round trip: the scheduler may be gone, and closing the client drops the tasks
-        if self.slurm is not None:
-            self.slurm.forget()
         for own, obj in ((self._own_client, self.client), (self._own_cluster, self.cluster)):
             if own and obj is not None:
                 try:
                     _call_with_timeout(obj.close, 20)
                 except Exception:  # noqa: BLE001, S110 - closing a dead scheduler's client: nothing left to do
                     pass
-        if self.slurm is not None:
+        if self.slurm is not None:  # the cluster cancels its jobs on close; make sure, then drop the record
             self.slurm.cancel_all()
+            self.slurm.forget()
 
 
 def _call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:

@@ -48,7 +48,10 @@ def _figure_class():  # noqa: ANN202
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ConfigError("plots need matplotlib: pip install 'finwidth[plot]'") from None
+        from finwidth.errors import MissingDependencyError
+
+        raise MissingDependencyError("plots need matplotlib, which is not installed: pip install 'finwidth[plot]'",
+                                     name="matplotlib") from None
     return Figure
 
 

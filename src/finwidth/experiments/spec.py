@@ -42,6 +42,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -51,6 +52,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
     ValidationError,
     field_validator,
@@ -82,8 +84,10 @@ LIST_VALUED = frozenset(
 )
 THEORY_MODELS = ("nngp", "rkgp", "rkgp_product", "rkgp_nested")
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+# numbers are strict: a string (or a bool) where a number belongs fails at load, naming the key
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+Number = Annotated[float, Strict()]
 Scalar = StrictBool | int | float | str
 
 
@@ -131,6 +135,20 @@ class DataConfig(_Model):
                 raise ValueError("data.classes applies to data sets (data.name), not to teachers")
         elif self.n_features is not None or self.options:
             raise ValueError("data.n_features and data.options apply to teachers (data.teacher) only")
+        from finwidth.data import LABEL_ENCODINGS, PRESETS, TEACHERS
+        from finwidth.data.presets import CLASS_NAMES, _parse_classes
+
+        if self.name is not None:
+            if self.name not in CLASS_NAMES:
+                raise ValueError(f"name: unknown data set {self.name!r}; available: {', '.join(sorted(CLASS_NAMES))} "
+                                 f"(synthetic data: data.teacher)")
+            if self.preset not in PRESETS:
+                raise ValueError(f"preset: unknown preset {self.preset!r}; available: {', '.join(PRESETS)}")
+            _checked(_parse_classes, self.name, self.classes)
+        elif self.teacher not in TEACHERS:
+            raise ValueError(f"teacher: unknown teacher {self.teacher!r}; available: {', '.join(TEACHERS)}")
+        if self.labels not in LABEL_ENCODINGS:
+            raise ValueError(f"labels: unknown label encoding {self.labels!r}; available: {', '.join(LABEL_ENCODINGS)}")
         return self
 
 
@@ -144,8 +162,8 @@ class NetworkConfig(_Model):
 
     activation: str = "erf"
     widths: tuple[PositiveInt, ...]
-    priors: tuple[float, ...]
-    bias: tuple[float, ...] | None = None
+    priors: tuple[Number, ...]
+    bias: tuple[Number, ...] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -247,11 +265,14 @@ class SimulationConfig(_Model):
     ``step_size`` is in the units of the Langevin time of the potential
     U = ½ Σ (y − f)² + (T/2) Σ λ_l ‖W‖²; ``n_steps`` counts sampler steps per replica (burn-in included);
     ``options`` passes further keywords of :func:`finwidth.sample_posterior` through unchanged
-    (``friction``, ``init``, ``input_reduction``, ``rao_blackwell``, ``checkpoint_every``).
+    (``friction``, ``init``, ``input_reduction``, ``rao_blackwell``, ``checkpoint_every``, ``scaling``).
+    Everything is validated when the spec is loaded, by the same rules as ``sample_posterior``
+    (:func:`finwidth.simulate.config.check_options`): unknown or ill-typed options,
+    ``record_every > n_steps`` and the like fail before any task runs.
     """
 
     sampler: Literal["baoab", "euler", "mala", "gibbs"] = "baoab"
-    step_size: float | None = Field(default=None, gt=0)
+    step_size: Number | None = Field(default=None, gt=0)
     n_steps: PositiveInt
     burn_in: NonNegativeInt | None = None
     replicas: PositiveInt = 8
@@ -267,6 +288,18 @@ class SimulationConfig(_Model):
             raise ValueError(f"simulation.step_size is required for sampler {self.sampler!r} (only gibbs needs none)")
         if self.burn_in is not None and self.burn_in >= self.n_steps:
             raise ValueError(f"simulation.burn_in ({self.burn_in}) must be smaller than simulation.n_steps ({self.n_steps})")
+        from finwidth.simulate.config import OPTION_KEYS, check_options
+
+        unknown = sorted(set(self.options) - set(OPTION_KEYS))
+        if unknown:
+            raise ValueError(f"simulation.options.{unknown[0]}: unknown option (the options are {', '.join(OPTION_KEYS)})")
+        try:
+            check_options(sampler=self.sampler, step_size=self.step_size, n_steps=self.n_steps, burn_in=self.burn_in,
+                          replicas=self.replicas, record_every=self.record_every, seed=self.seed, dtype=self.dtype,
+                          **self.options)
+        except ConfigError as exc:  # the message starts with the argument's name: say where it is in the spec
+            name = re.split(r"[ =]", str(exc), maxsplit=1)[0]
+            raise ValueError(f"{'options.' if name in OPTION_KEYS else ''}{exc}") from None
         return self
 
 
@@ -276,7 +309,7 @@ class TaskConfig(_Model):
     ``temperature`` is T in p(θ|D) ∝ exp[−(1/2T) Σ (y − f)² − Σ λ_l ‖W^(l)‖²/2] (T = 0 is legal for theory).
     """
 
-    temperature: float = Field(ge=0)
+    temperature: Number = Field(ge=0)
     data: DataConfig
     network: NetworkConfig
     theory: TheoryConfig = Field(default_factory=TheoryConfig)
@@ -288,6 +321,9 @@ class TaskConfig(_Model):
             raise ValueError("nothing to compute: theory.models is empty and there is no [simulation] table")
         if self.simulation is not None and self.temperature == 0:
             raise ValueError("simulation needs temperature > 0 (T = 0 is legal for the theory only)")
+        if self.simulation is not None and self.simulation.options.get("scaling") == "mean_field" and (
+                self.network.depth != 1 or self.network.bias is not None):
+            raise ValueError("simulation.options.scaling = 'mean_field' needs one hidden layer without biases")
         return self
 
 

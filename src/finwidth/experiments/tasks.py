@@ -150,8 +150,7 @@ def run_simulation(
     )
     if sim.record_every is not None:
         kwargs["record_every"] = sim.record_every
-    if progress:
-        kwargs["progress"] = True
+    kwargs["progress"] = progress  # explicit: sample_posterior's own default ("auto") draws bars on a terminal
     checkpoint = Path(checkpoint) if checkpoint is not None and sim.sampler != "gibbs" else None
     start = time.perf_counter()
     try:

@@ -16,10 +16,10 @@ import torch
 from finwidth.errors import DataError
 from finwidth.inputs import InputReduction, as_inputs, validate_targets, validate_temperature
 from finwidth.network import check_scaling
-from finwidth.simulate.checkpoint import load_checkpoint
+from finwidth.simulate.checkpoint import load_checkpoint, remove_stale_temporaries
 from finwidth.simulate.config import RunConfig, is_two_layer, run_config
 from finwidth.simulate.guidance import default_friction, step_size_guidance, stiffness
-from finwidth.simulate.loop import build_run
+from finwidth.simulate.loop import build_run, check_progress
 from finwidth.simulate.models import build_model, network_from_dict
 from finwidth.simulate.results import PosteriorSamples
 
@@ -29,7 +29,7 @@ __all__ = ["resume", "sample_posterior", "suggest_step_size"]
 def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=None, n_steps, burn_in=None,
                      replicas=8, record_every=None, X_test=None, y_test=None, seed=0, device="cpu",
                      dtype="float32", checkpoint=None, checkpoint_every=None, friction=None, init="normal",
-                     input_reduction="auto", rao_blackwell=True, progress=False,
+                     input_reduction="auto", rao_blackwell=True, progress="auto",
                      scaling="standard") -> PosteriorSamples:
     """Sample the Bayesian posterior of a finite-width network and measure ε_g, Q̄_L and more.
 
@@ -64,7 +64,10 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
     replicas : int
         Independent chains R (≥ 2 for error bars).
     record_every : int, optional
-        Steps between recorded samples (default n_steps // 1000, at least 1).
+        Steps between recorded samples. Default :func:`finwidth.simulate.config.default_record_every`:
+        about 200 records, spaced at least 8 times the cost of a record (evaluating the network on the
+        training and test points and the Rao–Blackwell readout, counted in steps by
+        :func:`~finwidth.simulate.config.record_cost`), and at least 50 records.
     X_test, y_test : arrays, optional
         Test inputs (P_t, N_0) and labels (P_t,): predictions and ε_g.
     seed : int
@@ -94,8 +97,11 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         Q̄_L (exact, lower variance). Raw estimates are always reported too. For the two-layer models
         the readout is written in the standard form f = Φ a'/sqrt(M), a' ~ N(0, 1/λ') (λ' = λ_1 N for
         the mean-field FCN, λ_1 C for the mean-field CNN), so the same conditional applies.
-    progress : bool
-        Show a tqdm progress bar.
+    progress : bool, "auto" or callable
+        ``"auto"`` (default): a progress bar on stderr (steps, ETA, the latest record's ε_g) only when
+        stderr is a terminal, so logs and CI stay quiet; True/False: always/never. A callable is
+        called with a :class:`finwidth.simulate.loop.ProgressInfo` (step, ETA, latest test and train
+        error) after each record and at the end: how an experiment reports progress within a task.
     scaling : {"standard", "mean_field"}
         Output scale of the readout. ``"standard"``: f = a·σ(h)/sqrt(N) (docs/conventions.md).
         ``"mean_field"``: f = a·σ(h)/N for a ``Network`` with one hidden layer and no biases
@@ -119,12 +125,22 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         Invalid shapes, values or options.
     DivergenceError
         NaN/inf or energy blow-up during the run; the message suggests a step size.
+
+    Warns
+    -----
+    NotConvergedWarning
+        The chains have not converged (R̂ of a key observable above ``RHAT_MAX`` = 1.1) or MALA
+        barely moves (acceptance below 5 %, or a replica below 1 %); the message says what to change.
+        The same text is in ``diagnostics.problems`` (empty when none).
     """
     cfg, data = run_config(network, X, y, temperature=temperature, sampler=sampler, step_size=step_size,
                            n_steps=n_steps, burn_in=burn_in, replicas=replicas, record_every=record_every,
                            X_test=X_test, y_test=y_test, seed=seed, device=device, dtype=dtype, checkpoint=checkpoint,
                            checkpoint_every=checkpoint_every, friction=friction, init=init,
                            input_reduction=input_reduction, rao_blackwell=rao_blackwell, scaling=scaling)
+    check_progress(progress)
+    if cfg.checkpoint is not None:
+        remove_stale_temporaries(cfg.checkpoint)
     run = build_run(network, data, cfg)
     try:
         run.initialize()
@@ -134,14 +150,18 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         run.close()
 
 
-def resume(checkpoint_path, *, progress=False) -> PosteriorSamples:
+def resume(checkpoint_path, *, progress="auto") -> PosteriorSamples:
     """Continue a run from its checkpoint (written by ``sample_posterior(..., checkpoint=path)``).
 
     The run continues with the saved random-generator states, so the result equals that of the
     uninterrupted run (bit-identical on the same machine; equal to rounding on another thread
-    count), with no record lost or duplicated. A finished run just returns its result.
+    count), with no record lost or duplicated. A finished run just returns its result. Temporary
+    files that the killed run left beside the checkpoint are deleted. ``progress`` as in
+    :func:`sample_posterior`.
     """
+    check_progress(progress)
     state = load_checkpoint(checkpoint_path)
+    remove_stale_temporaries(checkpoint_path)
     try:
         net = network_from_dict(state["network_kind"], state["network"])
         cfg = RunConfig.from_dict(state["cfg"]).replace(checkpoint=str(checkpoint_path))

@@ -4,7 +4,8 @@ A checkpoint is one file written by ``torch.save`` of plain containers of tensor
 strings (no pickled code: it is read back with ``torch.load(weights_only=True)``). It is written to
 a temporary file in the same directory, flushed to disk, then moved over the old one with
 ``os.replace``, so a run killed at any moment leaves either the previous or the new checkpoint,
-never a truncated one.
+never a truncated one. A run killed while writing leaves its temporary file (``.NAME.tmpPID``) behind:
+:func:`remove_stale_temporaries` deletes those when the run resumes or restarts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from finwidth.errors import DataError
 
-__all__ = ["load_checkpoint", "save_checkpoint", "FORMAT_VERSION"]
+__all__ = ["FORMAT_VERSION", "load_checkpoint", "remove_stale_temporaries", "save_checkpoint"]
 
 FORMAT_VERSION = 2  # 2: the run configuration as RunConfig fields, one recorder state (0.1.0.dev0)
 
@@ -44,11 +45,29 @@ def _from_saved(obj):
     return obj
 
 
+def _temporary(path: Path, pid: int | None = None) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid() if pid is None else pid}")
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers of the checkpoint ``path`` left behind (one run
+    owns a checkpoint: whoever resumes or restarts it). Returns the files removed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    gone = []
+    for tmp in path.parent.glob(f".{path.name}.tmp*"):
+        if tmp.name[len(path.name) + 5:].isdigit() and tmp != _temporary(path):
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _temporary(path)
     payload = {"format": "finwidth.simulate.checkpoint", "version": FORMAT_VERSION, "state": _to_saveable(state)}
     with open(tmp, "wb") as fh:
         torch.save(payload, fh)

@@ -8,6 +8,7 @@ estimates read only the config.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,8 @@ from finwidth.inputs import (
 )
 from finwidth.network import check_scaling
 
-__all__ = ["INITS", "SAMPLERS", "RunConfig", "default_record_every", "run_config"]
+__all__ = ["INITS", "OPTION_KEYS", "SAMPLERS", "RunConfig", "check_options", "default_record_every", "record_cost",
+           "run_config"]
 
 SAMPLERS = ("baoab", "euler", "mala", "gibbs")
 INITS = ("normal", "prior", "readout_conditional")
@@ -118,9 +120,51 @@ def _device(device: Any):
     return dev
 
 
-def default_record_every(n_steps: int, n_test: int) -> int:
-    """``record_every`` when not given: n_steps // 1000, at least 1."""
-    return max(1, n_steps // 1000)
+TARGET_RECORDS = 200   # records a run aims at when record_every is not given
+MIN_RECORDS = 50       # ... and never fewer (the burn-in rule and the error-bar blocks need them)
+RECORD_BUDGET = 8      # records are spaced at least this many times their cost in steps
+
+
+def record_cost(network, n_train: int, n_test: int, n_inputs: int, *, rank: int | None = None,
+                scaling: str = "standard", sampler: str = "baoab") -> float:
+    """The cost of one record in steps of the sampler, from a multiply-add count per replica.
+
+    A Langevin step is a forward and a backward pass on the P training points, about 3 P F with F the
+    multiply-adds of one forward pass per point (the first layer on r inputs under input reduction). A
+    record is a forward pass on the training and the P_t test points, (P + P_t) F, plus under input
+    reduction the fresh W_perp x_perp term, P_t N_1 (N_0 − r), plus the Rao–Blackwell readout: the
+    Gram matrix and its eigendecomposition, P M m + 4 m³ with m = min(P, M), and the test
+    predictions, P_t M m, for M readout weights. An exact Gibbs sweep costs about (L + 1) P³: records
+    are cheap next to it. At the papers' size (MNIST 0/1, P = 100, P_t = 1000, N_1 = 500, input
+    reduction) this gives 30 steps per record; measured: 56 (docs/sampling.md, "Cost of a record").
+    """
+    from finwidth.convnet import ConvNetwork
+
+    P, Pt = int(n_train), int(n_test)
+    if isinstance(network, ConvNetwork):
+        F = network.channels * network.n_patches * (network.patch_features + 1)
+        perp = 0.0
+    else:
+        r = n_inputs if rank is None else rank
+        widths = list(network.widths)
+        F = widths[0] * r + sum(a * b for a, b in zip(widths[1:], widths[:-1])) + widths[-1]
+        perp = Pt * widths[0] * (n_inputs - r)
+    M = network.readout_spec(scaling).size
+    m = min(P, M)
+    record = (P + Pt) * F + perp + P * M * m + 4 * m ** 3 + Pt * M * m
+    if sampler == "gibbs":
+        step = (getattr(network, "depth", 1) + 1) * P ** 3 + 3 * P * F
+    else:
+        step = 3 * P * F
+    return record / step
+
+
+def default_record_every(n_steps: int, cost: float = 0.0) -> int:
+    """``record_every`` when not given: about ``TARGET_RECORDS`` records, spaced at least
+    ``RECORD_BUDGET`` × the cost of a record (in steps, :func:`record_cost`) so that records take at
+    most ~1/8 of the run by the count of multiply-adds, but never fewer than ``MIN_RECORDS`` records."""
+    every = max(math.ceil(n_steps / TARGET_RECORDS), math.ceil(RECORD_BUDGET * cost), 1)
+    return max(1, min(every, n_steps // MIN_RECORDS))
 
 
 def is_two_layer(network, scaling: str) -> bool:
@@ -128,6 +172,55 @@ def is_two_layer(network, scaling: str) -> bool:
     from finwidth.convnet import ConvNetwork
 
     return isinstance(network, ConvNetwork) or scaling == "mean_field"
+
+
+OPTION_KEYS = ("friction", "init", "input_reduction", "rao_blackwell", "checkpoint_every", "scaling")
+"""Options of :func:`finwidth.sample_posterior` that a sweep spec passes through ``simulation.options``."""
+
+
+def check_options(*, sampler="baoab", step_size=None, n_steps, burn_in=None, replicas=8, record_every=None, seed=0,
+                  dtype="float32", friction=None, init="normal", input_reduction="auto", rao_blackwell=True,
+                  scaling="standard", checkpoint_every=None) -> dict[str, Any]:
+    """Validate the options of a run that do not depend on the data (names and meanings as in
+    :func:`finwidth.sample_posterior`): types, ranges, and the rules between them. Returns them
+    cleaned. Used by :func:`run_config` and by the sweep specs at load time (no torch needed)."""
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ConfigError(f"sampler must be 'euler', 'baoab', 'mala' or 'gibbs', got {sampler!r}")
+    n_steps = positive_int(n_steps, "n_steps")
+    replicas = positive_int(replicas, "replicas")
+    if record_every is not None:
+        record_every = positive_int(record_every, "record_every")
+        if record_every > n_steps:
+            raise ConfigError(f"record_every={record_every} exceeds n_steps={n_steps}: nothing would be recorded")
+    if burn_in is not None:
+        burn_in = positive_int(burn_in, "burn_in", allow_zero=True)
+        if burn_in >= n_steps - (record_every or 1) + 1:
+            raise ConfigError(f"burn_in={burn_in} leaves no recorded sample out of n_steps={n_steps}")
+    if sampler != "gibbs":
+        if step_size is None:
+            raise ConfigError(f"sampler {sampler!r} needs a step_size (see finwidth.simulate.suggest_step_size)")
+        step_size = positive_float(step_size, "step_size")
+    if friction is not None:
+        if sampler != "baoab":
+            raise ConfigError(f"friction applies to sampler='baoab' only, not {sampler!r}")
+        friction = positive_float(friction, "friction")
+    if not isinstance(init, str) or init not in INITS:
+        raise ConfigError(f"init must be 'normal', 'prior' or 'readout_conditional', got {init!r}")
+    if not (isinstance(input_reduction, bool) or input_reduction == "auto"):
+        raise ConfigError(f"input_reduction must be True, False or 'auto', got {input_reduction!r}")
+    if not isinstance(rao_blackwell, bool):
+        raise ConfigError(f"rao_blackwell must be True or False, got {rao_blackwell!r}")
+    scaling = check_scaling(scaling)
+    seed = positive_int(seed, "seed", allow_zero=True)
+    dtype = str(dtype).replace("torch.", "")
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    if checkpoint_every is not None:
+        checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
+    return dict(sampler=sampler, step_size=step_size, n_steps=n_steps, burn_in=burn_in, replicas=replicas,
+                record_every=record_every, seed=seed, dtype=dtype, friction=friction, init=init,
+                input_reduction=input_reduction, rao_blackwell=rao_blackwell, scaling=scaling,
+                checkpoint_every=checkpoint_every)
 
 
 def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n_steps, burn_in=None, replicas=8,
@@ -140,12 +233,15 @@ def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n
     from finwidth.convnet import ConvNetwork
     from finwidth.network import Network
     from finwidth.simulate.guidance import default_friction
-    from finwidth.simulate.networks import as_torch_dtype
 
     if not isinstance(network, (Network, ConvNetwork)):
         raise ConfigError(f"network must be a finwidth.Network or finwidth.convnet.ConvNetwork, "
                           f"got {type(network).__name__}")
-    scaling = check_scaling(scaling)
+    o = check_options(sampler=sampler, step_size=step_size, n_steps=n_steps, burn_in=burn_in, replicas=replicas,
+                      record_every=record_every, seed=seed, dtype=dtype, friction=friction, init=init,
+                      input_reduction=input_reduction, rao_blackwell=rao_blackwell, scaling=scaling,
+                      checkpoint_every=checkpoint_every)
+    sampler, scaling, input_reduction, n_steps = o["sampler"], o["scaling"], o["input_reduction"], o["n_steps"]
     two_layer = is_two_layer(network, scaling)
     X = as_inputs(X, "X")
     P, N0 = X.shape
@@ -159,34 +255,11 @@ def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n
         raise ConfigError("y_test was given without X_test")
     yt = None if y_test is None else validate_targets(y_test, Xt.shape[0], "y_test", multi_output=y.ndim == 2)
     temperature = validate_temperature(temperature, allow_zero=False)
-    n_steps = positive_int(n_steps, "n_steps")
-    replicas = positive_int(replicas, "replicas")
-    if record_every is None:
-        record_every = default_record_every(n_steps, 0 if Xt is None else Xt.shape[0])
-    record_every = positive_int(record_every, "record_every")
-    if record_every > n_steps:
-        raise ConfigError(f"record_every={record_every} exceeds n_steps={n_steps}: nothing would be recorded")
-    if burn_in is not None:
-        burn_in = positive_int(burn_in, "burn_in", allow_zero=True)
-        if burn_in >= n_steps - record_every + 1:
-            raise ConfigError(f"burn_in={burn_in} leaves no recorded sample out of n_steps={n_steps}")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sampler must be 'euler', 'baoab', 'mala' or 'gibbs', got {sampler!r}")
-    if sampler != "gibbs":
-        if step_size is None:
-            raise ConfigError(f"sampler {sampler!r} needs a step_size (see finwidth.simulate.suggest_step_size)")
-        step_size = positive_float(step_size, "step_size")
-    if friction is not None:
-        if sampler != "baoab":
-            raise ConfigError(f"friction applies to sampler='baoab' only, not {sampler!r}")
-        friction = positive_float(friction, "friction")
-    elif sampler == "baoab":
+    friction = o["friction"]
+    if friction is None and sampler == "baoab":
         friction = default_friction(network, temperature)
-    if init not in INITS:
-        raise ConfigError(f"init must be 'normal', 'prior' or 'readout_conditional', got {init!r}")
-    if input_reduction not in (True, False, "auto"):
-        raise ConfigError(f"input_reduction must be True, False or 'auto', got {input_reduction!r}")
     what = "the CNN" if isinstance(network, ConvNetwork) else "scaling='mean_field'"
+    red = None
     if two_layer:
         if input_reduction is True:
             raise ConfigError(f"input_reduction=True is not available for {what} (the two-layer models simulate "
@@ -197,26 +270,33 @@ def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n
                               f"the equivalent standard network (readout prior λ_1·N) with Gibbs")
         if network.n_outputs > 1 or y.ndim == 2:
             raise ConfigError(f"{what} has one output; y must be a vector")
-    elif input_reduction == "auto":
-        input_reduction = bool(InputReduction.from_inputs(X).rank < N0)
+        network.readout_spec(scaling)  # a readout the network defines in this scaling
+    elif input_reduction is not False:
+        red = InputReduction.from_inputs(X)
+        if input_reduction == "auto":
+            input_reduction = bool(red.rank < N0)
     if sampler == "gibbs":
         if not network.activation.identity or network.bias is not None:
             raise ConfigError("sampler='gibbs' is exact only for linear networks without biases, got activation "
                               f"{network.activation.name!r}{' with biases' if network.bias is not None else ''}")
         if _device(device).type != "cpu":
             raise ConfigError("sampler='gibbs' runs in numpy on the CPU; use device='cpu'")
-    seed = positive_int(seed, "seed", allow_zero=True)
-    dtype = str(dtype).replace("torch.", "")
-    as_torch_dtype(dtype)
     dev = _device(device)
-    if checkpoint_every is not None:
-        checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
-    elif checkpoint is not None:
+    record_every = o["record_every"]
+    if record_every is None:
+        cost = record_cost(network, P, 0 if Xt is None else Xt.shape[0], N0, scaling=scaling, sampler=sampler,
+                           rank=red.rank if input_reduction else None)
+        record_every = default_record_every(n_steps, cost)
+        if o["burn_in"] is not None and o["burn_in"] >= n_steps - record_every + 1:
+            raise ConfigError(f"burn_in={o['burn_in']} leaves no recorded sample out of n_steps={n_steps} with "
+                              f"record_every={record_every}")
+    checkpoint_every = o["checkpoint_every"]
+    if checkpoint_every is None and checkpoint is not None:
         checkpoint_every = max(1, n_steps // 20)
-    cfg = RunConfig(temperature=temperature, sampler=sampler, step_size=step_size, n_steps=n_steps, burn_in=burn_in,
-                    replicas=replicas, record_every=record_every, seed=seed, device=str(device), dtype=dtype,
-                    checkpoint=None if checkpoint is None else str(checkpoint), checkpoint_every=checkpoint_every,
-                    friction=friction, init=init, input_reduction=bool(input_reduction),
-                    rao_blackwell=bool(rao_blackwell), scaling=scaling, input_basis="lower",
-                    noise_streams="replica" if dev.type == "cpu" and sampler != "gibbs" else "single")
+    cfg = RunConfig(temperature=temperature, sampler=sampler, step_size=o["step_size"], n_steps=n_steps,
+                    burn_in=o["burn_in"], replicas=o["replicas"], record_every=record_every, seed=o["seed"],
+                    device=str(device), dtype=o["dtype"], checkpoint=None if checkpoint is None else str(checkpoint),
+                    checkpoint_every=checkpoint_every, friction=friction, init=o["init"],
+                    input_reduction=bool(input_reduction), rao_blackwell=o["rao_blackwell"], scaling=scaling,
+                    input_basis="lower", noise_streams="replica" if dev.type == "cpu" and sampler != "gibbs" else "single")
     return cfg, {"X": X, "y": y, "X_test": Xt, "y_test": yt}

@@ -4,7 +4,9 @@
   the key observables (energy, train error, test error, readout norm), the largest truncation winning.
 * Error bars: a delete-one-block jackknife over blocks = replicas × time batches, each batch at least
   ``BLOCK_TAU`` integrated autocorrelation times long (at most √n of them).
-* Diagnostics: split-R̂ and ESS of every traced scalar (:mod:`finwidth.simulate.diagnostics`).
+* Diagnostics: split-R̂ and ESS of every traced scalar (:mod:`finwidth.simulate.diagnostics`), and
+  the problems that make the error bars untrustworthy (:func:`convergence_problems`), issued as a
+  :class:`~finwidth.errors.NotConvergedWarning`.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import warnings
 
 import numpy as np
 
-from finwidth.errors import ConfigError
+from finwidth.errors import ConfigError, NotConvergedWarning
 from finwidth.simulate import diagnostics as diag
 from finwidth.simulate.results import Diagnostics, ErrorEstimate, Estimate, PosteriorSamples
 
-__all__ = ["BLOCK_TAU", "estimate"]
+__all__ = ["ACCEPTANCE_MIN", "BLOCK_TAU", "RHAT_MAX", "convergence_problems", "estimate"]
 
 BLOCK_TAU = 10.0  # error-bar blocks are at least this many autocorrelation times long
+RHAT_MAX = 1.1  # split-R̂ of a key observable above this: not converged (aim at ≤ 1.01–1.05 for results)
+ACCEPTANCE_MIN = 0.05  # mean MALA acceptance below this (or a replica below 1 %): the chains are stuck
 
 
 def _key_observables(rec) -> list[str]:
@@ -42,6 +46,30 @@ def burn_in(rec, cfg) -> tuple[int, int, str]:
     first = rec.rec0 + d * rec.chunk_len
     steps = cfg.first_record + (first - 1) * cfg.record_every if first > 0 else 0
     return d, steps, "MSER on replica-averaged chunk means of " + ", ".join(key_obs)
+
+
+def convergence_problems(rhat: dict[str, float], key_obs: list[str], acceptance, cfg) -> list[str]:
+    """Why the chains are not to be trusted, each with what to change (empty when none)."""
+    out = []
+    if acceptance is not None:
+        acc = np.asarray(acceptance, dtype=float)
+        stuck = np.flatnonzero(acc < 0.01)
+        if acc.mean() < ACCEPTANCE_MIN or stuck.size:
+            out.append(f"MALA accepted {acc.mean():.1%} of its proposals (replicas {stuck.tolist()} below 1 %): "
+                       f"those chains barely move and their error bars mean nothing; use a step_size about 4x "
+                       f"smaller than {cfg.step_size:.3g}, or the 'mala' value of finwidth.simulate.suggest_step_size, "
+                       f"and aim at an acceptance of 0.5-0.8")
+    bad = {k: rhat[k] for k in key_obs if k in rhat and not np.isnan(rhat[k]) and rhat[k] > RHAT_MAX}
+    if bad:
+        advice = {"gibbs": "run more sweeps (n_steps)",
+                  "mala": "run longer (n_steps) with a step_size that gives an acceptance of 0.5-0.8"}.get(
+            cfg.sampler, "run longer (n_steps), or take a larger step_size within the stability limit of "
+                         "finwidth.simulate.suggest_step_size")
+        worst = ", ".join(f"{k} {v:.3g}" for k, v in bad.items())
+        out.append(f"the chains have not converged: split-R̂ above {RHAT_MAX} ({worst}), so the replicas disagree "
+                   f"and the error bars are too small; {advice}, or start near the fit with "
+                   f"init='readout_conditional'")
+    return out
 
 
 def _block_layout(rec, first_chunk: int, tau: float) -> list[np.ndarray]:
@@ -136,12 +164,15 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
             if rb and gen_err.total.stderr > 0:
                 vr = float((gen_raw.total.stderr / gen_err.total.stderr) ** 2)
 
+    problems = convergence_problems(rhat, key_obs, acceptance, cfg)
+    if problems:
+        warnings.warn("; ".join(problems), NotConvergedWarning, stacklevel=4)
     diagnostics = Diagnostics(
         rhat=rhat, ess=ess,
         acceptance=None if acceptance is None else float(np.mean(acceptance)),
         acceptance_per_replica=acceptance, burn_in_steps=int(burn_steps), burn_in_rule=rule,
         tau_records=float(tau), n_blocks=n_blocks,
-        steps_per_second=cfg.n_steps / wall if wall > 0 else float("nan"), wall_time=wall,
+        steps_per_second=cfg.n_steps / wall if wall > 0 else float("nan"), wall_time=wall, problems=problems,
     )
     return PosteriorSamples(
         generalization_error=gen_err, generalization_error_raw=gen_raw, variance_reduction=vr,

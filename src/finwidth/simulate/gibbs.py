@@ -246,9 +246,9 @@ def gibbs_deep_linear(
             out.append(torch.stack([(h * h).sum((-1, -2)) / (n * h.shape[-1]), align], -1))
         return torch.stack(out, 1)  # [R, L, 2]
 
-    obs = [Observable("train_pred", lambda p: model.forward(p, A0)), Observable("hidden", hidden)]
+    obs = [Observable("train_pred", source="f_train"), Observable("hidden", hidden)]
     if A0t is not None:
-        obs.append(Observable("test_pred", lambda p: model.forward(p, A0t)))
+        obs.append(Observable("test_pred", source="f_test"))
     run.recorder.observables.extend(obs)
     try:
         run.initialize()

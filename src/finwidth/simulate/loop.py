@@ -9,12 +9,14 @@ the weight sampling of the adaptive-kernel checks and :func:`finwidth.simulate.g
 from __future__ import annotations
 
 import math
+import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from finwidth.errors import DivergenceError
+from finwidth.errors import ConfigError, DivergenceError
 from finwidth.inputs import InputReduction
 from finwidth.simulate.checkpoint import save_checkpoint
 from finwidth.simulate.config import RunConfig, _device
@@ -25,7 +27,31 @@ from finwidth.simulate.recorder import Recorder
 from finwidth.simulate.samplers import NoiseStreams, make_sampler
 from finwidth.simulate.sharded import ShardedSampler
 
-__all__ = ["Run", "build_run"]
+__all__ = ["ProgressInfo", "Run", "build_run", "check_progress"]
+
+
+@dataclass(frozen=True)
+class ProgressInfo:
+    """What a progress callback receives (``sample_posterior(..., progress=callback)``), after each
+    record and at the end.
+
+    ``test_error`` / ``train_error``: the replica-averaged test and train MSE at the latest record
+    (Rao–Blackwellised when the run is; a single record, not an estimate; None without test labels).
+    ``eta_s``: seconds left at this session's pace."""
+
+    step: int
+    n_steps: int
+    elapsed_s: float
+    eta_s: float
+    test_error: float | None
+    train_error: float | None
+
+
+def check_progress(progress):
+    """``progress`` is True, False, "auto" (a bar only when stderr is a terminal) or a callable."""
+    if not (isinstance(progress, bool) or progress == "auto" or callable(progress)):
+        raise ConfigError(f"progress must be True, False, 'auto' or a callable, got {progress!r}")
+    return progress
 
 _BLOWUP = 1e4  # energy above this multiple of its reference scale counts as divergence
 
@@ -168,14 +194,29 @@ class Run:
             f"need smaller steps."
         )
 
-    def run(self, progress=False) -> None:
-        """Advance to ``cfg.n_steps``, recording, checking and checkpointing on the way."""
+    def _latest(self, k: int) -> tuple[float | None, float | None]:
+        """Replica-averaged (test, train) MSE of record k."""
+        tr, rb = self.recorder.traces, self.recorder.rb
+        test = tr.get("test_mse_rb" if rb else "test_mse_raw")
+        train = tr["train_mse_rb" if rb else "train_mse_raw"]
+        return (None if test is None else float(np.mean(test[k]))), float(np.mean(train[k]))
+
+    def run(self, progress="auto") -> None:
+        """Advance to ``cfg.n_steps``, recording, checking and checkpointing on the way.
+
+        ``progress``: True shows a bar (steps, ETA, the latest record's ε_g) on stderr, "auto" only
+        when stderr is a terminal (quiet in logs and CI), False never; a callable is called with a
+        :class:`ProgressInfo` after each record and at the end.
+        """
         cfg, rec = self.cfg, self.recorder
         n_steps, every, first = cfg.n_steps, cfg.record_every, cfg.first_record
         ck_every = cfg.checkpoint_every if cfg.checkpoint else None
-        check_every = max(1, min(every, 50))
+        # energy checks between records; exact Gibbs sweeps check their own weights
+        check_every = n_steps if cfg.sampler == "gibbs" else max(1, min(every, 50))
+        check_progress(progress)
+        callback = progress if callable(progress) else None
         bar = None
-        if progress:
+        if progress is True or (progress == "auto" and sys.stderr.isatty()):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=n_steps, initial=self.step, desc=f"{cfg.sampler} sampling", unit="step")
@@ -187,7 +228,20 @@ class Run:
             return s + period - (s - offset) % period
 
         t0 = time.perf_counter()
-        wall0 = self.wall
+        wall0, step0 = self.wall, self.step
+
+        def report(k):
+            test, train = self._latest(k)
+            if bar is not None:
+                bar.set_postfix_str(f"{'eps_g' if test is not None else 'train mse'} {test if test is not None else train:.4g}",
+                                    refresh=False)
+            if callback is not None:
+                elapsed = time.perf_counter() - t0
+                done = self.step - step0
+                eta = elapsed / done * (n_steps - self.step) if done else math.inf
+                callback(ProgressInfo(self.step, n_steps, wall0 + elapsed, eta, test, train))
+
+        k = None
         try:
             while self.step < n_steps:
                 nxt = [next_after(self.step, check_every), n_steps]
@@ -205,8 +259,10 @@ class Run:
                     if not bool(torch.isfinite(U).all()) or float(U.max()) > self.U_max:
                         self._divergence(f"at step {self.step}")
                 if record:
+                    k = (self.step - first) // every
                     with torch.no_grad():
-                        rec.record(self.sampler.params, (self.step - first) // every)
+                        rec.record(self.sampler.params, k)
+                    report(k)
                 if ck_every and (self.step % ck_every == 0 or self.step == n_steps):
                     self.wall = wall0 + time.perf_counter() - t0
                     save_checkpoint(cfg.checkpoint, self.checkpoint_payload())
@@ -214,6 +270,8 @@ class Run:
             if bar is not None:
                 bar.close()
         self.wall = wall0 + time.perf_counter() - t0
+        if callback is not None and k is None and rec.n_rec:  # a finished run that was resumed: report once
+            report(rec.n_rec - 1)
 
     def result(self):
         """The :class:`~finwidth.simulate.results.PosteriorSamples` of the records."""

@@ -33,11 +33,14 @@ class Observable:
 
     ``kind="trace"`` keeps every record (``Recorder.traces[name]``, ``[n_records, R, ...]``);
     ``kind="mean"`` sums the records after the burn-in per replica (``Recorder.mean(name)``, ``[R, ...]``).
+    With ``source="f_train"`` or ``"f_test"`` the value is the sampled network's output on the training
+    or test points, which the recorder computes anyway.
     """
 
     name: str
-    fn: Callable
+    fn: Callable | None = None
     kind: str = "trace"
+    source: str | None = None  # "f_train" or "f_test": the outputs the recorder computes anyway (no fn)
 
 
 def _mean_error(y: torch.Tensor, f: torch.Tensor, var: torch.Tensor | None = None) -> np.ndarray:
@@ -123,12 +126,16 @@ class Recorder:
             # E|a'|² of the standard-form readout, back in the model's own units (a = a'/standard_factor)
             tr["readout_norm_rb"][k] = (rc.norm2 / ro.standard_factor ** 2).cpu().numpy()
         post = k >= self.rec0
+        measured = {"f_train": f64}
+        if self.has_test:
+            measured["f_test"] = self._record_test(params, rc, k, post)
         for ob in self.observables:
-            self._observe(ob, params, k, post)
+            self._observe(ob, params, k, post, measured)
         if post:
             self.n_summed += 1
-        if not self.has_test:
-            return
+
+    def _record_test(self, params, rc, k: int, post: bool) -> torch.Tensor:
+        model, tr = self.model, self.traces
         perp = self._perp_term()
         if rc is None:
             ft = model.forward(params, self.A0t, perp)
@@ -141,7 +148,7 @@ class Recorder:
             if rc is not None:
                 tr["test_mse_rb"][k] = _mean_error(self.yt64, mut, vt)
         if not post:
-            return
+            return ft
         c = (k - self.rec0) // self.chunk_len
         self.chunk_count[c] += 1
         fn = ft.cpu().numpy()
@@ -153,9 +160,10 @@ class Recorder:
             if name not in self.acc:
                 self.acc[name] = np.zeros((self.n_chunks, *value.shape))
             self.acc[name][c] += value
+        return ft
 
-    def _observe(self, ob: Observable, params, k: int, post: bool) -> None:
-        value = ob.fn(params)
+    def _observe(self, ob: Observable, params, k: int, post: bool, measured: dict) -> None:
+        value = measured[ob.source] if ob.source else ob.fn(params)
         value = (value.double().cpu().numpy() if isinstance(value, torch.Tensor)
                  else np.asarray(value, dtype=np.float64))
         if ob.kind == "trace":

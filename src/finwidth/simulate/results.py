@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -70,6 +70,9 @@ class Diagnostics:
         Chain steps per second of wall time (all replicas together count once).
     wall_time : float
         Seconds of sampling (all sessions of a resumed run).
+    problems : list of str
+        Why the chains are not to be trusted, with what to change (also issued as a
+        :class:`~finwidth.errors.NotConvergedWarning`); empty when none. See :attr:`converged`.
     """
 
     rhat: dict[str, float]
@@ -82,6 +85,12 @@ class Diagnostics:
     n_blocks: int
     steps_per_second: float
     wall_time: float
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        """No problem found (R̂ of the key observables ≤ RHAT_MAX, MALA acceptance not near zero)."""
+        return not self.problems
 
     @property
     def max_rhat(self) -> float:

@@ -139,7 +139,7 @@ def sample_weights(model, X, y, *, sampler: str = "baoab", step_size: float, n_s
         h = h.reshape(h.shape[0], Ap.shape[0], -1, model.width)
         return torch.stack([(h ** k).sum(-1) for k in range(5)], 1)
 
-    obs = [Observable("sigma", model.weight_covariance, "mean"), Observable("train_f", lambda p: model.forward(p, A0), "mean"),
+    obs = [Observable("sigma", model.weight_covariance, "mean"), Observable("train_f", kind="mean", source="f_train"),
            Observable("moments", moments, "mean")]
     run = Run(model, {"X": X, "y": yv, "X_test": Xt, "y_test": ytest}, cfg, observables=obs)
     try:

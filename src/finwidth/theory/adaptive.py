@@ -28,102 +28,28 @@ NNGP (Σ = I/(λ_0 S)).
 Numerics: for the FCN only the span of the training inputs adapts (the data term is Xᵀ B X), so
 Σ is solved in an orthonormal basis of that span (r ≤ min(P, N_0) dimensions) and equals the
 prior I/(λ_0 N_0) on the orthogonal complement. The unknown is the precision D = Σ⁻¹ (r×r or
-S×S); the residual D − λ_0 S I + v_a ∇ is driven to zero by an inexact Newton–Krylov method
-(GMRES on finite-difference Jacobian products, backtracking that never leaves D ≻ 0), continued
-in width from N_start ≫ N down to N ("annealing", as in the official AK code).
+S×S); the residual D − λ_0 S I + v_a ∇ is driven to zero (:mod:`finwidth.theory.adaptive_eos`)
+by an Anderson-accelerated damped fixed-point iteration at the target width, and, only when that
+stalls, by an inexact Newton–Krylov method continued in width from N_start ≫ N down to N
+("annealing", as in the official AK code). Either way the returned point has a residual ≤ tol.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator, gmres
 
 from finwidth.errors import ConfigError, ConvergenceError
+from finwidth.theory.adaptive_eos import AnnealStage, EquationsOfState, StageFailed, patch_kernel
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import ErrorDecomposition, GPFit, generalization_error, gp_fit, gp_predict, validate_noise
 
 __all__ = ["AdaptiveKernel", "covariance_summary", "patch_kernel"]
 
 _TOL = 1e-9          # relative EoS residual accepted as converged
-_MAX_NEWTON = 60     # Newton steps per annealing stage
 _SCALINGS = ("mean_field", "standard")
-
-
-def _sym_pack(A: np.ndarray, iu: tuple[np.ndarray, np.ndarray], w: np.ndarray) -> np.ndarray:
-    """Upper triangle of a symmetric matrix, off-diagonals × sqrt 2 (Euclidean norm = Frobenius)."""
-    return A[iu] * w
-
-
-def _sym_unpack(v: np.ndarray, m: int, iu: tuple[np.ndarray, np.ndarray], w: np.ndarray) -> np.ndarray:
-    A = np.zeros((m, m))
-    A[iu] = v / w
-    return A + np.triu(A, 1).T
-
-
-def patch_kernel(activation, Sigma: np.ndarray, Z1: np.ndarray, Z2: np.ndarray | None = None,
-                 perp1: np.ndarray | None = None, perp2: np.ndarray | None = None) -> np.ndarray:
-    """Φ(Σ)_{μν} = Σ_i E_{u~N(0,Σ)}[σ(u·z_{μi}) σ(u·z_{νi})] (no readout scale).
-
-    Parameters
-    ----------
-    activation : Activation
-    Sigma : ndarray (m, m)
-        Covariance of u (symmetric positive semi-definite).
-    Z1, Z2 : ndarray (n1, Ñ, m), (n2, Ñ, m)
-        Patches (FCN: Ñ = 1). ``Z2=None`` means Z2 = Z1 (a symmetric train kernel whose diagonal
-        is evaluated with ``kappa_diag``, exact at coincident points).
-    perp1, perp2 : ndarray (n1,), (n2,), optional
-        Extra variance added to the diagonal of each point's pre-activation (FCN test points:
-        the part of |x|²/(λ_0 N_0) outside the adapted span).
-
-    Returns
-    -------
-    ndarray (n1, n2), float64
-    """
-    v1 = np.einsum("nis,st,nit->ni", Z1, Sigma, Z1)
-    if perp1 is not None:
-        v1 = v1 + perp1[:, None]
-    if Z2 is None:
-        c = np.einsum("nis,st,mit->inm", Z1, Sigma, Z1)
-        out = np.zeros(c.shape[1:])
-        for i in range(c.shape[0]):
-            k = activation.kappa(v1[:, i][:, None], c[i], v1[:, i][None, :])
-            np.fill_diagonal(k, activation.kappa_diag(v1[:, i]))
-            out += k
-        return 0.5 * (out + out.T)
-    v2 = np.einsum("nis,st,nit->ni", Z2, Sigma, Z2)
-    if perp2 is not None:
-        v2 = v2 + perp2[:, None]
-    c = np.einsum("nis,st,mit->inm", Z1, Sigma, Z2)
-    out = np.zeros(c.shape[1:])
-    for i in range(c.shape[0]):
-        out += activation.kappa(v1[:, i][:, None], c[i], v2[:, i][None, :])
-    return out
-
-
-def _kernel_grad(activation, Sigma: np.ndarray, Z: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """∇_Σ Tr[M Φ(Σ)] = Σ_i Z_iᵀ B_i Z_i for symmetric M (Σ treated as a general matrix)."""
-    v = np.einsum("nis,st,nit->ni", Z, Sigma, Z)
-    c = np.einsum("nis,st,mit->inm", Z, Sigma, Z)
-    G = np.zeros_like(Sigma)
-    for i in range(c.shape[0]):
-        vi = v[:, i]
-        g12, g11, g22 = activation.kappa_grad(vi[:, None], c[i], vi[None, :])
-        B = M * g12
-        np.fill_diagonal(B, 0.0)
-        # c_μμ enters Φ_μν through ∂11 and Φ_νμ through ∂22; the diagonal term by its total derivative
-        off11, off22 = M * g11, M * g22
-        np.fill_diagonal(off11, 0.0)
-        np.fill_diagonal(off22, 0.0)
-        d = off11.sum(1) + off22.sum(0) + np.diagonal(M) * activation.kappa_diag_grad(vi)
-        B[np.diag_indices_from(B)] = d
-        Zi = Z[:, i, :]
-        G += Zi.T @ B @ Zi
-    return 0.5 * (G + G.T)
 
 
 def covariance_summary(Sigma: Any, direction: Any = None) -> dict[str, float]:
@@ -158,15 +84,6 @@ def covariance_summary(Sigma: Any, direction: Any = None) -> dict[str, float]:
     return out
 
 
-@dataclass
-class AnnealStage:
-    """One stage of the width continuation: width, Newton steps, final relative residual."""
-
-    width: float
-    newton_steps: int
-    residual: float
-
-
 class AdaptiveKernel(Estimator):
     """Adaptive-kernel theory (Seroussi–Naveh–Ringel) for two-layer FCNs and CNNs.
 
@@ -184,7 +101,7 @@ class AdaptiveKernel(Estimator):
         A mean-field network has the same function-space posterior as a standard one with readout
         precision λ_1 N (for the CNN: λ_1 C).
     anneal_start : float, optional
-        Width at which the continuation starts (default 1e4 × N).
+        Width at which the continuation (the fallback solver) starts (default 1e4 × N).
     anneal_ratio : float
         Initial ratio between successive widths of the continuation (default 2); halved in log on
         a failed stage.
@@ -211,7 +128,16 @@ class AdaptiveKernel(Estimator):
         strong feature learning).
     residual_ : float
         Relative EoS residual at the returned point (≤ tol).
+    solver_ : str
+        ``"anderson"`` (the fast fixed-point path) or ``"newton-krylov"`` (the width continuation,
+        used when the fixed-point iteration stalls).
+    n_iterations_ : int
+        Fixed-point iterations, or Newton steps summed over the continuation.
+    n_evaluations_ : int
+        Evaluations of the EoS (each: two Cholesky factorisations and the kernel gradient), over
+        both solvers when the fallback ran.
     anneal_path_ : list[AnnealStage]
+        The continuation's stages (empty when the fast path converged).
 
     Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
     ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
@@ -295,105 +221,10 @@ class AdaptiveKernel(Estimator):
         perp = np.maximum(np.einsum("ij,ij->i", Xa, Xa) - np.einsum("ij,ij->i", Z, Z), 0.0)
         return Z[:, None, :], perp / self._a
 
-    # -------------------------------------------------------------------------------- EoS
-    def _state(self, D: np.ndarray, N: float, y: np.ndarray, need_grad: bool = True):
-        """Everything at precision D and width N; None if D is not positive definite."""
-        # numpy LAPACK in the inner loop: small matrices, called thousands of times
-        try:
-            cD = np.linalg.cholesky(D)
-        except np.linalg.LinAlgError:
-            return None
-        if not np.all(np.isfinite(cD)):
-            return None
-        Li = np.linalg.inv(cD)
-        Sigma = Li.T @ Li
-        va, qs = self._scales(N)
-        act = self.network.activation
-        Q = qs * patch_kernel(act, Sigma, self._Z)
-        if not np.all(np.isfinite(Q)):
-            return None
-        A = Q.copy()
-        A.flat[:: A.shape[0] + 1] += self.temperature
-        try:
-            cA = np.linalg.cholesky(A)
-        except np.linalg.LinAlgError:
-            return None
-        if np.min(np.diagonal(cA)) <= 1e-7 * np.max(np.diagonal(cA)):
-            return None  # Q̄ + T singular to working precision (T = 0 with a rank-deficient kernel)
-        LAi = np.linalg.inv(cA)
-        Ainv = LAi.T @ LAi
-        t = Ainv @ y
-        state = {"Sigma": Sigma, "Q": Q, "tbar": t, "logdetD": 2.0 * float(np.sum(np.log(np.diagonal(cD)))),
-                 "logdetA": 2.0 * float(np.sum(np.log(np.diagonal(cA))))}
-        if need_grad:
-            M = np.outer(t, t) - Ainv
-            state["shift"] = va * _kernel_grad(act, Sigma, self._Z, M)
-        return state
-
-    def _residual(self, D: np.ndarray, st: dict) -> tuple[np.ndarray, float]:
-        R = D - self._a * np.eye(D.shape[0]) + st["shift"]
-        scale = self._a * math.sqrt(D.shape[0]) + np.linalg.norm(st["shift"])
-        return R, float(np.linalg.norm(R) / scale)
-
-    def _newton(self, D0: np.ndarray, N: float, y: np.ndarray) -> tuple[np.ndarray, dict, int, float]:
-        """Inexact Newton–Krylov on the EoS at width N from D0; raises _StageFailed."""
-        m = D0.shape[0]
-        iu = np.triu_indices(m)
-        wts = np.where(iu[0] == iu[1], 1.0, math.sqrt(2.0))
-        a = self._a
-
-        def F(v):
-            D = a * _sym_unpack(v, m, iu, wts)
-            st = self._state(D, N, y)
-            if st is None:
-                return None, None
-            R, rel = self._residual(D, st)
-            return _sym_pack(R, iu, wts) / a, (st, rel)
-
-        x = _sym_pack(D0, iu, wts) / a
-        r, info = F(x)
-        if r is None:
-            raise _StageFailed("the starting point is not admissible (Σ not positive definite or Q̄ + T singular)", np.inf)
-        for it in range(_MAX_NEWTON + 1):
-            st, rel = info
-            if rel <= self.tol:
-                return a * _sym_unpack(x, m, iu, wts), st, it, rel
-            if it == _MAX_NEWTON:
-                break
-            nr = float(np.linalg.norm(r))
-            nx = float(np.linalg.norm(x))
-
-            def matvec(v, x=x, r=r, nx=nx):
-                nv = float(np.linalg.norm(v))
-                if nv == 0:
-                    return np.zeros_like(v)
-                h = math.sqrt(np.finfo(float).eps) * max(1.0, nx) / nv
-                for _ in range(20):
-                    rh, _ = F(x + h * v)
-                    if rh is not None:
-                        return (rh - r) / h
-                    h *= 0.25
-                raise _StageFailed("Jacobian probe left the admissible region", rel)
-
-            J = LinearOperator((x.size, x.size), matvec=matvec, dtype=np.float64)
-            eta = min(0.1, max(nr, 1e-12))
-            dx, _ = gmres(J, -r, rtol=eta, atol=0.0, restart=min(60, x.size), maxiter=5)
-            if not np.all(np.isfinite(dx)) or not np.any(dx):
-                raise _StageFailed("GMRES returned no descent direction", rel)
-            s = 1.0
-            while s >= 1.0 / 1024:
-                rn, infon = F(x + s * dx)
-                if rn is not None and np.linalg.norm(rn) <= (1.0 - 1e-4 * s) * nr:
-                    break
-                s *= 0.5
-            else:
-                raise _StageFailed("the line search found no decrease of the residual", rel)
-            x, r, info = x + s * dx, rn, infon
-        raise _StageFailed(f"no convergence in {_MAX_NEWTON} Newton steps", info[1])
-
     # -------------------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any) -> AdaptiveKernel:
-        """Solve the equations of state on (X, y) by width continuation and Newton–Krylov.
+        """Solve the equations of state on (X, y): Anderson-accelerated fixed point, else width
+        continuation and Newton–Krylov.
 
         Parameters
         ----------
@@ -407,8 +238,8 @@ class AdaptiveKernel(Estimator):
         Raises
         ------
         ConvergenceError
-            A continuation stage failed even with the finest width steps; the message gives the
-            width reached, the residual and what to try.
+            The fixed-point iteration stalled and a continuation stage failed even with the finest
+            width steps; the message gives the width reached, the residual and what to try.
         """
         from finwidth.inputs import InputReduction, as_inputs, validate_targets
 
@@ -423,41 +254,34 @@ class AdaptiveKernel(Estimator):
             self.basis_ = red.basis
             self._Z = red.reduce(Xa)[:, None, :]
         self._a = self.network.priors[0] * self._fan_in()
-        m = self._Z.shape[2]
-        D = self._a * np.eye(m)
+        eos = EquationsOfState(self.network.activation, self._Z, yv, self.temperature, self._a, self._scales, self.tol)
         N_target = float(self.width)
-        N = float(self.anneal_start) if self.anneal_start is not None else 1e4 * N_target
         path: list[AnnealStage] = []
-        log_step = math.log(self.anneal_ratio)
-        # the start: the data term is small there, Newton from the prior precision
         try:
-            D, st, k, rel = self._newton(D, N, yv)
-        except _StageFailed as exc:
-            raise ConvergenceError(f"adaptive-kernel EoS failed at the start of the continuation (N = {N:.4g}): "
-                                   f"{exc.reason}", residual=exc.residual,
-                                   suggestion="raise the temperature or anneal_start") from None
-        path.append(AnnealStage(N, k, rel))
-        while N > N_target:
-            N_next = max(N_target, N * math.exp(-log_step))
+            # fast path: Anderson-accelerated fixed point at the target width, from the prior precision
+            D, st, iterations, _ = eos.anderson(self._a * np.eye(eos.m), N_target)
+            self.solver_ = "anderson"
+        except StageFailed:
+            # fallback: Newton–Krylov continued in width from N_start ≫ N
+            N_start = float(self.anneal_start) if self.anneal_start is not None else 1e4 * N_target
             try:
-                D_new, st_new, k, rel = self._newton(D, N_next, yv)
-            except _StageFailed as exc:
-                log_step *= 0.5
-                if log_step < 1e-4:
-                    raise ConvergenceError(
-                        f"adaptive-kernel EoS: continuation stalled at width {N:.6g} (target {N_target:g}): "
-                        f"{exc.reason}", residual=exc.residual,
-                        suggestion="raise the temperature or the width; a stalled continuation can signal a "
-                        "first-order transition (multimodal weight posterior) where the Gaussian ansatz fails") from None
-                continue
-            D, st, N = D_new, st_new, N_next
-            path.append(AnnealStage(N, k, rel))
-            log_step = min(log_step * 1.5, math.log(self.anneal_ratio) * 2)
-        self._finish(D, st, yv, Xa, path)
+                D, st, path = eos.anneal(N_start, N_target, self.anneal_ratio)
+            except StageFailed as exc:
+                raise ConvergenceError(
+                    f"adaptive-kernel EoS: the fixed-point iteration stalled, and Newton–Krylov {exc.reason}",
+                    residual=exc.residual,
+                    suggestion="raise the temperature, the width or anneal_start; a stalled continuation can "
+                    "signal a first-order transition (multimodal weight posterior) where the Gaussian ansatz "
+                    "fails") from None
+            iterations = sum(stage.newton_steps for stage in path)
+            self.solver_ = "newton-krylov"
+        self.n_iterations_ = iterations
+        self.n_evaluations_ = eos.n_evaluations
+        self._finish(eos, D, st, yv, Xa, path)
         return self
 
-    def _finish(self, D, st, y, X, path) -> None:
-        _, rel = self._residual(D, st)
+    def _finish(self, eos: EquationsOfState, D, st, y, X, path) -> None:
+        _, rel = eos.residual(D, st)
         if not rel <= self.tol:  # pragma: no cover - the continuation only accepts converged stages
             raise ConvergenceError("adaptive-kernel EoS not converged", residual=rel)
         N = float(self.width)
@@ -558,9 +382,3 @@ class AdaptiveKernel(Estimator):
         self._check_fitted()
         return covariance_summary(self.sigma_, direction)
 
-
-class _StageFailed(Exception):
-    def __init__(self, reason: str, residual: float):
-        super().__init__(reason)
-        self.reason = reason
-        self.residual = residual

@@ -14,6 +14,12 @@ scalar equation Q̄_l = 1 − α_l g(Π)) plus the predictions a simulation can 
 
 Indices: W^(j) maps layer j (width N_j, N_0 the input) to layer j+1; K_{ℓ−1} is the prior covariance
 of the pre-activations h_ℓ (K_0 = C = XXᵀ/(λ_0 N_0)).
+
+D outputs (targets of shape (P, D); notes A.7): the order parameters are commuting D×D matrices,
+Q_l = 1 − α_l 𝒢 with one symmetric 𝒢 = 𝒬 ∂Φ/∂𝒬 / P (Φ the data term), exact for linear networks
+(:mod:`finwidth.theory.multioutput`). The same derivative with respect to λ_j gives
+⟨‖W^(j)‖_F²⟩ = (N_j N_{j+1} − P tr 𝒢)/λ_j (N_{L+1} = D), and with respect to a matrix readout precision
+the readout's second moment ⟨V Vᵀ⟩ = N_L Q_L/λ_L (D×D; docs/theory.md).
 """
 
 from __future__ import annotations
@@ -39,10 +45,10 @@ class BPKR(RKGP):
     Attributes
     ----------
     Those of :class:`RKGP` (``qbar_``, ``action_``, ``log_evidence_``, ``width_criterion_``, …), and
-    g_ : float
-        g(Π*) = N_l (1 − Q̄_l)/P (the same for every layer).
-    pi_ : float
-        Π* = ∏ Q̄_l.
+    g_ : float, or ndarray (D, D) with D outputs
+        g(Π*) = N_l (1 − Q̄_l)/P (the same for every layer); with D outputs the matrix 𝒢 = N_l (1 − Q_l)/P.
+    pi_ : float, or ndarray (D, D) with D outputs
+        Π* = ∏ Q̄_l (with D outputs the matrix 𝒬 = ∏ Q_l, ``renormalization_``).
 
     Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
     ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
@@ -71,6 +77,10 @@ class BPKR(RKGP):
         """Solve Q̄_l = 1 − α_l g(Π) on (X, y); see :meth:`RKGP.fit`."""
         super().fit(X, y)
         P = self.X_train_.shape[0]
+        if self.n_outputs_ > 1:
+            self.pi_ = self.renormalization_
+            self.g_ = self.network.widths[0] * (np.eye(self.n_outputs_) - self.qbar_[0]) / P
+            return self
         self.pi_ = float(np.prod(self.qbar_))
         self.g_ = float(self.network.widths[0] * (1.0 - self.qbar_[0]) / P)
         return self
@@ -81,14 +91,25 @@ class BPKR(RKGP):
         Returns
         -------
         ndarray, shape (L+1,)
-            In units of squared weights (prior mean N_j N_{j+1}/λ_j).
+            In units of squared weights (prior mean N_j N_{j+1}/λ_j; the readout has N_{L+1} = D rows).
         """
         self._check_fitted()
-        dims = [self.X_train_.shape[1], *self.network.widths, 1]
+        dims = [self.X_train_.shape[1], *self.network.widths, self.n_outputs_]
         P = self.X_train_.shape[0]
         lam = np.array(self.network.priors)
         fan = np.array([dims[j] * dims[j + 1] for j in range(len(dims) - 1)], dtype=float)
-        return (fan - P * self.g_) / lam
+        return (fan - P * float(np.trace(np.atleast_2d(self.g_)))) / lam
+
+    def readout_second_moment(self) -> np.ndarray:
+        """Predicted ⟨V Vᵀ⟩ of the readout V (D × N_L): N_L Q_L / λ_L, shape (D, D) ((1, 1) for one output).
+
+        λ_L ⟨V Vᵀ⟩/N_L = Q_L is the matrix form of the readout-norm identity (notes A.9), the direct
+        simulation observable of the last layer's order parameter.
+        """
+        self._check_fitted()
+        N_L = float(self.network.widths[-1])
+        Q_L = np.atleast_2d(self.qbar_[-1]) if self.n_outputs_ > 1 else np.array([[float(self.qbar_[-1])]])
+        return N_L * Q_L / float(self.network.priors[-1])
 
     def train_posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean f̄ and covariance Σ of f on the training inputs.
@@ -101,6 +122,9 @@ class BPKR(RKGP):
             T Π K A⁻¹ (zero at T = 0).
         """
         self._check_fitted()
+        if self.n_outputs_ > 1:
+            raise ConfigError("train_posterior and hidden_kernels are derived for one output; "
+                              "fit with targets of shape (P,)")
         basis = self._prediction_basis()
         k = basis.values
         T = self.temperature

@@ -368,6 +368,7 @@ class ConvRKGP(Estimator):
 
         if return_std:
             return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
+
         self._check_fitted()
         if return_cov:
             raise ConfigError("return_cov is not available for the CNN theory; use return_var=True")

@@ -31,6 +31,7 @@ from finwidth.inputs import validate_temperature as validate_noise
 
 __all__ = [
     "ErrorDecomposition",
+    "accuracy",
     "GPFactor",
     "GPFit",
     "factorize",
@@ -63,7 +64,13 @@ class ErrorDecomposition:
     variance : float
         mean over the test set of Var f, the posterior variance of f (no observation noise).
     bias_per_point, variance_per_point : numpy.ndarray or None
-        The per-point terms (P_t,), when available.
+        The per-point terms (P_t,), when available (summed over the outputs when there are several).
+    bias_per_output, variance_per_output : numpy.ndarray or None
+        With D outputs: the test means of each output's squared bias and variance, shape (D,); ``total``,
+        ``bias`` and ``variance`` are their sums over the outputs. None for one output.
+    accuracy : float or None
+        With D outputs: the fraction of test points where the argmax of the posterior mean is the argmax of
+        the target row (classification with one-hot or centred one-hot targets); None for one output.
 
     Unpacks as ``total, bias, variance = err``.
     """
@@ -73,13 +80,30 @@ class ErrorDecomposition:
     variance: float
     bias_per_point: np.ndarray | None = field(default=None, repr=False, compare=False)
     variance_per_point: np.ndarray | None = field(default=None, repr=False, compare=False)
+    bias_per_output: np.ndarray | None = field(default=None, repr=False, compare=False)
+    variance_per_output: np.ndarray | None = field(default=None, repr=False, compare=False)
+    accuracy: float | None = None
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter((self.total, self.bias, self.variance))
 
-    def as_dict(self) -> dict[str, float]:
-        """{"total", "bias", "variance"} as floats (JSON-ready)."""
-        return {"total": float(self.total), "bias": float(self.bias), "variance": float(self.variance)}
+    @property
+    def total_per_output(self) -> np.ndarray | None:
+        """bias_per_output + variance_per_output (None for one output)."""
+        if self.bias_per_output is None or self.variance_per_output is None:
+            return None
+        return self.bias_per_output + self.variance_per_output
+
+    def as_dict(self) -> dict:
+        """{"total", "bias", "variance"} as floats (JSON-ready); with D outputs also "accuracy",
+        "bias_per_output" and "variance_per_output" (lists)."""
+        out: dict = {"total": float(self.total), "bias": float(self.bias), "variance": float(self.variance)}
+        if self.bias_per_output is not None:
+            out["bias_per_output"] = [float(v) for v in self.bias_per_output]
+            out["variance_per_output"] = [float(v) for v in self.variance_per_output]  # type: ignore[union-attr]
+        if self.accuracy is not None:
+            out["accuracy"] = float(self.accuracy)
+        return out
 
 
 def _check_square(K: Any, what: str) -> np.ndarray:
@@ -233,7 +257,7 @@ class GPFit:
     factor : GPFactor
         Factorisation of K + T·I.
     alpha : numpy.ndarray
-        (K + T·I)⁻¹ y (pseudo-inverse if rank-deficient), shape (P,).
+        (K + T·I)⁻¹ y (pseudo-inverse if rank-deficient), shape (P,) or (P, D).
     log_evidence : float
         log N(y; 0, K + T·I). For a rank-deficient K at T = 0 it is the log density of the
         degenerate Gaussian on range(K) (pseudo-determinant) when y lies in that range
@@ -251,6 +275,9 @@ class GPFit:
 def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite: bool = False) -> GPFit:
     """Factorise K + T·I, solve for α and compute the log evidence; checks the solve.
 
+    ``y`` of shape (P, D) holds D outputs with the same kernel (independent GPs): α is (P, D) and the log
+    evidence the sum over the outputs.
+
     Raises
     ------
     ConvergenceError
@@ -259,7 +286,7 @@ def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite
         Bad shapes or values.
     """
     K = _check_square(K, "the kernel")
-    yv = validate_targets(y, K.shape[0])
+    yv = validate_targets(y, K.shape[0], multi_output=True)  # (P, D): D independent outputs, one factorisation
     noise = validate_noise(noise, "noise")
     # keep K for the residual check unless told we may destroy it
     fac = factorize(K, noise, rtol=rtol, overwrite=overwrite)
@@ -273,13 +300,15 @@ def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite
                 f"GP solve not accurate: relative backward error {backward:.2e} > {_BACKWARD_TOL:g}",
                 suggestion="raise the temperature or remove duplicate inputs",
             )
-    P = yv.size
+    P = yv.shape[0]
+    D = 1 if yv.ndim == 1 else yv.shape[1]
+    quad = float(np.sum(yv * alpha))
     if fac.full_rank:
-        logev = -0.5 * float(yv @ alpha) - 0.5 * fac.logdet - 0.5 * P * math.log(2 * math.pi)
-    elif fac.range_residual(yv) > _RANGE_TOL:
+        logev = -0.5 * quad - 0.5 * D * fac.logdet - 0.5 * P * D * math.log(2 * math.pi)
+    elif max(fac.range_residual(c) for c in yv.reshape(P, D).T) > _RANGE_TOL:
         logev = -math.inf
     else:
-        logev = -0.5 * float(yv @ alpha) - 0.5 * fac.logdet - 0.5 * fac.rank * math.log(2 * math.pi)
+        logev = -0.5 * quad - 0.5 * D * fac.logdet - 0.5 * fac.rank * D * math.log(2 * math.pi)
     return GPFit(factor=fac, alpha=alpha, log_evidence=logev, noise=noise)
 
 
@@ -380,14 +409,44 @@ def gp_posterior(
     return gp_predict(fit, K_test_train, k_test_diag, K_test=K_test, return_var=True, return_cov=return_cov)  # type: ignore[return-value]
 
 
+def accuracy(y_test: Any, mean: Any) -> float:
+    """Fraction of test points where argmax over outputs of the posterior mean equals that of the target.
+
+    Parameters
+    ----------
+    y_test, mean : array_like, shape (P_t, D), D ≥ 2
+        Targets (one-hot or centred one-hot: the argmax is the class either way) and posterior means.
+    """
+    yt, m = np.asarray(y_test, dtype=np.float64), np.asarray(mean, dtype=np.float64)
+    if yt.ndim != 2 or yt.shape[1] < 2 or m.shape != yt.shape:
+        raise ConfigError(f"accuracy needs (P_t, D ≥ 2) targets and means of the same shape, got {yt.shape} and {m.shape}")
+    return float(np.mean(np.argmax(m, axis=1) == np.argmax(yt, axis=1)))
+
+
 def generalization_error(y_test: Any, mean: Any, var: Any) -> ErrorDecomposition:
     """ε_g = mean[(y − mean)²] + mean[var] from a predictive mean and noise-free variance.
 
     Parameters
     ----------
-    y_test, mean, var : array_like, shape (P_t,)
-        Test labels, posterior mean of f, posterior variance of f (≥ 0).
+    y_test, mean, var : array_like, shape (P_t,) or (P_t, D)
+        Test labels, posterior mean of f, posterior variance of f (≥ 0). With D outputs each output's
+        bias and variance are averaged over the test set and summed over the outputs (docs/conventions.md),
+        per-output values and the argmax accuracy are reported too.
     """
+    if np.ndim(y_test) == 2 and np.shape(y_test)[1] >= 2:
+        yt = np.asarray(y_test, dtype=np.float64)
+        m, v = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
+        if m.shape != yt.shape or v.shape != yt.shape:
+            raise ConfigError(f"y_test, mean and var must have the same shape, got {yt.shape}, {m.shape}, {v.shape}")
+        if not (np.isfinite(yt).all() and np.isfinite(m).all() and np.isfinite(v).all()):
+            raise ConfigError("y_test, mean or var contains NaN or inf")
+        if np.any(v < 0):
+            raise ConfigError(f"var must be non-negative, min is {float(v.min()):.3g}")
+        b = (yt - m) ** 2
+        bias_out, var_out = b.mean(axis=0), v.mean(axis=0)
+        bias, variance = float(bias_out.sum()), float(var_out.sum())
+        return ErrorDecomposition(bias + variance, bias, variance, b.sum(axis=1), v.sum(axis=1),
+                                  bias_out, var_out, accuracy(yt, m))
     yt = validate_targets(y_test, None, "y_test")
     m = validate_targets(mean, yt.size, "mean")
     v = validate_targets(var, yt.size, "var")

@@ -49,8 +49,11 @@ class NNGP(Estimator):
     ----------
     kernel_ : numpy.ndarray, shape (P, P)
         K_L on the training inputs.
-    alpha_ : numpy.ndarray, shape (P,)
-        (K_L + T I)⁻¹ y.
+    alpha_ : numpy.ndarray, shape (P,) or (P, D)
+        (K_L + T I)⁻¹ y; D columns for targets of shape (P, D), D ≥ 2 (independent outputs with the
+        same kernel: the infinite-width limit of the multi-output theory, 𝒬 = 1).
+    n_outputs_ : int
+        D (1 for targets of shape (P,) or (P, 1)).
     log_evidence_ : float
         log N(y; 0, K_L + T I) (nats). At T = 0 with singular K_L: the degenerate-Gaussian log
         density on range(K_L) if y lies in it, else −inf.
@@ -99,7 +102,7 @@ class NNGP(Estimator):
         """
         self._check_params()
         Xa = as_inputs(X, "X")
-        yv = validate_targets(y, Xa.shape[0])
+        yv = validate_targets(y, Xa.shape[0], multi_output=True)
         blocks = nngp(self.network, Xa, block_size=self.block_size)
         K = blocks.train  # type: ignore[union-attr]
         fit = gp_fit(K, yv, self.temperature, rtol=self.rtol)
@@ -112,6 +115,7 @@ class NNGP(Estimator):
         self.alpha_ = fit.alpha
         self.log_evidence_ = fit.log_evidence
         self.rank_ = fit.factor.rank
+        self.n_outputs_ = 1 if yv.ndim == 1 else yv.shape[1]
         return self
 
     def _check_fitted(self) -> None:
@@ -131,7 +135,10 @@ class NNGP(Estimator):
     def predict(self, X_test: Any, return_var: bool = False, return_cov: bool = False, return_std: bool = False) -> Any:
         """Posterior mean of f at X_test; optionally its variance, covariance and standard deviation.
 
-        The variance/covariance are those of f (no observation noise T added).
+        The variance/covariance are those of f (no observation noise T added). With D outputs the mean
+        and variance are (P_t, D) and ``return_cov`` gives the D×D covariance of the outputs at each test
+        point, (P_t, D, D) (diagonal at infinite width); with one output it is the (P_t, P_t) covariance
+        between test points.
 
         Returns
         -------
@@ -139,12 +146,28 @@ class NNGP(Estimator):
         """
         if return_std:
             return with_std(self.predict(X_test, return_var=True, return_cov=return_cov), return_var, return_cov)
+        if getattr(self, "n_outputs_", 1) > 1:
+            self._check_fitted()
+            Ks, kd, _ = self.test_kernels(X_test)
+            mean, var = gp_predict(self.fit_, Ks, kd, return_var=True)
+            D = self.n_outputs_
+            out = [mean]
+            if return_var:
+                out.append(np.repeat(var[:, None], D, axis=1))
+            if return_cov:
+                out.append(var[:, None, None] * np.eye(D))
+            return out[0] if len(out) == 1 else tuple(out)
         Ks, kd, Ktt = self.test_kernels(X_test, full=return_cov)
         return gp_predict(self.fit_, Ks, kd, K_test=Ktt, return_var=return_var, return_cov=return_cov)
 
     def generalization_error(self, X_test: Any, y_test: Any) -> ErrorDecomposition:
-        """ε_g = mean[(y − ⟨f⟩)²] + mean[Var f] over the test set (bias + variance, no noise)."""
+        """ε_g = mean[(y − ⟨f⟩)²] + mean[Var f] over the test set (bias + variance, no noise); with D
+        outputs summed over the outputs, with per-output values and the argmax accuracy."""
+        self._check_fitted()
         Xt = as_inputs(X_test, "X_test")
-        yt = validate_targets(y_test, Xt.shape[0], "y_test")
+        yt = validate_targets(y_test, Xt.shape[0], "y_test", multi_output=True)
+        D = 1 if yt.ndim == 1 else yt.shape[1]
+        if D != self.n_outputs_:
+            raise ConfigError(f"y_test has {D} outputs but the model was fitted with {self.n_outputs_}")
         mean, var = self.predict(Xt, return_var=True)
         return generalization_error(yt, mean, var)

@@ -12,8 +12,9 @@ Cases (docs/theory.md has the equations and references):
   included). One ``eigh``; one scalar equation in log Π for any widths (Li–Sompolinsky form
   Q̄_l = 1 − α_l g(Π)); O(P) per evaluation. Exact for linear (= BPKR) and, by homogeneity, equal
   to the nested form for relu. At L = 1 this *is* the one-hidden-layer theory.
-* ``renormalization="nested"``: K_l^R = (Q̄_l/λ_l) κ(K_{l−1}^R) + σ²_{b,l}; L-BFGS on log Q̄ with
-  the analytic gradient back-propagated through the kernel recursion, one Cholesky per evaluation.
+* ``renormalization="nested"``: K_l^R = (Q̄_l/λ_l) κ(K_{l−1}^R) + σ²_{b,l}; quasi-Newton on log Q̄
+  from the product-form saddle with the analytic gradient back-propagated through the kernel
+  recursion, one Cholesky per evaluation (:mod:`finwidth.theory.nested`).
 * one hidden layer, non-odd activation with the mean term (``mean_correction``):
   K_R = Q̄ (K − M) + M/(1 + Q), M = m mᵀ/λ_1, m_μ = E σ(h), h ~ N(0, C_μμ); a genuine saddle in
   (Q̄, Q), solved as a root of the gradient with Sherman–Morrison in the eigenbasis (O(P)).
@@ -36,13 +37,14 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg, optimize
+from scipy import optimize
 
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.inputs import as_inputs as _as_X
-from finwidth.theory import scalable, spectral, tridiagonal
+from finwidth.theory import nested, scalable, spectral, tridiagonal
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
+from finwidth.theory.multioutput_estimator import MultiOutputMixin
 
 __all__ = ["RKGP", "WidthCriterion", "width_criterion"]
 
@@ -98,8 +100,11 @@ def measure_width_criterion(measure, widths) -> WidthCriterion:
     return WidthCriterion(r=r, finite_width_better=bool(r < 1.0), pi_t0=pi0, student_t_factor=stf)
 
 
-class RKGP(Estimator):
+class RKGP(MultiOutputMixin, Estimator):
     """Renormalised-kernel GP estimator (finite-width Bayesian network, proportional limit).
+
+    With targets of shape (P, D), D ≥ 2, the order parameters are D×D matrices (kernel shape renormalisation
+    across outputs, :mod:`finwidth.theory.multioutput`; attributes in :class:`MultiOutputMixin`).
 
     Parameters
     ----------
@@ -144,6 +149,10 @@ class RKGP(Estimator):
         Relative stationarity residual at the returned point (≤ 1e-9 product/non-odd, ≤ 1e-7 nested).
     n_factorizations_ : int
         Cholesky factorisations done by the nested solver (0 for the eigenbasis forms).
+    roundoff_sensitivity_ : float
+        Relative error that round-off in the output kernel's eigenvalues can put on the fit
+        (:func:`finwidth.theory.spectral.roundoff_sensitivity`, with Π = ∏ Q̄_l); above 1e-6 the fit
+        emits a :class:`~finwidth.errors.ConditioningWarning`.
     kind_ : str
         "product", "nested" or "nonodd".
     mean_correction_ : bool
@@ -196,7 +205,8 @@ class RKGP(Estimator):
         Parameters
         ----------
         X : array, shape (P, N_0)
-        y : array, shape (P,)
+        y : array, shape (P,) or (P, D)
+            D ≥ 2 columns: D outputs (matrix order parameters); (P, 1) is one output.
 
         Returns
         -------
@@ -213,10 +223,16 @@ class RKGP(Estimator):
 
         self.mean_correction_ = self._check_params()
         self._conv = None
+        self.n_outputs_ = 1
         if type(self.network).__name__ == "ConvNetwork":
             return self._fit_conv(X, y)
         X = _as_X(X, "X")
-        y = validate_targets(y, X.shape[0])
+        y = validate_targets(y, X.shape[0], multi_output=True)
+        if y.ndim == 2:
+            if self.solver == "krylov":
+                raise ConfigError("solver='krylov' covers one output; with several outputs use solver='dense' or 'auto'")
+            self.solver_ = "dense"
+            return self._fit_multioutput(X, y)
         net = self.network
         P = X.shape[0]
         L = net.depth
@@ -233,48 +249,44 @@ class RKGP(Estimator):
         self.qbar_stderr_ = self.qbar_quadrature_error_ = np.zeros(L)
         self.log_evidence_stderr_ = 0.0
         # only the output layer is kept as a P×P matrix; the lower layers enter through their diagonals
-        K_out = np.asarray(kernels.nngp(net, X).train, dtype=np.float64)
+        # (the nested form keeps the input kernel too, and builds K_out from it)
+        is_nested = not self.mean_correction_ and self.renormalization == "nested" and (L > 1 or net.bias is not None)
+        action = nested.NestedAction(net, X, y, T) if is_nested else None
+        K_out = action.nngp_kernel() if is_nested else np.asarray(kernels.nngp(net, X).train, dtype=np.float64)
         self.X_train_ = X
         self.y_train_ = y
         self._train_diags = kernels.layer_diagonals(net, X)
         self.n_factorizations_ = 0
 
-        if self.mean_correction_ or self.renormalization == "product" or L == 1 and net.bias is None:
+        if not is_nested:
             # product form and non-odd theory: the spectrum without eigenvectors (docs/large-p.md)
             self._fit_spectral(K_out, X, y, widths)
             del K_out
             return self._set_evidence(P)
 
-        # the output NNGP eigenbasis serves the nested form's start and the criterion
+        # nested form: the output NNGP eigenbasis serves the start (the product-form saddle: exact for
+        # relu/linear, close for erf) and the criterion
         basis = spectral.eigenbasis(K_out)
+        del K_out
         y_t = basis.project(y)
         self._criterion(basis, y_t, widths)
-
-        if self.mean_correction_:
-            self.kind_ = "nonodd"
-            self._fit_nonodd(basis, y_t, X)
-        elif self.renormalization == "product" or L == 1 and net.bias is None:
-            self.kind_ = "product"
-            sol = spectral.solve_product(basis, y_t, T, widths)
-            self.qbar_ = sol.qbar
-            self.q_ = 1.0 / sol.qbar - 1.0
-            self.action_ = sol.action
-            self.residual_ = sol.residual
-            self.roots_ = sol.roots
-            self._pred_basis = basis
-            self._pred_scale = sol.pi
-        else:
-            self.kind_ = "nested"
-            if T == 0 and basis.n_null:
-                raise ConfigError(
-                    f"the NNGP kernel has {basis.n_null} null eigenvalues (duplicate inputs, or P > N_0 for "
-                    "linear layers); the nested form at T = 0 needs a non-singular kernel: use T > 0 or "
-                    "renormalization='product'"
-                )
-            # start from the product-form saddle (exact for relu/linear, close for erf)
-            start = spectral.solve_product(basis, y_t, T, widths)
-            self._fit_nested(X, y, widths, np.log(start.qbar))
+        self.kind_ = "nested"
+        if T == 0 and basis.n_null:
+            raise ConfigError(
+                f"the NNGP kernel has {basis.n_null} null eigenvalues (duplicate inputs, or P > N_0 for "
+                "linear layers); the nested form at T = 0 needs a non-singular kernel: use T > 0 or "
+                "renormalization='product'"
+            )
+        start = spectral.solve_product(basis, y_t, T, widths)
+        self._fit_nested(action, start)
+        # near-singular problems: how much can round-off in the output kernel's spectrum move the fit?
+        # (the NNGP eigenbasis scaled by ∏ Q̄_l: an estimate for the nested form)
+        self._warn_roundoff(spectral.roundoff_sensitivity(basis, y_t, T, float(np.prod(self.qbar_))))
         return self._set_evidence(P)
+
+    def _warn_roundoff(self, sensitivity: float, stacklevel: int = 4) -> None:
+        self.roundoff_sensitivity_ = sensitivity
+        spectral.warn_if_ill_conditioned(sensitivity, "this RKGP fit", stacklevel=stacklevel)
 
     def _set_evidence(self, P: int) -> RKGP:
         P_half_log = 0.5 * P * math.log(2 * math.pi)
@@ -308,6 +320,8 @@ class RKGP(Estimator):
         if self.mean_correction_:
             self.kind_ = "nonodd"
             self._fit_nonodd(basis, y_t, X, m_t=m_t)
+            # (the NNGP eigenbasis scaled by Q̄: an estimate for the non-odd theory)
+            self._warn_roundoff(measure.roundoff_sensitivity(float(self.qbar_[0]), T), stacklevel=5)
         else:
             self.kind_ = "product"
             if T == 0 and n_null == values.size:
@@ -319,6 +333,7 @@ class RKGP(Estimator):
             self.residual_ = sol.residual
             self.roots_ = sol.roots
             self._pred_scale = sol.pi
+            self._warn_roundoff(measure.roundoff_sensitivity(sol.pi, T), stacklevel=5)
         self._pred_basis = None
         self._pred_cache = {}  # filled by the first predict (a mutable holder: predict leaves __dict__ alone)
 
@@ -360,7 +375,13 @@ class RKGP(Estimator):
             m_t = basis.project(self._mean_vector(self._train_diags[0]))
         nz = NonOddSaddle(k, y_t, m_t, T, N)
         roots = []
-        for qb0, q0 in _NONODD_STARTS:
+        # the fixed starts, and the saddle of the theory without the mean term (Q = 1/Q̄ − 1 there): it
+        # reaches solutions far from (1, 0), e.g. Q̄ ~ 1e-7 when T = 0 and the labels are tiny
+        starts = list(_NONODD_STARTS)
+        plain = self._plain_one_layer_qbar(basis, y_t, N)
+        if plain is not None:
+            starts.append((plain, 1.0 / plain - 1.0))
+        for qb0, q0 in starts:
             try:
                 root = nz.solve(qb0, q0)
             except ConvergenceError:
@@ -370,8 +391,10 @@ class RKGP(Estimator):
                 roots.append(root)
         if not roots:
             grad = nz.gradient(1.0, 0.0)
+            where = "" if plain is None else f", including the plain theory's saddle Q̄ = {plain:.3g}"
             raise ConvergenceError(
-                "no stationary point of the non-odd (mean-corrected) action found from any start",
+                f"no stationary point of the non-odd (mean-corrected) action found from any of {len(starts)} "
+                f"starts{where}; residual at (Q̄, Q) = (1, 0) in the message",
                 residual=float(np.max(np.abs(grad))),
                 suggestion="use mean_correction=False (plain theory), or a larger temperature",
             )
@@ -392,115 +415,45 @@ class RKGP(Estimator):
         self._pred_scale = qbar
         self._nonodd = nz
 
+    def _plain_one_layer_qbar(self, basis: spectral.Eigenbasis, y_t: np.ndarray, N: float) -> float | None:
+        """Q̄ of the one-hidden-layer theory without the mean term, or None if it has no verified root."""
+        try:
+            return float(spectral.solve_product(basis, y_t, self.temperature, [N]).qbar[0])
+        except ConvergenceError:
+            if self.temperature > 0:
+                return None
+        # T = 0: the closed form (the scan's verification can fail by round-off where Q̄ ≪ 1)
+        k = basis.values
+        pos = k > 0
+        P = k.size
+        r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
+        return spectral.t0_one_layer_qbar(P / N, r, basis.rank / P)
+
     # ------------------------------------------------------------------------------------------
-    # nested deep form: L-BFGS on log Q̄ with the analytic gradient through the recursion
+    # nested deep form (finwidth.theory.nested): quasi-Newton on log Q̄ from the product saddle
     # ------------------------------------------------------------------------------------------
     def _nested_kernels(self, qbar: np.ndarray, X: np.ndarray, X_test=None):
-        from finwidth import kernels
-
-        net = self.network
-        bias = net.bias_variances()
-        blocks = kernels.input_kernel(net, X, X_test)
-        chain = [blocks]
-        for l in range(1, net.depth + 1):
-            blocks = kernels.propagate(blocks, net.activation, qbar[l - 1] / net.priors[l], bias[l])
-            chain.append(blocks)
-        return chain
+        return nested.nested_kernels(self.network, qbar, X, X_test)
 
     def _nested_value_grad(self, logq: np.ndarray, X: np.ndarray, y: np.ndarray, widths: np.ndarray):
-        net = self.network
-        act = net.activation
-        T = self.temperature
-        qbar = np.exp(logq)
-        chain = self._nested_kernels(qbar, X)
-        KR = chain[-1].train
-        G = KR + T * np.eye(KR.shape[0]) if T > 0 else KR.copy()
-        self.n_factorizations_ = getattr(self, "n_factorizations_", 0) + 1
+        """(S, ∂S/∂log Q̄, size of the gradient's terms) at log Q̄; (inf, 0, None) if not positive definite."""
+        pt = nested.NestedAction(self.network, X, y, self.temperature).evaluate(logq)
+        if pt is None:
+            return math.inf, np.zeros_like(logq), None
+        return pt.action, pt.grad, pt.scale
+
+    def _fit_nested(self, action: nested.NestedAction, start: spectral.ProductSaddle) -> None:
         try:
-            cf = linalg.cho_factor(G, lower=True, check_finite=False)
-        except linalg.LinAlgError:
-            return math.inf, np.zeros_like(logq), None
-        a = linalg.cho_solve(cf, y, check_finite=False)
-        logdet = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
-        S = float(np.sum(widths * (qbar - logq - 1.0))) + logdet + float(y @ a)
-        Ginv, info = linalg.lapack.dpotri(cf[0], lower=1)
-        if info != 0:
-            return math.inf, np.zeros_like(logq), None
-        Ginv = np.tril(Ginv) + np.tril(Ginv, -1).T
-        gam = Ginv - np.outer(a, a)  # ∂D/∂K_L^R
-        bias = net.bias_variances()
-        grad = np.empty_like(logq)
-        scale_out = abs(float(np.sum(Ginv * (KR - bias[-1])))) + abs(float(a @ (KR - bias[-1]) @ a))
-        for l in range(net.depth, 0, -1):
-            Kw = chain[l].train - bias[l]  # = (Q̄_l/λ_l) κ(K_{l−1}^R)
-            grad[l - 1] = widths[l - 1] * (qbar[l - 1] - 1.0) + float(np.sum(gam * Kw))
-            if l > 1:
-                C = chain[l - 1].train
-                d = np.diag(C)
-                g12, g11, _ = act.kappa_grad(d[:, None], C, d[None, :])
-                s = qbar[l - 1] / net.priors[l]
-                new = s * gam * g12
-                diag_total = s * (np.diag(gam) * act.kappa_diag_grad(d) + 2.0 * (np.sum(gam * g11, axis=1) - np.diag(gam) * np.diag(g11)))
-                np.fill_diagonal(new, diag_total)
-                gam = new
-        scale = widths * (qbar + 1.0) + scale_out
-        return S, grad, scale
-
-    def _fit_nested(self, X: np.ndarray, y: np.ndarray, widths: np.ndarray, x0: np.ndarray) -> None:
-        L = self.network.depth
-        cache = {}
-
-        def fun(x):
-            S, g, scale = self._nested_value_grad(x, X, y, widths)
-            cache["last"] = (x.copy(), S, g, scale)
-            if not math.isfinite(S):
-                return 1e300, np.zeros_like(x)
-            return S, g
-
-        res = optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
-                                options={"maxiter": 200, "gtol": 1e-12, "ftol": 1e-15, "maxcor": 10})
-        x = res.x
-        S, g, scale = self._nested_value_grad(x, X, y, widths)
-        if scale is None or not math.isfinite(S):
-            raise ConvergenceError("the nested renormalised kernel is not positive definite at the solver's answer",
-                                   suggestion="use T > 0 or renormalization='product'")
-        rel = float(np.max(np.abs(g) / scale))
-        # a few Newton steps with a finite-difference Hessian polish L-BFGS's last digits
-        for _ in range(3):
-            if rel <= 1e-10:
-                break
-            h = 1e-6
-            H = np.empty((L, L))
-            for j in range(L):
-                e = np.zeros(L)
-                e[j] = h
-                H[:, j] = (self._nested_value_grad(x + e, X, y, widths)[1] - self._nested_value_grad(x - e, X, y, widths)[1]) / (2 * h)
-            H = 0.5 * (H + H.T)
-            try:
-                step = np.linalg.solve(H, -g)
-            except np.linalg.LinAlgError:
-                break
-            xn = x + step
-            Sn, gn, sn = self._nested_value_grad(xn, X, y, widths)
-            if sn is None or not math.isfinite(Sn):
-                break
-            reln = float(np.max(np.abs(gn) / sn))
-            if reln >= rel:
-                break
-            x, S, g, scale, rel = xn, Sn, gn, sn, reln
-        if not rel <= 1e-7:
-            raise ConvergenceError(
-                f"the nested saddle point did not converge (L-BFGS: {res.message})", residual=rel,
-                suggestion="use renormalization='product', a larger temperature, or rescale labels to O(1)",
-            )
-        qbar = np.exp(x)
+            pt = nested.solve_nested(action, np.log(start.qbar))
+        finally:
+            self.n_factorizations_ = action.n_factorizations
+        qbar = np.exp(pt.x)
         self.qbar_ = qbar
         self.q_ = 1.0 / qbar - 1.0
-        self.action_ = S
-        self.residual_ = rel
+        self.action_ = pt.action
+        self.residual_ = pt.residual
         self.roots_ = [tuple(qbar)]
-        chain = self._nested_kernels(qbar, X)
-        self._pred_basis = spectral.eigenbasis(chain[-1].train)
+        self._pred_basis = None  # the renormalised kernel's eigenbasis: built by the first predict
         self._pred_scale = 1.0
 
     # ------------------------------------------------------------------------------------------
@@ -520,6 +473,9 @@ class RKGP(Estimator):
         self._check_fitted()
         if getattr(self, "_conv", None) is not None:
             return self._conv.renormalized_kernel(X_test)
+        if getattr(self, "n_outputs_", 1) > 1:
+            raise ConfigError("with several outputs the renormalised kernel is renormalization_ ⊗ K_L: use "
+                              "renormalization_ and finwidth.kernels.nngp")
         X_test = None if X_test is None else _as_X(X_test, "X_test")
         if X_test is not None and X_test.shape[1] != self.X_train_.shape[1]:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
@@ -553,15 +509,17 @@ class RKGP(Estimator):
         return_var : bool
             Also return the posterior variance of f (observation noise T not added).
         return_cov : bool
-            Not supported for the renormalised-kernel GP (raises ConfigError); use the variance.
+            With D outputs: also the D×D posterior covariance of the outputs at each test point. Not
+            available for one output (raises ConfigError); use the variance.
         return_std : bool
             Also return the posterior standard deviation of f, √var (last in the tuple).
 
         Returns
         -------
-        mean : ndarray, shape (P_t,)
-        var : ndarray, shape (P_t,), if ``return_var``
-        std : ndarray, shape (P_t,), if ``return_std``
+        mean : ndarray, shape (P_t,), or (P_t, D) with D outputs
+        var : ndarray, shape (P_t,) or (P_t, D), if ``return_var``
+        cov : ndarray, shape (P_t, D, D), if ``return_cov`` (D outputs)
+        std : ndarray, shape of ``mean``, if ``return_std``
         """
         from finwidth import kernels
 
@@ -571,6 +529,8 @@ class RKGP(Estimator):
         self._check_fitted()
         if getattr(self, "_conv", None) is not None:
             return self._conv.predict(X_test, return_var=return_var, return_cov=return_cov)
+        if getattr(self, "n_outputs_", 1) > 1:
+            return self._predict_multioutput(X_test, return_var, return_cov)
         if return_cov:
             raise ConfigError("return_cov is not available for RKGP; use return_var=True")
         if self.solver_ == "krylov":
@@ -578,20 +538,22 @@ class RKGP(Estimator):
         X_test = _as_X(X_test, "X_test")
         if X_test.shape[1] != self.X_train_.shape[1]:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
-        if self._pred_basis is None:
+        if self.kind_ != "nested" and self._pred_basis is None:
             return self._deferred_predict(X_test, return_var)
         T = self.temperature
-        basis = self._pred_basis
-        k = basis.values
-        pos = k > 0
-        y_t = basis.project(self.y_train_)
         if self.kind_ == "nested":
             blocks = self._nested_kernels(self.qbar_, self.X_train_, X_test)[-1]
+            if self._pred_basis is None:
+                self._pred_basis = spectral.eigenbasis(blocks.train)
             kt, kd, s = blocks.test_train, blocks.test_diag, 1.0
         else:
             # test blocks only: the train kernel is never rebuilt
             kt, kd = kernels.nngp_cross(self.network, self.X_train_, X_test, train_diags=self._train_diags)
             s = self._pred_scale
+        basis = self._pred_basis
+        k = basis.values
+        pos = k > 0
+        y_t = basis.project(self.y_train_)
         kt_t = (kt @ basis.vectors) * s  # renormalised test×train in the eigenbasis
         kd = kd * s
         kt_t[:, ~pos] = 0.0  # consistent with the zeroed null modes (k ∈ range K for a PSD kernel)
@@ -666,10 +628,14 @@ class RKGP(Estimator):
         Returns
         -------
         finwidth.theory.gp.ErrorDecomposition
-            ``total``, ``bias``, ``variance``.
+            ``total``, ``bias``, ``variance``; with D outputs these are sums over the outputs, with
+            ``bias_per_output``, ``variance_per_output`` and the argmax ``accuracy``.
         """
         from finwidth.theory.gp import generalization_error
 
+        self._check_fitted()
+        if getattr(self, "n_outputs_", 1) > 1:
+            return self._generalization_error_multioutput(X_test, y_test)
         X_test = _as_X(X_test, "X_test")
         y_test = validate_targets(y_test, X_test.shape[0], "y_test")
         mean, var = self.predict(X_test, return_var=True)
@@ -749,6 +715,8 @@ class NonOddSaddle:
 
         x0 = np.array([math.log(qbar0), math.log1p(q0)])
         sol = optimize.root(F, x0, method="hybr", options={"xtol": 1e-14, "maxfev": 2000})
+        if not np.all(np.abs(sol.x) < 700.0):  # includes NaN; exp would overflow
+            raise ConvergenceError("non-odd solver left the representable range of (log Q̄, log(1 + Q))")
         qbar, q = math.exp(sol.x[0]), math.expm1(sol.x[1])
         if not (np.all(np.isfinite(sol.x)) and qbar > 0 and q > -1):
             raise ConvergenceError("non-odd solver left the domain Q̄ > 0, Q > −1")

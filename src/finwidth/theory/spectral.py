@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 from scipy import optimize
 
-from finwidth.errors import ConfigError, ConvergenceError
+from finwidth.errors import ConditioningWarning, ConfigError, ConvergenceError
 
 #: eigenvalues below this fraction of the largest are treated as exact zeros
 NULL_RTOL = 1e-10
@@ -249,6 +249,28 @@ class SpectralMeasure:
             lab = float(np.sum(self.label_weights[pos_l] / kl)) / pi
         return (tr - lab) / P, tr / P, lab / P
 
+    @property
+    def rank(self) -> float:
+        """The trace measure's mass on positive nodes (rank K for an eigenbasis)."""
+        return float(np.sum(self.trace_weights[self.trace_nodes > 0]))
+
+    def label_mass_in_range(self) -> tuple[float, float]:
+        """(‖P_range y‖², ‖y‖²): the labels' mass on positive nodes, and in all."""
+        return float(np.sum(self.label_weights[self.label_nodes > 0])), float(np.sum(self.label_weights))
+
+    def roundoff_sensitivity(self, pi: float, temperature: float) -> float:
+        """See :func:`roundoff_sensitivity`."""
+        P = self.size
+        top = max(float(np.max(self.trace_nodes, initial=0.0)), float(np.max(self.label_nodes, initial=0.0)))
+        delta = np.finfo(float).eps * math.sqrt(P) * top
+        d = temperature + pi * self.label_nodes
+        ok = d > 0
+        w = self.label_weights[ok] / d[ok]
+        total = float(np.sum(w))
+        if total == 0.0:
+            return 0.0
+        return float(np.sum(w * (pi * delta) / d[ok])) / total
+
     def data_term(self, pi: float, temperature: float) -> float:
         """D(Π) = log det(T + Π K) + yᵀ(T + Π K)⁻¹ y (−inf/inf where singular)."""
         with np.errstate(divide="ignore"):
@@ -396,38 +418,53 @@ def solve_product_measure(
             return -math.inf
         return float(np.sum(np.log(q))) - z
 
+    if temperature == 0 and np.max(alphas) * measure.rank / P >= 1.0:
+        in_range, total = measure.label_mass_in_range()
+        # labels in the kernel's null space up to round-off: g(Π) = ρ for every Π, so Q̄_l = 1 − α_l ρ ≤ 0
+        # and the action falls without bound as Q̄ → 0
+        if in_range <= (1e-12) ** 2 * total:
+            raise ConvergenceError(
+                f"at T = 0 the labels have no component in the range of the kernel (to round-off) and "
+                f"α_l·rank(K)/P = {np.max(alphas) * measure.rank / P:.3g} ≥ 1: the action has no saddle point "
+                "(its T → 0 limit is Q̄ → 0)",
+                suggestion="use T > 0, or check the labels (all zero, or only in the kernel's null space)",
+            )
     lo, hi = z_range
     scan = scan_roots(h, lo, hi)
     # widen once if the root sits beyond the range (huge labels or tiny kernels)
     if not scan.roots:
         scan = scan_roots(h, 3 * lo, 3 * hi, n_grid=721)
     if not scan.roots:
+        r = measure.g(1.0, 0.0)[2] if temperature == 0 else math.nan
+        rho = measure.rank / P
         raise ConvergenceError(
-            f"no root of the product-form saddle-point equation for log Π in [{3 * lo}, {3 * hi}]",
+            f"no root of the product-form saddle-point equation for log Π in [{3 * lo}, {3 * hi}] "
+            f"(yᵀK⁺y/P = {r:.3g}, rank(K)/P = {rho:.3g}, max α_l = {np.max(alphas):.3g})",
             suggestion="rescale the labels or the priors so that y and K are O(1)",
         )
     candidates = []
+    finite = np.isfinite(widths)
     for z in scan.roots:
-        pi = math.exp(z)
-        g, tr, lab = measure.g(pi, temperature)
+        g, _, _ = measure.g(math.exp(z), temperature)
         qbar = 1.0 - alphas * g
         if np.any(qbar <= 0):
             continue
-        # stationarity of the full action in every Q̄_l, scaled by the size of its terms
+        # the returned point is Q̄ (and Π = ∏ Q̄_l): its stationarity in every Q̄_l, each equation
+        # relative to the size of its terms. (Where Q̄_l ≪ 1, Q̄_l = 1 − α_l g loses digits to
+        # cancellation; this measure is what is left of that, not |log ∏ Q̄_l − z|.)
+        pi = float(np.prod(qbar))
+        g, tr, lab = measure.g(pi, temperature)
         grad = widths * (qbar - 1.0) + P * g  # = Q̄_l ∂S/∂Q̄_l
         scale = widths * (qbar + 1.0) + P * (tr + lab)
-        finite = np.isfinite(widths)
         rel = np.abs(grad[finite]) / scale[finite] if np.any(finite) else np.zeros(1)
-        # consistency Π = ∏ Q̄_l (the scalar equation itself)
-        rel_pi = abs(float(np.sum(np.log(qbar))) - z)
-        residual = float(max(np.max(rel, initial=0.0), rel_pi))
+        residual = float(np.max(rel, initial=0.0))
         candidates.append([math.nan, pi, g, qbar, residual])
     if not candidates:
         raise ConvergenceError("every root of the product-form equation has a non-positive Q̄_l",
                                suggestion="report this case; it should not happen for a valid kernel")
     if with_action or len(candidates) > 1:
         for c in candidates:
-            c[0] = _measure_action(c[3], np.where(np.isfinite(widths), widths, 0.0), measure, temperature)
+            c[0] = _measure_action(c[3], np.where(finite, widths, 0.0), measure, temperature)
     candidates.sort(key=lambda c: (not math.isfinite(c[0]), c[0]))
     action, pi, g, qbar, residual = candidates[0]
     if len(candidates) > 1:
@@ -450,6 +487,36 @@ def solve_product_measure(
     )
 
 
+#: relative round-off sensitivity above which a fit warns (ConditioningWarning)
+ROUNDOFF_WARN = 1e-6
+
+
+def roundoff_sensitivity(basis: Eigenbasis, y_tilde: np.ndarray, temperature: float, pi: float) -> float:
+    """Relative error that round-off in the kernel's eigenvalues can put on yᵀ(T + Π K)⁻¹y.
+
+    ``eigh`` returns each eigenvalue with an absolute error of about δ = ε √P k_max (numerically-null
+    ones included: their true value lies anywhere in [0, δ]), so each mode's weight 1/(T + Π k_i) is
+    uncertain by the relative amount Π δ/(T + Π k_i). Weighted by the labels' share of the quadratic
+    form, E = Σ_i w_i Π δ/(T + Π k_i) / Σ_i w_i with w_i = ỹ_i²/(T + Π k_i) (modes with T + Π k_i = 0
+    are excluded: at T = 0 the null modes are outside the theory's range). E ≪ 1 for a well-posed
+    problem; E ~ 1 means the answer is set by round-off (e.g. N_0 = 2–3 with T ≤ 1e-6, where the
+    kernel's spectrum falls below ε k_max).
+    """
+    return SpectralMeasure.from_eigenbasis(basis.values, np.asarray(y_tilde, dtype=float) ** 2).roundoff_sensitivity(
+        pi, temperature)
+
+
+def warn_if_ill_conditioned(sensitivity: float, what: str, stacklevel: int = 3) -> None:
+    """A :class:`~finwidth.errors.ConditioningWarning` when ``sensitivity`` exceeds ``ROUNDOFF_WARN``."""
+    if sensitivity > ROUNDOFF_WARN:
+        warnings.warn(
+            f"{what} is near-singular in float64: round-off in the kernel's eigenvalues can change the labels' "
+            f"quadratic form by a relative {sensitivity:.1e} (the answer is set by round-off where this is ~1). "
+            "Raise the temperature, remove duplicated or nearly collinear inputs, or use more input features",
+            ConditioningWarning, stacklevel=stacklevel,
+        )
+
+
 def t0_one_layer_qbar(alpha: float, r: float, rho: float = 1.0) -> float:
     """Closed-form T → 0 saddle of one layer, Q̄ = [(1 − αρ) + √((1 − αρ)² + 4αr)]/2.
 
@@ -457,4 +524,6 @@ def t0_one_layer_qbar(alpha: float, r: float, rho: float = 1.0) -> float:
     of Q̄² − (1 − αρ) Q̄ − α r = 0 (Pacelli et al. §4.5; Li–Sompolinsky for linear networks).
     """
     b = 1.0 - alpha * rho
-    return 0.5 * (b + math.sqrt(b * b + 4.0 * alpha * r))
+    s = math.sqrt(b * b + 4.0 * alpha * r)
+    # the same root written without cancellation when b < 0 (α ρ > 1 and a small r: Q̄ ≪ 1)
+    return 0.5 * (b + s) if b >= 0 else 2.0 * alpha * r / (s - b)

@@ -173,9 +173,24 @@ class TridiagonalMeasure:
 
         self.values = spectrum.values
         self.size = spectrum.size
+        self.rank = float(self.size)  # no null eigenvalue (the caller's condition)
+        self._label_mass = float(spectrum.label_mass)
         e = np.append(spectrum.offdiagonal, 0.0)
         self.label = JacobiSet(spectrum.diagonal[:, None], e[:, None], np.array([self.size]),
                                np.array([spectrum.label_mass]))
+
+    def label_mass_in_range(self) -> tuple[float, float]:
+        """(‖y‖², ‖y‖²): K has no null space here."""
+        return self._label_mass, self._label_mass
+
+    def roundoff_sensitivity(self, pi: float, temperature: float) -> float:
+        """:func:`finwidth.theory.spectral.roundoff_sensitivity` from the continued fractions: δ r₂/r₁ with
+        r_j = yᵀ(T/Π + K)⁻ʲy and δ = ε √P k_max."""
+        r1, r2 = self.label_resolvent(temperature / pi)
+        if r1 == 0.0:
+            return 0.0
+        delta = np.finfo(float).eps * math.sqrt(self.size) * float(self.values[-1])
+        return delta * r2 / r1
 
     def label_resolvent(self, s: float) -> tuple[float, float]:
         """(yᵀ(s + K)⁻¹y, yᵀ(s + K)⁻²y)."""
