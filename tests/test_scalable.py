@@ -188,6 +188,7 @@ def test_rkgp_krylov_path_is_the_dense_fit():
     assert np.allclose(kry.qbar_, dense.qbar_, rtol=1e-9)
     assert kry.log_evidence_ == pytest.approx(dense.log_evidence_, rel=1e-9)
     assert kry.width_criterion_ is None
+    assert kry.roundoff_sensitivity_ == pytest.approx(dense.roundoff_sensitivity_, rel=1e-6)
     m0, v0 = dense.predict(Xt, return_var=True)
     m1, v1 = kry.predict(Xt, return_var=True)
     assert np.allclose(m1, m0, rtol=1e-7, atol=1e-9) and np.allclose(v1, v0, rtol=1e-6, atol=1e-9)

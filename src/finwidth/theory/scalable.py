@@ -147,6 +147,15 @@ class QuadratureMeasure:
         s = temperature / pi
         return float(np.mean(self.probe_logdets(pi, temperature))) + float(self.label.resolvent(s)[0][0]) / pi
 
+    def roundoff_sensitivity(self, pi: float, temperature: float) -> float:
+        """:func:`finwidth.theory.spectral.roundoff_sensitivity` on the label rule: δ r₂/r₁ with
+        r_j = yᵀ(T/Π + K)⁻ʲy and δ = ε √P k_max (k_max: the rule's largest node)."""
+        r1, r2 = self.label.resolvent(temperature / pi)
+        if r1[0] == 0.0:
+            return 0.0
+        k_max = float(np.max(self.label.rules()[0][0]))
+        return np.finfo(float).eps * math.sqrt(self.size) * k_max * float(r2[0] / r1[0])
+
     def brackets(self, pi: float, temperature: float) -> tuple[float, np.ndarray]:
         """Widths of the Gauss/Gauss–Radau brackets at Π: on the label part of g, and on each probe's value."""
         s = temperature / pi
@@ -499,6 +508,7 @@ def fit_rkgp(model, X: np.ndarray, y: np.ndarray) -> None:
     model.log_evidence_ = -0.5 * sol.action - 0.5 * P * math.log(2 * math.pi)
     model.log_evidence_stderr_ = 0.5 * sol.action_stderr
     model.krylov_ = sol
+    model.roundoff_sensitivity_ = sol.measure.roundoff_sensitivity(sol.pi, T)
     model._operator = op
     model._pred_scale = sol.pi
     model._pred_basis = None
