@@ -235,8 +235,9 @@ def factorize(K: Any, noise: float, *, rtol: float | None = None, overwrite: boo
     return GPFactor("eigh", n, evals=w[keep].copy(), evecs=np.ascontiguousarray(U[:, keep]), cutoff=cutoff)
 
 
-def _norm1(K: np.ndarray, rows: int = 256) -> float:
-    """‖K‖₁ (largest absolute column sum) in row blocks: no P×P temporary."""
+def _norm1(K: np.ndarray) -> float:
+    """‖K‖₁ (largest absolute column sum) in row blocks of ~2 MB: no P×P temporary."""
+    rows = max(1, (1 << 18) // max(K.shape[1], 1))
     col = np.zeros(K.shape[1])
     for i0 in range(0, K.shape[0], rows):
         col += np.abs(K[i0:i0 + rows]).sum(axis=0)

@@ -145,15 +145,22 @@ def householder_spectrum(K: np.ndarray, y: np.ndarray | None = None) -> Househol
     return HouseholderSpectrum(d, e, K if K.flags.c_contiguous else K.T, tau, mass, h0)
 
 
-def rank_one_update(K: np.ndarray, v: np.ndarray, c: float, rows: int = 512) -> None:
+def _block_rows(K: np.ndarray) -> int:
+    """Rows per block for ~2 MB temporaries (the kernels' block size)."""
+    return max(1, (1 << 18) // max(K.shape[1], 1))
+
+
+def rank_one_update(K: np.ndarray, v: np.ndarray, c: float) -> None:
     """K += c v vᵀ in place, in row blocks (no P×P temporary)."""
+    rows = _block_rows(K)
     for i0 in range(0, K.shape[0], rows):
         sl = slice(i0, i0 + rows)
         K[sl] += np.outer(c * v[sl], v)
 
 
-def _rank2_update(K: np.ndarray, v: np.ndarray, w: np.ndarray, rows: int = 512) -> None:
+def _rank2_update(K: np.ndarray, v: np.ndarray, w: np.ndarray) -> None:
     """K −= v wᵀ + w vᵀ in place, in row blocks (no P×P temporary)."""
+    rows = _block_rows(K)
     for i0 in range(0, K.shape[0], rows):
         sl = slice(i0, i0 + rows)
         K[sl] -= np.outer(v[sl], w)
