@@ -33,6 +33,7 @@ _LAZY = {
     "NotConvergedWarning": "finwidth.errors",
     "ConditioningWarning": "finwidth.errors",
     "MissingDependencyError": "finwidth.errors",
+    "ValidityWarning": "finwidth.errors",
     "threads": "finwidth.threads",
     "set_num_threads": "finwidth.threads",
 }
@@ -42,7 +43,8 @@ __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.activations import Activation
-    from finwidth.errors import ConfigError, ConvergenceError, DataError, DivergenceError, FinwidthError
+    from finwidth.errors import (ConfigError, ConvergenceError, DataError, DivergenceError, FinwidthError,
+                                 ValidityWarning)
     from finwidth.network import Network
 
 

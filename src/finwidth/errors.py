@@ -45,6 +45,15 @@ class MissingDependencyError(FinwidthError, ImportError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 
 
+class ValidityWarning(UserWarning):
+    """A theory's prediction is outside the region where it was checked against sampled networks.
+
+    Raised (as a warning) by :meth:`finwidth.RKGP.fit` when its validity diagnostic (``validity_``)
+    exceeds the calibrated threshold; the prediction is still returned. See docs/validity.md, "When
+    to trust the theory".
+    """
+
+
 class NotConvergedWarning(UserWarning):
     """Sampled chains that have not converged (R̂ too large) or do not move (MALA acceptance near
     zero): their error bars are not to be trusted. ``warnings.simplefilter("error",

@@ -70,6 +70,7 @@ def _row(r: Any) -> dict[str, Any]:
     # R̂ and ESS of the ε_g estimator itself: the energy also tracks slow first-layer modes that do not affect ε_g
     out["rhat_eps"], out["ess_eps"] = chain_quality(r)
     out["converged"] = converged(out["rhat_eps"], out["ess_eps"])
+    out["load"], out["reliable"] = r.get("rkgp.effective_load"), r.get("rkgp.reliable")
     ok = all(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in (sim, se, out["theory"]))
     if ok and se > 0:
         out["dev"] = (sim - out["theory"]) / out["theory"]
@@ -97,6 +98,11 @@ def report(frame: Any, *, simulated: bool, n_steps: int, replicas: int, stream: 
               f"{'—' if r['dev'] is None else format(100 * r['dev'], '+.1f') + '%':>11}  "
               f"{_f(r['z'], '+.1f'):>6}  {_f(r['rhat'], '.2f'):>6}", file=stream)
     print(file=stream)
+    flagged = [r for r in rows if r["reliable"] is False or r["reliable"] == 0]
+    if flagged:
+        print("RKGP.validity_ flags N_1 = " + ", ".join(f"{r['N1']} (effective load {_f(r['load'], '.2f')})"
+                                                       for r in flagged)
+              + ": there the saddle-point theory is not expected to hold (docs/validity.md).", file=stream)
     if not simulated:
         print("Theory only. Without --quick, and with torch installed (finwidth[sampling]), the demo also samples "
               "real networks.", file=stream)

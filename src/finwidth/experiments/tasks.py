@@ -9,6 +9,9 @@ stored in ``result.json`` and collected into columns:
 ``<model>.total/bias/variance``  ε_g = bias + variance on the test set (theory; noise T not added)
 ``<model>.qbar``                 order parameters Q̄_1..Q̄_L (RKGP; list), ``<model>.qbar_L`` the last
 ``<model>.r``                    width criterion r = yᵀK⁻¹y/P (RKGP; finite width better iff r < 1)
+``<model>.effective_load``       validity diagnostic (RKGP): α_eff = df/N_L, ``rank_per_unit`` the
+                                 kernel's effective rank per hidden unit, ``reliable`` the verdict
+                                 (docs/validity.md)
 ``<model>.error``                the message of a theory that did not converge (values then absent)
 ``sim.total/bias/variance``      the same ε_g from sampled networks, with ``..._stderr``
 ``sim.train_error``              posterior mean training MSE (with ``_stderr``)
@@ -29,12 +32,13 @@ import functools
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from finwidth.errors import ConvergenceError, DivergenceError, FinwidthError
+from finwidth.errors import ConvergenceError, DivergenceError, FinwidthError, ValidityWarning
 from finwidth.experiments.spec import DataConfig, TaskConfig
 from finwidth.experiments.store import TaskOutput
 
@@ -95,7 +99,11 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
             form = {"rkgp": "product", "rkgp_product": "product", "rkgp_nested": "nested"}[model]
             est = RKGP(network, T, renormalization=form)
         try:
-            est.fit(dataset.X_train, dataset.y_train)
+            with warnings.catch_warnings():
+                # a sweep records the validity diagnostic in its table (rkgp.reliable) instead of
+                # warning from every worker
+                warnings.simplefilter("ignore", ValidityWarning)
+                est.fit(dataset.X_train, dataset.y_train)
             err = est.generalization_error(dataset.X_test, dataset.y_test)
         except ConvergenceError as exc:
             out[model] = {"error": str(exc), "wall_s": time.perf_counter() - start}
@@ -105,9 +113,14 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
             qbar = np.atleast_1d(np.asarray(est.qbar_, dtype=float))
             values["qbar"] = qbar.tolist()
             values["qbar_L"] = float(qbar[-1])
-            values["r"] = float(est.width_criterion_.r)
+            # the matrix-free path (solver_ = "krylov") has neither the criterion nor the validity diagnostic
+            values["r"] = None if est.width_criterion_ is None else float(est.width_criterion_.r)
             values["residual"] = float(est.residual_)
             values["kind"] = str(est.kind_)
+            val = est.validity_
+            values["effective_load"] = None if val is None else float(val.effective_load)
+            values["rank_per_unit"] = None if val is None else float(val.rank_per_unit)
+            values["reliable"] = None if val is None else bool(val.reliable)
         values["wall_s"] = time.perf_counter() - start
         out[model] = values
     return out

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from finwidth.errors import DataError
+from finwidth.errors import ConfigError, DataError
 from finwidth.inputs import InputReduction, as_inputs, validate_targets, validate_temperature
 from finwidth.network import check_scaling
 from finwidth.simulate.checkpoint import load_checkpoint, remove_stale_temporaries
@@ -30,7 +30,7 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
                      replicas=8, record_every=None, X_test=None, y_test=None, seed=0, device="cpu",
                      dtype="float32", checkpoint=None, checkpoint_every=None, friction=None, init="normal",
                      input_reduction="auto", rao_blackwell=True, progress="auto",
-                     scaling="standard") -> PosteriorSamples:
+                     scaling="standard", observers=None) -> PosteriorSamples:
     """Sample the Bayesian posterior of a finite-width network and measure ε_g, Q̄_L and more.
 
     Target: p(θ|D) ∝ exp[−(1/2T) Σ_μ (y^μ − f(x^μ))² − Σ_l λ_l ‖W^(l)‖²/2] (docs/conventions.md), full batch,
@@ -110,6 +110,15 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         a mean-field FCN is the standard one with readout precision λ_1 N in function space, but its
         Langevin dynamics (hence step sizes) differ. The two-layer models have no input reduction
         (``input_reduction=True`` is an error) and no ``sampler="gibbs"``.
+    observers : dict[str, callable], optional
+        Extra measurements: ``{name: fn}`` with ``fn(state)`` called at every record after the burn-in
+        and returning an array (or tensor) with the replica axis first, ``[R, ...]``; ``state`` is a
+        :class:`~finwidth.simulate.recorder.RecordState` (parameters, last hidden features on the
+        training and test inputs). Their posterior means with jackknife error bars are in
+        ``result.observed[name]`` (:class:`~finwidth.simulate.results.Observed`). Sums are kept per
+        replica for 8 time groups (memory 64·R·size bytes per observer); checkpoints keep them, and
+        :func:`resume` needs the same observers. Example: the hidden-feature kernel,
+        ``{"K": lambda s: s.features @ s.features.transpose(1, 2) / s.features.shape[-1]}``.
 
     Returns
     -------
@@ -138,10 +147,11 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
                            X_test=X_test, y_test=y_test, seed=seed, device=device, dtype=dtype, checkpoint=checkpoint,
                            checkpoint_every=checkpoint_every, friction=friction, init=init,
                            input_reduction=input_reduction, rao_blackwell=rao_blackwell, scaling=scaling)
+    observers = _check_observers(observers)
     check_progress(progress)
     if cfg.checkpoint is not None:
         remove_stale_temporaries(cfg.checkpoint)
-    run = build_run(network, data, cfg)
+    run = build_run(network, data, cfg, observers=observers)
     try:
         run.initialize()
         run.run(progress)
@@ -150,14 +160,22 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         run.close()
 
 
-def resume(checkpoint_path, *, progress="auto") -> PosteriorSamples:
+def _check_observers(observers):
+    if observers is None:
+        return None
+    if not isinstance(observers, dict) or not all(isinstance(k, str) and k and callable(v) for k, v in observers.items()):
+        raise ConfigError("observers must be a dict {name: callable(state) -> array [R, ...]} with non-empty names")
+    return observers
+
+
+def resume(checkpoint_path, *, progress="auto", observers=None) -> PosteriorSamples:
     """Continue a run from its checkpoint (written by ``sample_posterior(..., checkpoint=path)``).
 
     The run continues with the saved random-generator states, so the result equals that of the
     uninterrupted run (bit-identical on the same machine; equal to rounding on another thread
     count), with no record lost or duplicated. A finished run just returns its result. Temporary
     files that the killed run left beside the checkpoint are deleted. ``progress`` as in
-    :func:`sample_posterior`.
+    :func:`sample_posterior`; ``observers``: the same as the interrupted run's.
     """
     check_progress(progress)
     state = load_checkpoint(checkpoint_path)
@@ -165,8 +183,10 @@ def resume(checkpoint_path, *, progress="auto") -> PosteriorSamples:
     try:
         net = network_from_dict(state["network_kind"], state["network"])
         cfg = RunConfig.from_dict(state["cfg"]).replace(checkpoint=str(checkpoint_path))
-        run = build_run(net, state["data"], cfg)
+        run = build_run(net, state["data"], cfg, observers=_check_observers(observers))
         run.load_state(state["run"])
+    except ConfigError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"checkpoint {str(checkpoint_path)!r} is incomplete or inconsistent ({exc})") from exc
     try:

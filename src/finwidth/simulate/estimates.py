@@ -18,7 +18,7 @@ import numpy as np
 
 from finwidth.errors import ConfigError, NotConvergedWarning
 from finwidth.simulate import diagnostics as diag
-from finwidth.simulate.results import Diagnostics, ErrorEstimate, Estimate, PosteriorSamples
+from finwidth.simulate.results import Diagnostics, ErrorEstimate, Estimate, Observed, PosteriorSamples
 
 __all__ = ["ACCEPTANCE_MIN", "BLOCK_TAU", "RHAT_MAX", "convergence_problems", "estimate"]
 
@@ -167,6 +167,9 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
     problems = convergence_problems(rhat, key_obs, acceptance, cfg)
     if problems:
         warnings.warn("; ".join(problems), NotConvergedWarning, stacklevel=4)
+
+    observed = {name: _observed(rec, name, d) for name in rec.obs_sums}
+
     diagnostics = Diagnostics(
         rhat=rhat, ess=ess,
         acceptance=None if acceptance is None else float(np.mean(acceptance)),
@@ -178,5 +181,19 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
         generalization_error=gen_err, generalization_error_raw=gen_raw, variance_reduction=vr,
         train_error=train, train_error_raw=train_raw, qbar_readout=qbar, qbar_readout_raw=qbar_raw,
         layer_norms=layer_norms, prediction_mean=pm, prediction_var=pv, prediction_mean_stderr=pse,
-        diagnostics=diagnostics, traces=tr, record_steps=cfg.record_steps(), config=cfg,
+        diagnostics=diagnostics, traces=tr, record_steps=cfg.record_steps(), config=cfg, observed=observed,
     )
+
+
+def _observed(rec, name: str, first_chunk: int) -> Observed:
+    """An observer's posterior mean over the time groups that start at or after the burn-in chunk."""
+    groups = [g for g in range(rec.n_groups) if min(rec.group_chunks(g)) >= first_chunk and rec.obs_count[g] > 0]
+    sums = rec.obs_sums[name]
+    R = sums.shape[1]
+    if not groups:
+        nan = np.full(sums.shape[2:], np.nan)
+        return Observed(nan, nan, 0)
+    S = np.array([sums[g, r] for r in range(R) for g in groups])
+    n = np.array([rec.obs_count[g] for _ in range(R) for g in groups])
+    est, se, _ = diag.jackknife(lambda T, m: T / m, S, n)
+    return Observed(np.asarray(est), np.asarray(se), int(sum(rec.obs_count[g] for g in groups)))

@@ -56,7 +56,7 @@ def check_progress(progress):
 _BLOWUP = 1e4  # energy above this multiple of its reference scale counts as divergence
 
 
-def build_run(network, data: dict, cfg: RunConfig, *, observables=()) -> Run:
+def build_run(network, data: dict, cfg: RunConfig, *, observables=(), observers=None) -> Run:
     """A :class:`Run` of the model of ``network`` (:func:`finwidth.simulate.models.build_model`)."""
     X = data["X"]
     red = InputReduction.from_inputs(X, cfg.input_basis) if cfg.input_reduction else None
@@ -64,7 +64,7 @@ def build_run(network, data: dict, cfg: RunConfig, *, observables=()) -> Run:
     model = build_model(network, X.shape[1], cfg.temperature, cfg.scaling,
                         first_layer_inputs=None if red is None else red.rank, device=_device(cfg.device),
                         dtype=dtype)
-    return Run(model, data, cfg, network=network, reduction=red, observables=observables)
+    return Run(model, data, cfg, network=network, reduction=red, observables=observables, observers=observers)
 
 
 class Run:
@@ -80,9 +80,11 @@ class Run:
     reduction : InputReduction, optional
         The input basis when ``cfg.input_reduction`` (built from X otherwise).
     observables : extra :class:`~finwidth.simulate.recorder.Observable` s.
+    observers : dict of user observers (:class:`~finwidth.simulate.recorder.Recorder`).
     """
 
-    def __init__(self, model, data: dict, cfg: RunConfig, *, network=None, reduction=None, observables=()):
+    def __init__(self, model, data: dict, cfg: RunConfig, *, network=None, reduction=None, observables=(),
+                 observers=None):
         self.model, self.data, self.cfg = model, data, cfg
         self.network = model.network if network is None else network
         self.device = model.device
@@ -116,7 +118,7 @@ class Run:
         self.recorder = Recorder(
             model, cfg, A0=self.A0, y=self.y64, A0t=A0t, yt=None if yt is None else torch.as_tensor(yt, **f64),
             perp=perp, perp_norm=model.perp_norm(red.rank) if red else 0.0, generator=gen_obs,
-            observables=observables)
+            observables=observables, observers=observers)
         self.noise = None
         if cfg.noise_streams == "replica":
             seeds = [int(c.generate_state(1, dtype=np.uint64)[0]) >> 1

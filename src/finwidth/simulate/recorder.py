@@ -19,12 +19,40 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from finwidth.errors import ConfigError
+
 from finwidth.simulate.networks import gibbs_energy
 from finwidth.simulate.observables import ReadoutConditional
 
-__all__ = ["N_CHUNKS", "Observable", "Recorder"]
+__all__ = ["N_CHUNKS", "OBSERVER_GROUPS", "Observable", "Recorder", "RecordState"]
 
 N_CHUNKS = 64  # time chunks of the per-test-point accumulators (burn-in granularity)
+OBSERVER_GROUPS = 8  # time groups of the user observers' sums (their burn-in granularity; memory 8·R·size)
+
+
+@dataclass(frozen=True)
+class RecordState:
+    """What a user observer (``sample_posterior(..., observers=...)``) receives at each record.
+
+    Attributes
+    ----------
+    params : list of torch.Tensor
+        The model's parameters, each with the replica axis first (``[R, ...]``), in the model's own
+        units (under input reduction the first layer acts on the reduced inputs).
+    features : torch.Tensor
+        Last hidden features Φ = σ(h^(L)) on the training inputs, ``[R, P, N_L]`` (the readout is
+        f = Φ a / sqrt(N_L) in standard form).
+    test_features : torch.Tensor or None
+        The same at the test inputs, ``[R, P_t, N_L]``, with the fresh orthogonal-input term of this
+        record (the one the test predictions use); None without test inputs.
+    record : int
+        Record index (0-based).
+    """
+
+    params: list
+    features: torch.Tensor
+    test_features: torch.Tensor | None
+    record: int
 
 
 @dataclass(frozen=True)
@@ -68,10 +96,13 @@ class Recorder:
     generator : torch.Generator
         Draws the W_perp terms (its state is part of :meth:`state`).
     observables : sequence of Observable
+    observers : dict[str, callable], optional
+        User observers ``fn(RecordState) -> array [R, ...]``, summed per replica and per time group
+        (:data:`OBSERVER_GROUPS` groups of the post-burn-in records) for a jackknife estimate.
     """
 
     def __init__(self, model, cfg, *, A0, y, A0t=None, yt=None, perp=None, perp_norm=0.0, generator=None,
-                 observables=()):
+                 observables=(), observers=None):
         self.model, self.cfg = model, cfg
         self.A0, self.y64, self.A0t, self.yt64 = A0, y, A0t, yt
         self.y = y.to(model.dtype)
@@ -96,6 +127,10 @@ class Recorder:
         self.chunk_count = np.zeros(self.n_chunks)
         self.sums: dict[str, np.ndarray] = {}
         self.n_summed = 0
+        self.observers = dict(observers or {})
+        self.n_groups = min(OBSERVER_GROUPS, self.n_chunks)
+        self.obs_sums: dict[str, np.ndarray] = {}
+        self.obs_count = np.zeros(self.n_groups)
 
     # ---------------------------------------------------------------- records
     def _perp_term(self):
@@ -127,28 +162,34 @@ class Recorder:
             tr["readout_norm_rb"][k] = (rc.norm2 / ro.standard_factor ** 2).cpu().numpy()
         post = k >= self.rec0
         measured = {"f_train": f64}
+        Phit = None
         if self.has_test:
-            measured["f_test"] = self._record_test(params, rc, k, post)
+            measured["f_test"], Phit = self._record_test(params, rc, k, post)
         for ob in self.observables:
             self._observe(ob, params, k, post, measured)
         if post:
             self.n_summed += 1
+        if self.observers and post and self.n_groups:
+            self._observe_state(RecordState(list(params), Phi, Phit, k), k)
 
-    def _record_test(self, params, rc, k: int, post: bool) -> torch.Tensor:
+    def _record_test(self, params, rc, k: int, post: bool):
+        """Test-set part of a record; returns the test outputs and the test features (None when not computed)."""
         model, tr = self.model, self.traces
         perp = self._perp_term()
-        if rc is None:
+        Phit = None
+        if rc is None and not self.observers:
             ft = model.forward(params, self.A0t, perp)
         else:
             ft, Phit = model.readout_features(params, self.A0t, perp)
-            mut, vt = rc.predict(Phit)
+            if rc is not None:
+                mut, vt = rc.predict(Phit)
         ft = ft.double()
         if self.has_ytest:
             tr["test_mse_raw"][k] = _mean_error(self.yt64, ft)
             if rc is not None:
                 tr["test_mse_rb"][k] = _mean_error(self.yt64, mut, vt)
         if not post:
-            return ft
+            return ft, Phit
         c = (k - self.rec0) // self.chunk_len
         self.chunk_count[c] += 1
         fn = ft.cpu().numpy()
@@ -160,7 +201,25 @@ class Recorder:
             if name not in self.acc:
                 self.acc[name] = np.zeros((self.n_chunks, *value.shape))
             self.acc[name][c] += value
-        return ft
+        return ft, Phit
+
+    def _observe_state(self, state: RecordState, k: int) -> None:
+        g = ((k - self.rec0) // self.chunk_len) * self.n_groups // self.n_chunks
+        for name, fn in self.observers.items():
+            value = fn(state)
+            value = (value.double().cpu().numpy() if isinstance(value, torch.Tensor)
+                     else np.asarray(value, dtype=np.float64))
+            if value.ndim == 0 or value.shape[0] != self.cfg.replicas:
+                raise ConfigError(f"observer {name!r} must return an array with the replica axis first "
+                                  f"([R, ...], R = {self.cfg.replicas}), got shape {value.shape}")
+            if name not in self.obs_sums:
+                self.obs_sums[name] = np.zeros((self.n_groups, *value.shape))
+            self.obs_sums[name][g] += value
+        self.obs_count[g] += 1
+
+    def group_chunks(self, g: int) -> range:
+        """The time chunks of observer group ``g``."""
+        return range(-(-g * self.n_chunks // self.n_groups), -(-(g + 1) * self.n_chunks // self.n_groups))
 
     def _observe(self, ob: Observable, params, k: int, post: bool, measured: dict) -> None:
         value = measured[ob.source] if ob.source else ob.fn(params)
@@ -185,7 +244,8 @@ class Recorder:
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict:
         return {"traces": self.traces, "acc": self.acc, "chunk_count": self.chunk_count, "sums": self.sums,
-                "n_summed": self.n_summed, "gen": None if self.gen is None else self.gen.get_state()}
+                "n_summed": self.n_summed, "gen": None if self.gen is None else self.gen.get_state(),
+                "obs_sums": self.obs_sums, "obs_count": self.obs_count}
 
     def load_state(self, st: dict) -> None:
         self.traces = {k: np.array(v) for k, v in st["traces"].items()}
@@ -193,5 +253,10 @@ class Recorder:
         self.chunk_count = np.array(st["chunk_count"])
         self.sums = {k: np.array(v) for k, v in st["sums"].items()}
         self.n_summed = int(st["n_summed"])
+        self.obs_sums = {k: np.array(v) for k, v in st.get("obs_sums", {}).items()}
+        self.obs_count = np.array(st.get("obs_count", np.zeros(self.n_groups)))
+        if set(self.obs_sums) - set(self.observers):
+            raise ConfigError(f"the checkpoint has observers {sorted(self.obs_sums)}; resume it with the same "
+                              f"observers= (given: {sorted(self.observers)})")
         if self.gen is not None:
             self.gen.set_state(st["gen"])

@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.simulate.config import RunConfig
 
-__all__ = ["Diagnostics", "ErrorEstimate", "Estimate", "PosteriorSamples"]
+__all__ = ["Diagnostics", "ErrorEstimate", "Estimate", "Observed", "PosteriorSamples"]
 
 
 class Estimate(float):
@@ -104,6 +104,27 @@ class Diagnostics:
 
 
 @dataclass
+@dataclass(frozen=True)
+class Observed:
+    """Posterior mean of a user observer (``sample_posterior(..., observers=...)``).
+
+    Attributes
+    ----------
+    mean : np.ndarray
+        Average over replicas and post-burn-in records of the observer's value (its replica axis
+        removed).
+    stderr : np.ndarray
+        Delete-one-block jackknife over blocks = replicas × time groups (NaN with fewer than 2 blocks).
+    n_records : int
+        Records averaged (per replica): those of the time groups that start after the burn-in.
+    """
+
+    mean: np.ndarray
+    stderr: np.ndarray
+    n_records: int
+
+
+@dataclass
 class PosteriorSamples:
     """Result of :func:`sample_posterior`.
 
@@ -136,6 +157,8 @@ class PosteriorSamples:
         Step number (1-based) of each record.
     config : RunConfig
         The options of the run (``config.name`` or ``config["name"]``).
+    observed : dict[str, Observed]
+        Posterior means of the user observers, with error bars (empty without ``observers``).
     """
 
     generalization_error: ErrorEstimate | None
@@ -153,3 +176,4 @@ class PosteriorSamples:
     traces: dict[str, np.ndarray]
     record_steps: np.ndarray
     config: RunConfig | None = None
+    observed: dict[str, Observed] = field(default_factory=dict)

@@ -130,6 +130,11 @@ class RKGP(MultiOutputMixin, Estimator):
     solver_options : dict or None
         Options of the matrix-free path (:data:`finwidth.theory.scalable.SOLVER_OPTIONS`): target
         accuracy ``rtol`` (default 1e-3, relative on Q̄), probes, storage of the kernel tiles, …
+    correction : {None, "kernel_shape", "qbar_fluctuations"}
+        Beyond the saddle point, one hidden layer only (:mod:`finwidth.theory.corrections`):
+        the first-order kernel-shape correction of deepbays' ``FC_1HL_corrected``, or the exact
+        integral over Q̄ (a mixture of GPs; exact for linear activations). Predictions use it;
+        ``qbar_``, ``action_`` and the evidence stay those of the saddle point.
 
     Attributes
     ----------
@@ -162,17 +167,25 @@ class RKGP(MultiOutputMixin, Estimator):
     qbar_stderr_, qbar_quadrature_error_ : ndarray, shape (L,)
         Accuracy of Q̄ on the matrix-free path: standard error from the stochastic trace and bound
         from the quadrature (zeros on the dense path). ``log_evidence_stderr_`` likewise.
+    correction_ : object or None
+        The fitted correction (``KernelShape`` or ``QbarMixture``), None without one.
+    validity_ : finwidth.theory.validity.Validity or None
+        Validity diagnostic: the effective load α_eff = df/N_L of the renormalised GP and the kernel's
+        effective rank per hidden unit; where both say the saddle point is unreliable, ``fit`` warns
+        with :class:`finwidth.ValidityWarning` (rule and its measured error rates: docs/validity.md).
+        None on the matrix-free path (``solver_ == "krylov"``), which has no eigenvalues.
 
     Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
     ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
     """
 
     def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None,
-                 solver: str = "auto", solver_options=None):
+                 correction=None, solver: str = "auto", solver_options=None):
         self.network = network
         self.temperature = temperature
         self.renormalization = renormalization
         self.mean_correction = mean_correction
+        self.correction = correction
         self.solver = solver
         self.solver_options = solver_options
 
@@ -238,9 +251,13 @@ class RKGP(MultiOutputMixin, Estimator):
         L = net.depth
         T = self.temperature
         widths = np.array(net.widths, dtype=float)
+        correction = getattr(self, "correction", None)  # subclasses (BPKR) may not take the parameter
+        if correction is not None and self.solver == "krylov":
+            raise ConfigError(f"correction={correction!r} sums over the kernel's eigenmodes: use solver='dense' or 'auto'")
         self.solver_ = scalable.choose_solver(
             self.solver, P, temperature=T,
-            product_form=not self.mean_correction_ and (self.renormalization == "product" or L == 1 and net.bias is None),
+            product_form=correction is None and not self.mean_correction_
+            and (self.renormalization == "product" or L == 1 and net.bias is None),
         )
         scalable.solver_options(self.solver_options)
         if self.solver_ == "krylov":
@@ -258,30 +275,48 @@ class RKGP(MultiOutputMixin, Estimator):
         self._train_diags = kernels.layer_diagonals(net, X)
         self.n_factorizations_ = 0
 
-        if not is_nested:
+        if not is_nested and correction is None:
             # product form and non-odd theory: the spectrum without eigenvectors (docs/large-p.md)
             self._fit_spectral(K_out, X, y, widths)
             del K_out
             return self._set_evidence(P)
 
-        # nested form: the output NNGP eigenbasis serves the start (the product-form saddle: exact for
-        # relu/linear, close for erf) and the criterion
+        # the output NNGP eigenbasis: the nested form's start (the product-form saddle: exact for
+        # relu/linear, close for erf), and the modes a correction beyond the saddle point sums over
         basis = spectral.eigenbasis(K_out)
         del K_out
         y_t = basis.project(y)
         self._criterion(basis, y_t, widths)
-        self.kind_ = "nested"
-        if T == 0 and basis.n_null:
-            raise ConfigError(
-                f"the NNGP kernel has {basis.n_null} null eigenvalues (duplicate inputs, or P > N_0 for "
-                "linear layers); the nested form at T = 0 needs a non-singular kernel: use T > 0 or "
-                "renormalization='product'"
-            )
-        start = spectral.solve_product(basis, y_t, T, widths)
-        self._fit_nested(action, start)
+
+        if self.mean_correction_:
+            self.kind_ = "nonodd"
+            self._fit_nonodd(basis, y_t, X)
+        elif not is_nested:
+            self.kind_ = "product"
+            sol = spectral.solve_product(basis, y_t, T, widths)
+            self.qbar_ = sol.qbar
+            self.q_ = 1.0 / sol.qbar - 1.0
+            self.action_ = sol.action
+            self.residual_ = sol.residual
+            self.roots_ = sol.roots
+            self._pred_basis = basis
+            self._pred_scale = sol.pi
+        else:
+            self.kind_ = "nested"
+            if T == 0 and basis.n_null:
+                raise ConfigError(
+                    f"the NNGP kernel has {basis.n_null} null eigenvalues (duplicate inputs, or P > N_0 for "
+                    "linear layers); the nested form at T = 0 needs a non-singular kernel: use T > 0 or "
+                    "renormalization='product'"
+                )
+            start = spectral.solve_product(basis, y_t, T, widths)
+            self._fit_nested(action, start)
         # near-singular problems: how much can round-off in the output kernel's spectrum move the fit?
-        # (the NNGP eigenbasis scaled by ∏ Q̄_l: an estimate for the nested form)
+        # (the NNGP eigenbasis scaled by ∏ Q̄_l: exact for the product form, an estimate otherwise)
         self._warn_roundoff(spectral.roundoff_sensitivity(basis, y_t, T, float(np.prod(self.qbar_))))
+        self.correction_ = self._fit_correction(basis, y_t)
+        m_t = basis.project(self._mean_vector(self._train_diags[0])) if self.kind_ == "nonodd" else None
+        self.validity_ = self._validity(basis.values, m_t)
         return self._set_evidence(P)
 
     def _warn_roundoff(self, sensitivity: float, stacklevel: int = 4) -> None:
@@ -334,6 +369,8 @@ class RKGP(MultiOutputMixin, Estimator):
             self.roots_ = sol.roots
             self._pred_scale = sol.pi
             self._warn_roundoff(measure.roundoff_sensitivity(sol.pi, T), stacklevel=5)
+        self.correction_ = None
+        self.validity_ = self._validity(values, m_t, stacklevel=5)
         self._pred_basis = None
         self._pred_cache = {}  # filled by the first predict (a mutable holder: predict leaves __dict__ alone)
 
@@ -354,6 +391,41 @@ class RKGP(MultiOutputMixin, Estimator):
     # ------------------------------------------------------------------------------------------
     def _criterion(self, basis: spectral.Eigenbasis, y_t: np.ndarray, widths: np.ndarray) -> None:
         self.width_criterion_ = width_criterion(basis, y_t, widths)
+
+    def _validity(self, k: np.ndarray, m_t: np.ndarray | None = None, stacklevel: int = 4):
+        """The diagnostic of finwidth.theory.validity; ``k``: the NNGP output kernel's eigenvalues, ``m_t``:
+        the mean vector's coordinates in its eigenbasis (non-odd theory)."""
+        from finwidth.theory import validity
+
+        T = float(self.temperature)
+        c = 0.0
+        if self.kind_ == "nested":
+            # the renormalised kernel is not a multiple of K here: its eigenvalues (no vectors, one P×P solve)
+            kr, scale = np.linalg.eigvalsh(self._nested_kernels(self.qbar_, self.X_train_)[-1].train), 1.0
+        else:
+            kr, scale = k, self._pred_scale
+            if self.kind_ == "nonodd":
+                c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0]))
+            else:
+                m_t = None
+        dof = validity.effective_dof(np.maximum(kr, 0.0), scale, T, m_t=m_t, c=c)
+        return validity.assess(dof, k, self.network.widths[-1],
+                               gaussian_features=self.network.activation.name == "linear", stacklevel=stacklevel)
+
+    def _fit_correction(self, basis: spectral.Eigenbasis, y_t: np.ndarray):
+        from finwidth.theory import corrections
+
+        correction = getattr(self, "correction", None)  # subclasses (BPKR) may not take the parameter
+        if correction is None:
+            return None
+        if correction not in corrections.CORRECTIONS:
+            raise ConfigError(f"correction must be None or one of {corrections.CORRECTIONS}, got {correction!r}")
+        if self.network.depth != 1 or self.kind_ != "product":
+            raise ConfigError(f"correction={correction!r} is implemented for one hidden layer without the "
+                              f"non-odd mean term (this fit is {self.kind_!r} at depth {self.network.depth}); "
+                              "use mean_correction=False or correction=None")
+        return corrections.fit_correction(correction, k=basis.values, y_t=y_t, temperature=float(self.temperature),
+                                          qbar=float(self.qbar_[0]), width=float(self.network.widths[0]))
 
     # ------------------------------------------------------------------------------------------
     # one hidden layer, non-odd activation: (Q̄, Q) saddle with Sherman–Morrison
@@ -550,6 +622,11 @@ class RKGP(MultiOutputMixin, Estimator):
             # test blocks only: the train kernel is never rebuilt
             kt, kd = kernels.nngp_cross(self.network, self.X_train_, X_test, train_diags=self._train_diags)
             s = self._pred_scale
+            if getattr(self, "correction_", None) is not None:
+                basis = self._pred_basis
+                kt_t = kt @ basis.vectors
+                kt_t[:, ~(basis.values > 0)] = 0.0
+                return self.correction_.predict(kt_t, kd, return_var)
         basis = self._pred_basis
         k = basis.values
         pos = k > 0

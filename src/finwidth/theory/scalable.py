@@ -503,6 +503,8 @@ def fit_rkgp(model, X: np.ndarray, y: np.ndarray) -> None:
     model.residual_ = sol.residual
     model.roots_ = sol.roots
     model.width_criterion_ = None  # a T = 0 quantity: Lanczos quadrature at T = 0 is not reliable
+    model.validity_ = None  # needs the kernel's eigenvalues (its participation ratio)
+    model.correction_ = None
     model.qbar_stderr_ = sol.qbar_stderr
     model.qbar_quadrature_error_ = sol.qbar_quadrature_error
     model.log_evidence_ = -0.5 * sol.action - 0.5 * P * math.log(2 * math.pi)

@@ -1,0 +1,288 @@
+"""Issue 15 analysis: sampled networks against the saddle-point theory and its corrections, and the
+calibration of the validity diagnostic (the effective load α_eff = df/N_1, ``RKGP.validity_``).
+
+Inputs (no sampling here):
+  docs/data/reproductions/breakdown/*.json   the campaign of breakdown_study.py
+  docs/data/reproductions/fig1a_breakdown_runs.csv, fig1a_sim_p100.csv, nonodd_sim.csv
+                                            earlier P = 100 runs (T = 1e-2, 1e-1 map, CIFAR-10, relu)
+Outputs:
+  docs/data/reproductions/breakdown_table.csv
+  docs/figures/reproductions/breakdown_map.png, breakdown_scaling.png
+
+Run: python examples/reproductions/breakdown_analysis.py   (theory for every point: a few minutes)
+
+A point counts as converged by the project rule (finwidth.experiments.verdicts: split-R̂ of the
+test-error trace ≤ 1.05 and ESS ≥ 100); unconverged points are listed but never used for a verdict
+or for the calibration. Rows of fig1a_sim_p100.csv (CIFAR-10, an earlier table that stored only the
+worst R̂ over all traces) are never counted as converged; CIFAR-10 is resampled by the campaign.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("FINWIDTH_DATA", str(REPO.parent / "shared" / "data"))
+
+from breakdown_study import dataset  # noqa: E402
+
+from finwidth import NNGP, RKGP, Network, ValidityWarning  # noqa: E402
+from finwidth.experiments.verdicts import converged  # noqa: E402
+
+DATA = REPO / "docs" / "data" / "reproductions"
+FIG = REPO / "docs" / "figures" / "reproductions"
+CORRECTIONS = ("kernel_shape", "qbar_fluctuations")
+
+
+def _f(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _finite(x):
+    return x if math.isfinite(x) else None
+
+
+def sampled_points() -> list[dict]:
+    """Every sampled point with its provenance, in one format."""
+    pts = []
+    for path in sorted((DATA / "breakdown").glob("*.json")):
+        r = json.loads(path.read_text())
+        pts.append(dict(source=f"breakdown/{path.name}", sampler="baoab", part=r["part"], data=r["data"], act=r["act"], P=r["P"],
+                        N1=r["N1"], T=r["T"], step=r["h"], n_steps=r["n_steps"], sim_total=r["sim_total"],
+                        sim_total_se=r["sim_total_se"], sim_bias=r["sim_bias"], sim_variance=r["sim_variance"],
+                        sim_qbar=r["sim_qbar"], rhat_test=r["rhat_test"], rhat_readout=r["rhat_readout"],
+                        ess_test=r["ess_test"]))
+    with open(DATA / "fig1a_breakdown_runs.csv") as f:
+        for r in csv.DictReader(f):
+            if r["part"] not in ("A", "B", "M") or (r["part"] == "A" and r["sampler"] == "mala"):
+                continue  # the short MALA runs are the unequilibrated ones of docs/reproductions.md
+            part = "map_p100" if r["part"] == "B" else "p100_earlier"
+            pts.append(dict(source="fig1a_breakdown_runs.csv", sampler=r["sampler"], part=part, data="mnist", act="erf", P=100,
+                            N1=int(r["N1"]), T=float(r["T"]), step=float(r["step"]), n_steps=int(r["n_steps"]),
+                            sim_total=_f(r["sim_total"]), sim_total_se=_f(r["sim_total_se"]),
+                            sim_bias=_f(r["sim_bias"]), sim_variance=_f(r["sim_variance"]),
+                            sim_qbar=_f(r["sim_qbar_readout"]), rhat_test=_f(r["rhat_test"]),
+                            rhat_readout=_f(r["rhat_readout"]), ess_test=_f(r["ess_test"])))
+    with open(DATA / "fig1a_sim_p100.csv") as f:
+        for r in csv.DictReader(f):
+            if r["dataset"] != "cifar10":
+                continue
+            pts.append(dict(source="fig1a_sim_p100.csv", sampler="baoab", part="heldout", data="cifar10", act="erf", P=100,
+                            N1=int(r["N1"]), T=1e-3, step=_f(r["step"]), n_steps=int(r["n_steps"]),
+                            sim_total=_f(r["sim_total"]), sim_total_se=_f(r["sim_total_se"]),
+                            sim_bias=_f(r["sim_bias"]), sim_variance=_f(r["sim_variance"]),
+                            sim_qbar=_f(r["sim_qbar_readout"]), rhat_test=math.nan, rhat_readout=math.nan,
+                            ess_test=math.nan, max_rhat=_f(r["max_rhat"])))
+    with open(DATA / "nonodd_sim.csv") as f:
+        for r in csv.DictReader(f):
+            if r["run"] == "step check":
+                continue
+            pts.append(dict(source="nonodd_sim.csv", sampler="baoab", part="heldout", data="mnist", act="relu", P=100,
+                            N1=int(r["N"]), T=1e-3, step=_f(r["step"]), n_steps=int(r["n_steps"]),
+                            sim_total=_f(r["sim_total"]), sim_total_se=_f(r["sim_total_se"]),
+                            sim_bias=_f(r["sim_bias"]), sim_variance=_f(r["sim_variance"]),
+                            sim_qbar=_f(r["sim_Qbar_L"]), rhat_test=_f(r["rhat_test"]),
+                            rhat_readout=_f(r["rhat_readout"]), ess_test=_f(r["ess_test"])))
+    for p in pts:
+        if "max_rhat" in p:  # fig1a_sim_p100.csv stores only the worst R̂ over all traces
+            p["converged"] = False
+            p["convergence_note"] = f"test-error R̂/ESS not stored (max R̂ over traces {p['max_rhat']:.2f})"
+        else:
+            p["converged"] = converged(_finite(p["rhat_test"]), _finite(p["ess_test"]))
+            p["convergence_note"] = f"R̂ {p['rhat_test']:.3f}, ESS {p['ess_test']:.0f}"
+    return pts
+
+
+_CACHE: dict = {}
+
+
+def theory(p: dict) -> dict:
+    key = (p["data"], p["act"], p["P"], p["N1"], p["T"])
+    if key in _CACHE:
+        return _CACHE[key]
+    d = dataset(p["data"], p["P"])
+    net = Network([p["N1"]], p["act"])
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ValidityWarning)
+        plain = RKGP(net, p["T"]).fit(d.X_train, d.y_train)
+        e = plain.generalization_error(d.X_test, d.y_test)
+        out.update(theory_total=e.total, theory_bias=e.bias, theory_variance=e.variance,
+                   theory_qbar=float(plain.qbar_[0]), alpha_eff=plain.validity_.effective_load,
+                   dof=plain.validity_.degrees_of_freedom, rank_per_unit=plain.validity_.rank_per_unit,
+                   kernel_rank=plain.validity_.kernel_rank, reliable=plain.validity_.reliable)
+        nn = NNGP(net, p["T"]).fit(d.X_train, d.y_train).generalization_error(d.X_test, d.y_test)
+        out.update(nngp_total=nn.total, nngp_bias=nn.bias)
+        for c in CORRECTIONS:
+            if plain.kind_ != "product":
+                out[f"{c}_total"] = math.nan
+                continue
+            e = RKGP(net, p["T"], correction=c).fit(d.X_train, d.y_train).generalization_error(d.X_test, d.y_test)
+            out[f"{c}_total"], out[f"{c}_bias"] = e.total, e.bias
+    _CACHE[key] = out
+    return out
+
+
+def main() -> None:
+    rows = []
+    for p in sampled_points():
+        t = theory(p)
+        r = {**p, **t}
+        r["alpha"] = p["P"] / p["N1"]
+        r["rel_dev"] = p["sim_total"] / t["theory_total"] - 1
+        r["z"] = (p["sim_total"] - t["theory_total"]) / p["sim_total_se"]
+        for c in CORRECTIONS:
+            r[f"{c}_rel_dev"] = p["sim_total"] / r[f"{c}_total"] - 1
+        rows.append(r)
+        print(f"{p['data']:7s} {p['act']:4s} P{p['P']:4d} N{p['N1']:5d} T{p['T']:.0e} sim {p['sim_total']:.5f}±"
+              f"{p['sim_total_se']:.5f} th {t['theory_total']:.5f} dev {100 * r['rel_dev']:+6.1f}% "
+              f"ks {100 * r['kernel_shape_rel_dev']:+6.1f}% mix {100 * r['qbar_fluctuations_rel_dev']:+6.1f}% "
+              f"α_eff {t['alpha_eff']:.2f} ρ {t['rank_per_unit']:.2f} {'  ' if t['reliable'] else '!!'} Q̄ sim {p['sim_qbar']:.3f} th {t['theory_qbar']:.3f} "
+              f"{'ok' if r['converged'] else 'NOT CONVERGED'} ({r['convergence_note']})", flush=True)
+    rates(rows)
+    markdown(rows)
+    keys = list(rows[0])
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    DATA.mkdir(parents=True, exist_ok=True)
+    with open(DATA / "breakdown_table.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k, "")) for k in keys})
+    figures(rows)
+
+
+CALIBRATION_PARTS = ("mnist", "tsweep", "step", "map_p100", "p100_earlier", "gauss", "rerun", "rerun400")
+
+
+def rates(rows: list[dict]) -> None:
+    """Confusion of the validity rule against 'the theory is off by more than 10%' (converged points)."""
+    for r in rows:
+        r["set"] = "calibration" if r["part"] in CALIBRATION_PARTS else "held-out"
+        r["off_by_10pct"] = bool(abs(r["rel_dev"]) > 0.10)
+    for which in ("calibration", "held-out"):
+        sel = [r for r in rows if r["set"] == which and r["converged"]]
+        fa = [r for r in sel if not r["reliable"] and not r["off_by_10pct"]]
+        miss = [r for r in sel if r["reliable"] and r["off_by_10pct"]]
+        n_ok = sum(not r["off_by_10pct"] for r in sel)
+        n_bad = sum(r["off_by_10pct"] for r in sel)
+        print(f"{which}: {len(sel)} converged points; false alarms {len(fa)}/{n_ok} theory-within-10% points, "
+              f"misses {len(miss)}/{n_bad} theory-off-by->10% points")
+        for r in fa + miss:
+            print(f"   {'false alarm' if r in fa else 'miss'}: {r['data']} {r['act']} P{r['P']} N{r['N1']} T{r['T']:g} "
+                  f"dev {100 * r['rel_dev']:+.1f}% α_eff {r['alpha_eff']:.2f} ρ {r['rank_per_unit']:.2f}")
+
+
+def markdown(rows: list[dict]) -> None:
+    """The table of docs/reproductions.md (written to docs/data/reproductions/breakdown_table.md)."""
+    head = ("| data | act | P | N₁ | α | T | sampler | sim ε_g ± s.e. | bias sim / th | RKGP | dev | kernel_shape | "
+            "qbar_fluct. | Q̄ sim / th | α_eff | ρ | flagged | R̂ / ESS | set |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    order = {"mnist": 0, "gauss": 1, "cifar10": 2}
+    for r in sorted(rows, key=lambda r: (order[r["data"]], r["act"], r["T"], r["P"], -r["alpha"], r["source"])):
+        conv = f"{r['rhat_test']:.2f} / {r['ess_test']:.0f}" if math.isfinite(r["rhat_test"]) else r["convergence_note"]
+        if not r["converged"]:
+            conv += " **not converged**"
+        ks = r["kernel_shape_rel_dev"]
+        mix = r["qbar_fluctuations_rel_dev"]
+        lines.append(
+            f"| {r['data']} | {r['act']} | {r['P']} | {r['N1']} | {r['alpha']:g} | {r['T']:g} | {r['sampler']} | "
+            f"{r['sim_total']:.5f} ± {r['sim_total_se']:.5f} | {r['sim_bias']:.4f} / {r['theory_bias']:.4f} | "
+            f"{r['theory_total']:.5f} | {100 * r['rel_dev']:+.1f}% | "
+            f"{'—' if not math.isfinite(ks) else f'{100 * ks:+.1f}%'} | {'—' if not math.isfinite(mix) else f'{100 * mix:+.1f}%'} | "
+            f"{r['sim_qbar']:.3f} / {r['theory_qbar']:.3f} | {r['alpha_eff']:.2f} | {r['rank_per_unit']:.2f} | "
+            f"{'yes' if not r['reliable'] else ''} | {conv} | {r['set']} |")
+    (DATA / "breakdown_table.md").write_text("\n".join(lines) + "\n")
+
+
+def figures(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    from finwidth.theory.validity import LOAD_THRESHOLD, RANK_THRESHOLD
+
+    ok = [r for r in rows if r["converged"]]
+    FIG.mkdir(parents=True, exist_ok=True)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-0.8, vmax=0.2)
+    # the map: MNIST erf, load α vs temperature, colour = deviation; line: where the rule switches (P = 100)
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    ax = axes[0]
+    m = [r for r in ok if r["data"] == "mnist" and r["act"] == "erf"]
+    sc = ax.scatter([r["alpha"] for r in m], [r["T"] for r in m], c=[r["rel_dev"] for r in m],
+                    s=[25 + r["P"] / 4 for r in m], cmap="coolwarm_r", norm=norm, edgecolors="k")
+    seen = set()
+    for r in m:
+        if (r["alpha"], r["T"]) in seen:
+            continue
+        seen.add((r["alpha"], r["T"]))
+        ax.annotate(f"{100 * r['rel_dev']:+.0f}%", (r["alpha"], r["T"]), textcoords="offset points", xytext=(6, 4),
+                    fontsize=7)
+    d = dataset("mnist", 100)
+    alphas = np.geomspace(0.2, 5, 36)
+    temps = np.geomspace(5e-5, 0.2, 28)
+    A = np.empty((temps.size, alphas.size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ValidityWarning)
+        for i, T in enumerate(temps):
+            for j, a in enumerate(alphas):
+                v = RKGP(Network([max(int(round(100 / a)), 1)], "erf"), T).fit(d.X_train, d.y_train).validity_
+                A[i, j] = 0.0 if v.reliable else 1.0
+    ax.contourf(alphas, temps, A, levels=[0.5, 1.5], colors="none", hatches=["//"])
+    ax.contour(alphas, temps, A, levels=[0.5], colors="k", linestyles="--")
+    ax.set(xscale="log", yscale="log", xlabel="α = P/N₁", ylabel="T",
+           title="MNIST 0/1, erf: (sim − theory)/theory\nhatched: RKGP.validity_ unreliable (P = 100)")
+    fig.colorbar(sc, ax=ax, label="relative deviation of ε_g")
+    ax = axes[1]
+    marks = {"mnist": "o", "gauss": "s", "cifar10": "^"}
+    for r in ok:
+        ax.scatter(r["alpha_eff"], r["rank_per_unit"], c=[r["rel_dev"]], cmap="coolwarm_r", norm=norm,
+                   marker=marks[r["data"]], s=60 if r["act"] == "erf" else 90,
+                   edgecolors="k" if r["set"] == "calibration" else "m", linewidths=1.5 if r["act"] == "relu" else 0.8)
+    for data, mk in marks.items():
+        ax.scatter([], [], marker=mk, c="w", edgecolors="k", label=data)
+    ax.scatter([], [], marker="o", c="w", edgecolors="m", label="held out (magenta edge)")
+    ax.axvline(LOAD_THRESHOLD, color="k", ls="--")
+    ax.axhline(RANK_THRESHOLD, color="k", ls="--")
+    ax.fill_between([LOAD_THRESHOLD, 20], 1e-3, RANK_THRESHOLD, color="k", alpha=0.06)
+    ax.set(xscale="log", yscale="log", xlim=(0.03, 6), ylim=(0.003, 5), xlabel="effective load α_eff = df/N₁",
+           ylabel="kernel effective rank per unit PR(K)/N₁", title="the rule: unreliable in the shaded corner")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(FIG / "breakdown_map.png", dpi=120)
+    plt.close(fig)
+    # scaling at fixed α: MNIST and Gaussian inputs
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for data, mk in (("mnist", "o-"), ("gauss", "s--")):
+        for a in (2.0, 1.0, 0.5):
+            sel = sorted([r for r in ok if r["data"] == data and r["act"] == "erf" and r["T"] == 1e-3
+                          and abs(r["alpha"] - a) < 1e-9], key=lambda r: r["P"])
+            if sel:
+                ax.errorbar([r["P"] for r in sel], [100 * r["rel_dev"] for r in sel],
+                            yerr=[100 * r["sim_total_se"] / r["theory_total"] for r in sel], fmt=mk,
+                            label=f"{data}, α = {a:g}", capsize=2)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set(xscale="log", xlabel="P (N₁ = P/α)", ylabel="(sim − theory)/theory  [%]", title="T = 1e-3, erf")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(FIG / "breakdown_scaling.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
