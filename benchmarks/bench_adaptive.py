@@ -5,6 +5,7 @@ earlier version of the library.
 Usage (one command; the numbers go to docs/benchmarks.md, section "Adaptive kernels"):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_adaptive.py [--cases NAME ...] [--baseline-src DIR]
+        [--baseline-cases NAME ...]
 
 Per case, in this process: the default fit (the fast path; best of ``--repeats``) and the same fit
 with the fast path switched off (``finwidth.theory.adaptive_eos.MAX_FIXED_POINT = 0``, so the
@@ -12,7 +13,8 @@ Newton–Krylov continuation runs from the start: the algorithm of earlier versi
 kernel code), timed alternately; the two Σ are compared. ``--baseline-src DIR`` also runs each case
 in a subprocess with DIR (the ``src`` folder of another checkout, e.g. made by
 ``git archive <commit> src | tar -x -C /tmp/old``) first on the path, and reports its time and the
-difference of its Σ from ours.
+difference of its Σ from ours (``--baseline-cases``: only for these cases; the version before the fast
+path, commit c3ff970, takes minutes of CPU per P = 200 fit).
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def main(argv=None) -> None:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--repeats", type=int, default=3, help="fast-path repeats (best of); the fallback runs once")
     ap.add_argument("--baseline-src", default=None, help="src folder of another finwidth checkout")
+    ap.add_argument("--baseline-cases", nargs="+", default=None, choices=list(CASES),
+                    help="run the --baseline-src fit only for these cases (default: all)")
     ap.add_argument("--worker", nargs=2, metavar=("CASE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -131,7 +135,7 @@ def main(argv=None) -> None:
                    fast_evals=fast.n_evaluations_, fast_residual=fast.residual_, fallback_s=slow_t,
                    fallback_cpu_s=slow.bench_cpu_seconds, fallback_evals=slow.n_evaluations_,
                    fallback_residual=slow.residual_, sigma_rel_diff=diff)
-        if args.baseline_src:
+        if args.baseline_src and (args.baseline_cases is None or name in args.baseline_cases):
             with tempfile.TemporaryDirectory() as tmp:
                 out = os.path.join(tmp, "base.npz")
                 env = dict(os.environ, PYTHONPATH=str(Path(args.baseline_src).resolve()))
@@ -143,13 +147,14 @@ def main(argv=None) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\n| case | fast path: wall (CPU) s | evaluations | Newton–Krylov continuation: wall (CPU) s | evaluations | "
-          "ratio wall (CPU) | max |ΔΣ|/max |Σ| | baseline: wall (CPU) s | ratio to baseline wall (CPU) |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+          "ratio wall (CPU) | max |ΔΣ|/max |Σ| | baseline: wall (CPU) s | ratio to baseline wall (CPU) | "
+          "baseline max |ΔΣ|/max |Σ| |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        base = "— | —"
+        base = "— | — | —"
         if "baseline_s" in r:
             base = (f"{r['baseline_s']:.3g} ({r['baseline_cpu_s']:.3g}) | {r['baseline_s'] / r['fast_s']:.3g} "
-                    f"({r['baseline_cpu_s'] / r['fast_cpu_s']:.3g})")
+                    f"({r['baseline_cpu_s'] / r['fast_cpu_s']:.3g}) | {r['baseline_sigma_rel_diff']:.1e}")
         print(f"| {r['case']} | {r['fast_s']:.3g} ({r['fast_cpu_s']:.3g}) | {r['fast_evals']} ({r['fast_solver']}) | "
               f"{r['fallback_s']:.3g} ({r['fallback_cpu_s']:.3g}) | {r['fallback_evals']} | "
               f"{r['fallback_s'] / r['fast_s']:.3g} ({r['fallback_cpu_s'] / r['fast_cpu_s']:.3g}) | "

@@ -224,6 +224,7 @@ def _cs_scale(act, c11, c22):
     return np.sqrt(act.kappa_diag(c11) * act.kappa_diag(c22))
 
 
+@pytest.mark.slow  # high-order Hermite series
 def test_series_reproduces_the_erf_arcsine_kernel_and_its_derivatives():
     # variances up to 20, correlations up to |ρ| = 1; the series must meet tol = 1e-10 relative
     rng = np.random.default_rng(11)
@@ -291,6 +292,7 @@ def test_tanh_gelu_against_nested_adaptive_quadrature(row):
         assert abs(got - row[key]) <= 2 * act.tol + 1e-12, key
 
 
+@pytest.mark.slow  # high-order Hermite series
 @pytest.mark.parametrize("name", ["tanh", "gelu"])
 def test_series_gradient_symmetry_is_exact(name):
     act = get_activation(name)
@@ -303,6 +305,7 @@ def test_series_gradient_symmetry_is_exact(name):
     assert np.array_equal(act.kappa(a, b, c), act.kappa(c, b, a))
 
 
+@pytest.mark.slow  # high-order Hermite series
 def test_series_blocks_with_test_points_of_larger_variance():
     # kernels.propagate evaluates rows and columns with separately computed coefficient tables; the
     # table of the smaller variances is extended to the other's degree (checked against pointwise κ)

@@ -148,6 +148,7 @@ def test_demo_quick(mnist_root, tmp_path):
     assert (table["rkgp.total"] > 0).all() and table["nngp.total"].nunique() == 1
 
 
+@pytest.mark.slow  # the demo twice in fresh interpreters
 def test_without_data_the_demo_runs_on_the_embedded_subset_and_more_is_a_clear_error(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -67,6 +67,8 @@ def _no_jobs_left(slurm: LocalSlurm, timeout: float = 30) -> bool:
 
 
 @pytest.mark.timeout(300)
+# SMALL_SWEEP samples 300 steps: it checks that records match across executors, not a converged ε_g
+@pytest.mark.filterwarnings("ignore::finwidth.errors.NotConvergedWarning")
 def test_slurm_sweep_gives_the_local_records(slurm, tmp_path):
     store = run_here_and_there(parse_spec(SMALL_SWEEP), tmp_path, executor="slurm", slurm=JOBS)
     logs = list((store.root / "cluster" / "logs").glob("*.out")) + list((store.root / "cluster" / "logs").glob("*.err"))

@@ -71,9 +71,10 @@ def _run_page(page: str, tmp: Path) -> list[dict]:
     return json.loads((tmp / "out.json").read_text())
 
 
-# the README's tour samples real networks for about a minute
-@pytest.mark.parametrize("block", [pytest.param(b, marks=pytest.mark.slow) if b.page == "README.md" else b
-                                   for b in BLOCKS], ids=[b.id for b in BLOCKS])
+# slow: each page runs in a fresh interpreter that imports finwidth (1-8 s of CPU a page, about 30 s in
+# all; the README's tour samples real networks for about a minute); still in the default run
+@pytest.mark.slow
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_snippet(block: Block, tmp_path_factory):
     why = _why_not(block)
     if why:

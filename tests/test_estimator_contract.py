@@ -152,6 +152,7 @@ def test_return_std():
         RKGP(Network([20], "erf"), 0.1).fit(X, y).predict(Xt, return_cov=True, return_std=True)
 
 
+@pytest.mark.slow  # a cross-validated grid of fits
 def test_grid_search_over_temperature_widths_and_priors():
     X, y, _, _ = _data(P=60)
     grid = {"temperature": [1e-3, 1e-1], "network__widths": [[5], [80]], "network__priors": [0.5, 2.0]}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -206,6 +207,56 @@ def test_execute_task_passes_and_removes_its_checkpoint(tmp_path):
     assert status["status"] == "done"
 
 
+def reporting_task(config, progress=None):
+    """Reports a quarter of its work at a time, as run_task does with each record of its simulation."""
+    for step in (25, 50, 75, 100):
+        if progress is not None:
+            progress(SimpleNamespace(step=step, n_steps=100, test_error=0.5))
+        time.sleep(0.15)  # longer than the bar's minimum redraw interval (0.1 s)
+    return fast_task(config)
+
+
+def waiting_task(config, progress):
+    """Reports half of its work, then waits until the driver's bar (on the captured stderr) shows it."""
+    progress(SimpleNamespace(step=50, n_steps=100, test_error=None))
+    deadline = time.monotonic() + 60
+    while "0.50/1" not in sys.stderr.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return fast_task(config)
+
+
+def test_sweep_bar_moves_within_each_task_in_process(tmp_path, capsys):
+    """Serial executor: the task's progress callback moves the sweep's bar in quarters of a task."""
+    spec = parse_spec(spec_dict(widths=(10, 20), temps=(1e-3,)))
+    report = run_sweep(spec, ResultStore(tmp_path), task_fn=reporting_task, executor="serial", progress=True)
+    assert report.done == 2
+    err = capsys.readouterr().err
+    # each report comes 0.15 s after the previous one, later than the bar's minimum redraw interval
+    for shown in ("0.50/2", "0.75/2", "1.50/2", "1.75/2", "2.00/2"):
+        assert shown in err, err
+    assert "75/100 steps, eps_g 0.5" in err
+
+
+def test_sweep_bar_reads_progress_that_workers_write(tmp_path, capsys):
+    """Pool executors: the worker writes STORE/progress/<key>.json and the driver's bar shows it while
+    the task runs; the file is gone once the task is stored."""
+    spec = parse_spec(spec_dict(widths=(10,), temps=(1e-3,)))
+    store = ResultStore(tmp_path)
+    report = run_sweep(spec, store, task_fn=waiting_task, executor="thread", progress=True)
+    assert report.done == 1
+    err = capsys.readouterr().err
+    assert "0.50/1" in err and "50/100 steps" in err, err
+    assert list(store.progress_dir.iterdir()) == []
+
+
+def test_progress_auto_is_quiet_off_a_terminal(tmp_path, capsys):
+    spec = parse_spec(spec_dict(widths=(10,), temps=(1e-3,)))
+    assert run_sweep(spec, ResultStore(tmp_path), task_fn=reporting_task, executor="serial").done == 1  # "auto"
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ConfigError, match="progress"):
+        run_sweep(spec, ResultStore(tmp_path), task_fn=reporting_task, progress="yes")
+
+
 def test_task_function_by_name_fails_cleanly_where_it_cannot_be_imported(tmp_path):
     """A worker that cannot import the task module records a failure that says what to do."""
     spec = parse_spec(spec_dict(widths=(10,), temps=(1e-3,)))
@@ -269,6 +320,7 @@ def test_zombie_writer_counts_as_dead():
     assert _pid_alive(os.getpid())
 
 
+@pytest.mark.slow  # two driver processes
 def test_two_drivers_writing_the_same_store_at_once(tmp_path):
     """Two sweeps of the same spec into one store, concurrently: every task stored once, complete and right."""
     spec_path = tmp_path / "toy.toml"

@@ -34,6 +34,7 @@ def test_theory_values_are_those_of_the_estimators():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::finwidth.errors.NotConvergedWarning")  # 300 steps: the settings, not a result
 def test_simulation_is_passed_every_setting():
     sim = {"sampler": "baoab", "step_size": 0.05, "n_steps": 300, "burn_in": 100, "replicas": 4, "seed": 7,
            "dtype": "float64", "options": {"init": "prior"}}
@@ -55,6 +56,26 @@ def test_simulation_is_passed_every_setting():
     assert all(np.isfinite(s[k]) for k in ("total", "total_stderr", "qbar_readout", "wall_s"))
     assert any(k.startswith("rhat") for k in s)
     assert {f"trace_{k}" for k in direct.traces} == set(out.arrays)
+
+
+@pytest.mark.filterwarnings("ignore::finwidth.errors.NotConvergedWarning")  # 200 steps: the wiring, not a result
+def test_simulation_reports_its_steps_to_a_progress_callback(tmp_path):
+    """run_task hands a progress callable to sample_posterior (how a sweep's bar moves within a task),
+    fresh and when it resumes from a checkpoint."""
+    sim = {"sampler": "baoab", "step_size": 0.05, "n_steps": 200, "replicas": 2, "record_every": 20}
+    config = TaskConfig.model_validate(
+        {"temperature": 0.05, "data": DATA, "network": {"activation": "erf", "width": 8},
+         "theory": {"models": []}, "simulation": sim}
+    )
+    seen = []
+    run_task(config, progress=seen.append)
+    assert [info.step for info in seen] == list(range(20, 201, 20))
+    assert all(info.n_steps == 200 and info.test_error is not None for info in seen)
+    again = []
+    ckpt = tmp_path / "task.ckpt"
+    run_task(config, checkpoint=ckpt)  # leaves its finished checkpoint (the runner would delete it)
+    run_task(config, progress=again.append, checkpoint=ckpt)  # resumes the finished run: reports once
+    assert [info.step for info in again] == [200]
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a wheel and runs fresh interpreters from it
+
 REPO = Path(__file__).resolve().parents[1]
 
 # the packages of the extras (sampling, plot, dask) as if they were not installed

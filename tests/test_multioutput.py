@@ -100,7 +100,8 @@ def test_analytic_hessian(L):
 
 
 @pytest.mark.parametrize("widths, act, T", [([20], "erf", 0.1), ([8], "relu", 0.01), ([14, 14], "erf", 0.2),
-                                            ([9, 30], "relu", 0.05), ([12, 12, 12], "linear", 0.1)])
+                                            ([9, 30], "relu", 0.05),
+                                            pytest.param([12, 12, 12], "linear", 0.1, marks=pytest.mark.slow)])
 def test_solution_is_a_minimum_of_the_dense_layered_action(widths, act, T):
     """Every layer's matrix is stationary for the full layered action (no reduction): Newton step tiny,
     Hessian positive. With unequal widths this checks the reduction Q_l = 1 + C/N_l as well."""

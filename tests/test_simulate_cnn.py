@@ -102,9 +102,9 @@ def test_validation():
         m.prepare_inputs(np.ones((2, 8)))
 
 
-def test_windows_and_strides_follow_the_spec_and_pooled_readout_is_refused():
+def test_windows_and_strides_follow_the_spec():
     """2-D windows with overlapping strides: f = s_out Σ_c Σ_i a_ci σ(w_c·x[patch_index[i]]/sqrt(S)), the
-    patches of ConvNetwork.patches; the pooled readout has no sampler model (a clear error)."""
+    patches of ConvNetwork.patches."""
     rng = np.random.default_rng(4)
     net = ConvNetwork(16, (2, 2), 3, "erf", image_shape=(4, 4), stride=(1, 2))
     m = TwoLayerCNN(net, 0.1, scaling="standard")
@@ -117,5 +117,32 @@ def test_windows_and_strides_follow_the_spec_and_pooled_readout_is_refused():
     ref = [sum(a[0, c, i].item() * erf(W[0, c].numpy() @ X[n, idx[i]] / 2.0) for c in range(3) for i in range(Nt))
            for n in range(2)]
     np.testing.assert_allclose(f, np.array(ref) / math.sqrt(3 * Nt), rtol=1e-12)
-    with pytest.raises(ConfigError, match="pooled"):
-        TwoLayerCNN(ConvNetwork(12, 4, 3, readout="pooled"), 0.1, scaling="standard")
+
+
+def test_pooled_readout_by_explicit_loops_and_its_gradient():
+    """Pooled readout: f = (1/sqrt C) Σ_c a_c (1/Ñ) Σ_i σ(w_c·x_i/sqrt S) on 2-D windows (docs/conventions.md);
+    hand-written gradients equal autograd; mean-field scaling is refused (the pooled readout is standard only)."""
+    rng = np.random.default_rng(5)
+    net = ConvNetwork(16, (2, 2), 3, "erf", image_shape=(4, 4), stride=(2, 1), readout="pooled", priors=(0.7, 1.3))
+    m = TwoLayerCNN(net, 0.2, scaling="standard")
+    X = rng.standard_normal((4, 16))
+    y = torch.as_tensor(rng.standard_normal(4))
+    params = m.init_params(2, torch.Generator().manual_seed(1))
+    W, a = params
+    assert a.shape == (2, 3, 1)
+    A0 = m.prepare_inputs(X)
+    f = m.forward(params, A0)[1].numpy()
+    from scipy.special import erf
+
+    idx, Nt = net.patch_index, net.n_patches
+    ref = [sum(a[1, c, 0].item() * erf(W[1, c].numpy() @ X[n, idx[i]] / 2.0) for c in range(3) for i in range(Nt))
+           / (Nt * math.sqrt(3)) for n in range(4)]
+    np.testing.assert_allclose(f, ref, rtol=1e-12)
+    U, grads, _ = m.potential_and_grad(params, A0, y)
+    ps = [p.clone().requires_grad_(True) for p in params]
+    Ur = 0.5 * ((m.forward(ps, A0) - y) ** 2).sum(-1) + 0.5 * m.temperature * sum(
+        lam * (p ** 2).flatten(1).sum(-1) for lam, p in zip(m.precisions, ps))
+    for g, r in zip(grads, torch.autograd.grad(Ur.sum(), ps)):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ConfigError, match="standard scaling"):
+        TwoLayerCNN(net, 0.2, scaling="mean_field")

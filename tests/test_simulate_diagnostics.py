@@ -27,6 +27,7 @@ def test_ess_and_tau_of_ar1():
     assert d.effective_sample_size(x) == pytest.approx(R * n / tau, rel=0.1)
 
 
+@pytest.mark.slow  # many AR(1) series
 def test_batch_means_stderr_of_ar1():
     rng = np.random.default_rng(1)
     rho, R, n = 0.8, 4, 10000

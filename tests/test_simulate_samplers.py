@@ -57,6 +57,7 @@ def _check_moments(samples, mean, cov, label):
     return C, se_c
 
 
+@pytest.mark.slow  # a long MALA chain against the exact Gaussian
 def test_mala_is_exact(problem):
     target, y, mean, cov, H = problem
     lmax = np.linalg.eigvalsh(H).max()

@@ -96,6 +96,7 @@ _EXPLAINED_T0 = (
 )
 
 
+@pytest.mark.slow  # 110 random fits
 def test_random_problems_at_T0_fit_or_explain():
     """RKGP.fit at T = 0 on random problems (every form, duplicated inputs, constant and random labels,
     label scales 1e-2 … 1e2): a verified answer or one of the explained limits, nothing else."""
@@ -134,3 +135,23 @@ def test_random_problems_at_T0_fit_or_explain():
         assert m.residual_ <= (1e-7 if m.kind_ == "nested" else spectral.RESIDUAL_TOL)
     assert not unexplained, "\n".join(map(str, unexplained[:3]))
     assert n_fit >= 80, (n_fit, explained[:3])
+
+
+@pytest.mark.slow  # 27 fits of a 3-layer network
+def test_T0_erf_three_layers_P154_N017_fits():
+    """The failure reported in issue 17 (erf, L = 3, widths 25, P = 154, N_0 = 17, T = 0 ended in "no
+    root of the product-form equation for log Π"): the same shapes, three label kinds and three label
+    scales, all fit with a verified saddle point, and at T = 0 the predictor interpolates the labels."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(154, 17)) * float(np.exp(rng.uniform(-1.0, 1.0)))
+        for scale in (0.01, 1.0, 100.0):
+            for y in (np.sign(X[:, 0] + 0.3 * rng.normal(size=154)), np.ones(154), rng.normal(size=154)):
+                y = scale * y
+                net = Network([25] * 3, "erf", priors=rng.uniform(0.5, 2.0, 4))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConditioningWarning)
+                    m = RKGP(net, 0.0).fit(X, y)
+                assert np.all(np.isfinite(m.qbar_)) and np.all(m.qbar_ > 0)
+                assert m.residual_ <= spectral.RESIDUAL_TOL
+                np.testing.assert_allclose(m.predict(X), y, rtol=0, atol=1e-6 * np.abs(y).max())

@@ -52,9 +52,9 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     src.add_argument("--dataset", default=None, help="data set read from disk: mnist or cifar10 (default mnist)")
     src.add_argument("--teacher", default=None, help="synthetic teacher kind instead of a data set (see finwidth.data.teacher)")
     d.add_argument("--n-features", type=int, default=None, help="input dimension N_0 of a teacher")
-    d.add_argument("--classes", type=int, nargs="+", default=None, help="the two classes (default 0 1)")
+    d.add_argument("--classes", type=int, nargs="+", default=None, help="the classes (default 0 1; with --labels onehot or onehot_centered, one output each)")
     d.add_argument("--preset", default="paper", help="preprocessing preset (default: paper)")
-    d.add_argument("--labels", default="01", help="label coding, e.g. 01 or pm1 (default 01)")
+    d.add_argument("--labels", default="01", help="label coding: 01, pm1, onehot (D outputs), ... (default 01)")
     d.add_argument("-P", "--n-train", type=int, default=100, help="training set size P (default 100)")
     d.add_argument("--n-test", type=int, default=1000, help="test set size P_test (default 1000)")
     d.add_argument("--data-seed", type=int, default=0, help="seed of the data subset / teacher (default 0)")
@@ -142,9 +142,13 @@ def _theory_rows(results: dict[str, Any]) -> list[list[str]]:
         if "error" in r:
             rows.append([model, "no answer: " + r["error"].splitlines()[0], "", "", "", ""])
             continue
-        q = r.get("qbar")
-        rows.append([model, _fmt(r["total"]), _fmt(r["bias"]), _fmt(r["variance"]),
-                     "1 (infinite width)" if model == "nngp" else ", ".join(_fmt(v) for v in q), _fmt(r.get("r"))])
+        q, crit = r.get("qbar"), r.get("r")
+        if "qbar_L_matrix" in r:  # D outputs: tr Q_L / D, and the eigenvalues of R
+            qcol, crit = f"tr/D {_fmt(r['qbar_L'])}", ", ".join(_fmt(v, 3) for v in crit)
+        else:
+            qcol = "1 (infinite width)" if model == "nngp" else ", ".join(_fmt(v) for v in q)
+        total = _fmt(r["total"]) + (f" (acc {_fmt(r['accuracy'], 3)})" if r.get("accuracy") is not None else "")
+        rows.append([model, total, _fmt(r["bias"]), _fmt(r["variance"]), qcol, crit if isinstance(crit, str) else _fmt(crit)])
     return rows
 
 
@@ -172,7 +176,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if "error" in s:
         print(f"finwidth: the simulation diverged: {s['error']}", file=sys.stderr)
         return EXIT_NO_ANSWER
-    rows = [[name, f"{_fmt(s[name])} ± {_fmt(s.get(name + '_stderr'), 2)}"] for name in ("total", "bias", "variance", "train_error", "qbar_readout")]
+    names = ("total", "bias", "variance", "train_error", "qbar_readout") + (("accuracy",) if "accuracy" in s else ())
+    rows = [[name, f"{_fmt(s[name])} ± {_fmt(s.get(name + '_stderr'), 2)}"] for name in names]
     rows += [[name, _fmt(s.get(name))] for name in ("rhat", "ess", "acceptance") if s.get(name) is not None]
     rows.append(["wall time (s)", _fmt(s["wall_s"], 3)])
     _print_table(["simulation", "value ± s.e."], rows)
@@ -206,7 +211,8 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     n = len(spec.tasks())
     print(f"sweep {spec.name!r}: {n} tasks → {store}", file=sys.stderr)
     report = run_sweep(spec, store, task_fn=args.task, executor=args.executor, max_workers=args.workers,
-                       scheduler=args.scheduler, slurm=slurm, progress=not args.no_progress, fail_fast=args.fail_fast,
+                       scheduler=args.scheduler, slurm=slurm, progress=False if args.no_progress else "auto",
+                       fail_fast=args.fail_fast,
                        worker_timeout=args.worker_timeout, scheduler_timeout=args.scheduler_timeout)
     print(report.summary(), file=sys.stderr)
     return EXIT_OK if not report.failed else EXIT_FAILED_TASKS
@@ -300,7 +306,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from finwidth.experiments.demo import run_demo
 
     _set_data_root(args.data_root)
-    return run_demo(out=Path(args.out), quick=args.quick, workers=args.workers, progress=not args.no_progress)
+    return run_demo(out=Path(args.out), quick=args.quick, workers=args.workers,
+                    progress=False if args.no_progress else "auto")
 
 
 # ---- parser ----------------------------------------------------------------------------------------------
@@ -370,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slurm-log-dir", default=None, help="job logs (default STORE/cluster/logs)")
     g.add_argument("--slurm-retries", type=int, default=None,
                    help="re-runs of a task whose worker died before it fails (default 2)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal, none in logs; it moves within each simulation)")
     r.set_defaults(func=cmd_sweep_run)
     for name, helptext, func in (
         ("status", "how many tasks are done, pending, failed", cmd_sweep_status),
@@ -419,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="theory only (seconds), for smoke tests")
     p.add_argument("--data-root", default=None, help="folder with the data sets (default $FINWIDTH_DATA, then the search path)")
     p.add_argument("--workers", type=int, default=None, help="parallel simulations (default: the number of cores)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal, none in logs; it moves within each simulation)")
     p.set_defaults(func=cmd_demo)
     return parser
 

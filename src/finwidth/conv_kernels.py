@@ -19,24 +19,18 @@ costs one (n × S)·(S × m) product plus one pass of κ; :func:`conv_nngp` buil
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from finwidth.errors import ConfigError
 from finwidth.kernels import KernelBlocks
 
+if TYPE_CHECKING:  # pragma: no cover
+    from finwidth.activations import VarianceFactors
+
 # numbers per row chunk of the stacked test×train products (a few tens of MiB of float64)
 _ROW_ELEMENTS = 1 << 22
-
-
-def _take(factors: Any, rows: slice) -> Any:
-    """κ factors of a subset of points (arrays, tuples of arrays, or series tables)."""
-    if factors is None:
-        return None
-    if isinstance(factors, tuple):
-        return tuple(f[rows] for f in factors)
-    return factors[rows]
 
 
 __all__ = ["PatchInputs", "conv_nngp", "conv_nngp_cross", "nngp_weights", "weighted_diagonal", "weighted_kernel"]
@@ -75,8 +69,8 @@ class PatchInputs:
         self.norms = np.einsum("nis,nis->ni", self.Z, self.Z)
         # per-patch operands of the blocks: contiguous (n, S) matrices and κ factors of their variances
         self._rows = [np.ascontiguousarray(self.Z[:, i, :]) for i in range(self.Z.shape[1])]
-        self._diag = [np.ascontiguousarray(self.norms[:, i]) for i in range(self.Z.shape[1])]
-        self._factors = [self.activation._factors(d) for d in self._diag]
+        self._factors = [self.activation.variance_factors(np.ascontiguousarray(self.norms[:, i]))
+                         for i in range(self.Z.shape[1])]
 
     @property
     def n_points(self) -> int:
@@ -89,14 +83,15 @@ class PatchInputs:
     def block(self, other: PatchInputs, i: int, j: int) -> np.ndarray:
         """K_ij(X_self, X_other), shape (n_self, n_other): patch i of these points, patch j of ``other``."""
         c = self._rows[i] @ other._rows[j].T
-        return self.activation._kappa_block(c, self._diag[i], other._diag[j], self._factors[i], other._factors[j])
+        return self.activation.kappa_block(c, self._factors[i], other._factors[j])
 
-    def stacked(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
-        """Patches ``patches`` of every point side by side, patch-major: (len·n, S), their variances and κ factors."""
+    def stacked(self, patches: np.ndarray) -> tuple[np.ndarray, VarianceFactors]:
+        """Patches ``patches`` of every point side by side, patch-major: (len·n, S), and their
+        variances with κ's factors."""
         idx = np.asarray(patches)
         Z = self.Z[:, idx, :].transpose(1, 0, 2).reshape(-1, self.Z.shape[2])
         d = self.norms[:, idx].T.ravel()
-        return np.ascontiguousarray(Z), d, self.activation._factors(d)
+        return np.ascontiguousarray(Z), self.activation.variance_factors(d)
 
     def pair_diagonals(self) -> np.ndarray:
         """K_ij(x, x) for every point and patch pair, shape (n, Ñ, Ñ) (symmetric in i, j)."""
@@ -143,12 +138,12 @@ def weighted_kernel(rows: PatchInputs, cols: PatchInputs | None, W: np.ndarray) 
                 out += W[i, j] * rows.block(cols, i, int(j))
             continue
         # many blocks: one product and one pass of κ against the columns' patches js side by side
-        Zc, dc, fc = cols.stacked(js)
+        Zc, fc = cols.stacked(js)
         step = max(1, _ROW_ELEMENTS // Zc.shape[0])
         for r0 in range(0, rows.n_points, step):
             r = slice(r0, min(r0 + step, rows.n_points))
             c = rows._rows[i][r] @ Zc.T
-            kb = rows.activation._kappa_block(c, rows._diag[i][r], dc, _take(rows._factors[i], r), fc)
+            kb = rows.activation.kappa_block(c, rows._factors[i][r], fc)
             out[r] += np.einsum("rjp,j->rp", kb.reshape(kb.shape[0], js.size, cols.n_points), W[i, js])
     return out
 

@@ -137,6 +137,7 @@ def _only_mnist(monkeypatch, prefix: str) -> RemoteFile:
     return f
 
 
+@pytest.mark.slow  # reads and checks the full MNIST files
 @pytest.mark.realdata
 def test_fetch_real_mnist_falls_back_over_bad_mirrors_and_loads(real_mnist, tmp_path, mnist_root):
     server, files = real_mnist

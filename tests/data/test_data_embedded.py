@@ -64,6 +64,7 @@ def test_requests_outside_the_subset_are_refused(nowhere, kwargs, why):
         load("mnist", **kwargs)
 
 
+@pytest.mark.slow  # rebuilds the subset from the full MNIST files
 @pytest.mark.realdata
 def test_script_rebuilds_the_same_bytes(mnist_root, tmp_path):
     out = tmp_path / "mnist01.npz"

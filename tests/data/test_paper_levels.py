@@ -24,6 +24,7 @@ LEVELS_N_TEST = 500
 LEVELS_TEMPERATURE = 0.0
 
 
+@pytest.mark.slow  # three NNGP fits up to P = 1000 per data set
 @pytest.mark.parametrize("name", ["mnist", "cifar10"])
 def test_fig1a_infinite_width_levels(name, request):
     root = request.getfixturevalue(f"{name}_root")

@@ -139,12 +139,13 @@ def run_demo(
     *,
     quick: bool = False,
     workers: int | None = None,
-    progress: bool = True,
+    progress: bool | str = "auto",
     stream: TextIO | None = None,
 ) -> int:
     """Run the demo; print the table, write ``OUT/results.csv`` and ``OUT/demo.{png,pdf}``.
 
-    Returns the exit code (0, or 1 when some task failed). A missing data set raises
+    ``progress``: the sweep's bar, moving within each simulation (:func:`run_sweep`); ``"auto"``
+    shows it only when stderr is a terminal. Returns the exit code (0, or 1 when some task failed). A missing data set raises
     :class:`finwidth.errors.DataError` before any work starts. Without torch (a plain install, no
     ``sampling`` extra) the demo runs the theory only and says how to install the rest.
     """

@@ -233,12 +233,15 @@ def _x_axis(ax, frame: pd.DataFrame, x: str) -> None:  # noqa: ANN001
 def plot_qbar(frame: pd.DataFrame, x: str = "N1", *, title: str | None = None) -> Figure:
     """Q̄_L from the theory (lines) against the readout-norm estimate from the simulation (points).
 
-    The level Q̄ = 1 (infinite width) is dashed.
+    The level Q̄ = 1 (infinite width) is dashed. With D outputs both are tr Q_L / D.
     """
     _check_axis(frame, x)
     models = [m for m in ("rkgp", "rkgp_product", "rkgp_nested") if f"{m}.qbar_L" in frame.columns]
     if not models and "sim.qbar_readout" not in frame.columns:
         raise ConfigError("no order parameters in the table: run an RKGP theory or a simulation")
+    # D outputs: the columns hold tr Q_L / D (theory) and tr Q̂_L / D (simulation)
+    multi = any(c.endswith((".qbar_L_matrix", "sim.qbar_matrix")) for c in frame.columns)
+    q = r"$\mathrm{tr}\, Q_L / D$" if multi else r"$\bar Q_L$"
     Figure = _figure_class()
     fig = Figure(figsize=(6.6, 3.8), layout="constrained")
     ax = fig.subplots()
@@ -248,15 +251,15 @@ def plot_qbar(frame: pd.DataFrame, x: str = "N1", *, title: str | None = None) -
         xs = sub[x].to_numpy(dtype=float)
         for model in models:
             ax.plot(xs, sub[f"{model}.qbar_L"].to_numpy(dtype=float), color=color, ls=_THEORY_STYLE[model],
-                    marker=".", ms=3, label=r"theory $\bar Q_L$" + suffix)
+                    marker=".", ms=3, label="theory " + q + suffix)
         if "sim.qbar_readout" in sub and not sub["sim.qbar_readout"].isna().all():
             err = sub.get("sim.qbar_readout_stderr")
             ax.errorbar(xs, sub["sim.qbar_readout"].to_numpy(dtype=float),
                         yerr=None if err is None else err.to_numpy(dtype=float), fmt="o", color=color, mfc="white",
                         ms=4.5, capsize=2.5, label="readout-norm estimate ± 1 s.e." + suffix)
-    ax.axhline(1.0, color="0.4", ls="--", lw=1, label=r"infinite width ($\bar Q = 1$)")
+    ax.axhline(1.0, color="0.4", ls="--", lw=1, label="infinite width (" + (r"$Q = 1$" if multi else r"$\bar Q = 1$") + ")")
     _x_axis(ax, frame, x)
-    ax.set_ylabel(r"order parameter $\bar Q_L$")
+    ax.set_ylabel("order parameter " + q)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if title:

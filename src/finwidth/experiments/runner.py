@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import functools
 import importlib
 import inspect
+import math
 import multiprocessing
 import os
 import platform
@@ -24,7 +25,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
 
 TaskFn = Callable[..., "TaskOutput | dict[str, Any]"]
 _POLL_S = 2.0  # how often a sweep on Dask looks at its workers and scheduler
+_PROGRESS_POLL_S = 1.0  # how often a sweep with a progress bar reads its running tasks' progress
 
 
 @dataclass
@@ -208,12 +210,41 @@ def _task_ref(fn: TaskFn) -> TaskFn | str:
         return fn
 
 
-def _accepts_checkpoint(fn: TaskFn) -> bool:
+def _accepts(fn: TaskFn, name: str) -> bool:
+    """Whether ``fn`` takes the keyword ``name`` (or any keyword)."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):  # builtins and some C callables
         return False
-    return any(p.name == "checkpoint" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _describe(info: Any) -> str:
+    """A short text for a :class:`finwidth.simulate.loop.ProgressInfo`: steps and the latest error."""
+    text = f"{info.step}/{info.n_steps} steps"
+    if getattr(info, "test_error", None) is not None:
+        text += f", eps_g {info.test_error:.4g}"
+    return text
+
+
+class _ProgressFile:
+    """The progress callback of a task on a worker: writes where the task stands into the store
+    (:meth:`ResultStore.write_progress`, at most once per ``interval`` seconds and at the end), where
+    the driver's bar reads it."""
+
+    def __init__(self, store: ResultStore, key: str, interval: float = 1.0):
+        self.store, self.key, self.interval = store, key, interval
+        self.last = -math.inf
+
+    def __call__(self, info: Any) -> None:
+        now = time.monotonic()
+        if info.step < info.n_steps and now - self.last < self.interval:
+            return
+        self.last = now
+        try:
+            self.store.write_progress(self.key, info.step / max(info.n_steps, 1), _describe(info))
+        except OSError:  # a display only: never fail a task over it
+            pass
 
 
 def _cost_hint(task: Task) -> float:
@@ -225,15 +256,21 @@ def _cost_hint(task: Task) -> float:
     return float(sim.n_steps) * sim.replicas * (cfg.data.n_train + 1) * (sum(cfg.network.widths) + 1) + 1e12
 
 
-def execute_task(task_fn: TaskFn | str, store_root: str, key: str, config_json: str) -> dict[str, Any]:
+def execute_task(task_fn: TaskFn | str, store_root: str, key: str, config_json: str,
+                 progress: bool | Callable[[Any], None] = False) -> dict[str, Any]:
     """Run one task on a worker and store its result; returns a small status record.
 
     ``task_fn`` is a callable or its ``"module:function"`` name (imported here, on the worker). A
     function that accepts a ``checkpoint`` keyword gets ``STORE/checkpoints/<key>.ckpt``: a task
     that checkpoints there is resumed after a kill instead of restarted; the file is removed once
-    the task's result is stored. A task that raises (or cannot be imported) is recorded in
-    ``failed/<key>.json`` (error and traceback) and reported, not re-raised, so one bad grid point
-    does not stop a sweep. Already-done tasks are skipped.
+    the task's result is stored. A function that accepts a ``progress`` keyword gets, when
+    ``progress`` is True, a callback that writes where it stands into ``STORE/progress/<key>.json``
+    (what the driver's bar shows; :func:`finwidth.experiments.tasks.run_task` hands it to
+    ``sample_posterior``, which calls it with a :class:`~finwidth.simulate.loop.ProgressInfo` after
+    each record), or ``progress`` itself when it is a callable (a task run in the driver's process).
+    A task that raises (or cannot be imported) is recorded in ``failed/<key>.json`` (error and
+    traceback) and reported, not re-raised, so one bad grid point does not stop a sweep.
+    Already-done tasks are skipped.
     """
     store = ResultStore(store_root)
     if store.is_done(key):
@@ -251,10 +288,16 @@ def execute_task(task_fn: TaskFn | str, store_root: str, key: str, config_json: 
                 "folder to PYTHONPATH there (Slurm: --slurm-prologue 'export PYTHONPATH=/path/to/folder')"
             ) from None
         kwargs: dict[str, Any] = {}
-        if _accepts_checkpoint(fn):
+        if _accepts(fn, "checkpoint"):
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             kwargs["checkpoint"] = checkpoint
-        out = fn(config, **kwargs)
+        if progress and _accepts(fn, "progress"):
+            kwargs["progress"] = progress if callable(progress) else _ProgressFile(store, key)
+        try:
+            out = fn(config, **kwargs)
+        finally:
+            if progress is True:
+                store.clear_progress(key)
         if isinstance(out, dict):
             out = TaskOutput(values=out)
         if not isinstance(out, TaskOutput):
@@ -280,6 +323,53 @@ def execute_task(task_fn: TaskFn | str, store_root: str, key: str, config_json: 
     return {"key": key, "status": "done" if written else "skipped", "wall_s": wall}
 
 
+class _SweepBar:
+    """The sweep's progress bar, in tasks: finished tasks count 1, running ones the fraction they
+    report (:func:`execute_task`), so the bar and its ETA move within long simulations too."""
+
+    _FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total_fmt} tasks [{elapsed}<{remaining}{postfix}]"
+
+    def __init__(self, store: ResultStore, n_tasks: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.store, self.enabled = store, enabled
+        self.bar = tqdm(total=n_tasks, desc="sweep", disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+                        bar_format=self._FORMAT, miniters=0)  # miniters=0: redraw on every report (≥ 0.1 s apart)
+        self.finished = 0
+        self.running: dict[str, tuple[float, str]] = {}
+
+    def report(self, key: str, info: Any) -> None:
+        """In-process progress of task ``key`` (a :class:`~finwidth.simulate.loop.ProgressInfo`)."""
+        self.running[key] = (info.step / max(info.n_steps, 1), _describe(info))
+        self._show()
+
+    def poll(self, keys: Iterable[str]) -> None:
+        """Read the progress that tasks on workers wrote into the store."""
+        for key in keys:
+            got = self.store.read_progress(key)
+            if got is not None:
+                self.running[key] = got
+        self._show()
+
+    def finish(self, key: str, message: str | None = None) -> None:
+        self.running.pop(key, None)
+        self.finished += 1
+        if message:
+            self.bar.write(message, file=sys.stderr)
+        self._show()
+
+    def _show(self) -> None:
+        if not self.enabled:
+            return
+        texts = [text for _, text in self.running.values() if text]
+        postfix = texts[0] if len(texts) == 1 else (f"{len(self.running)} running" if self.running else "")
+        self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.update(self.finished + sum(f for f, _ in self.running.values()) - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _as_dask(executor: Any) -> Any:
     """The executor as a :class:`~finwidth.experiments.cluster.DaskExecutor` when it runs on Dask."""
     from finwidth.experiments.cluster import DaskExecutor
@@ -301,7 +391,7 @@ def run_sweep(
     max_workers: int | None = None,
     scheduler: str | None = None,
     slurm: Any = None,
-    progress: bool = True,
+    progress: bool | str = "auto",
     fail_fast: bool = False,
     worker_timeout: float = 600.0,
     scheduler_timeout: float = 120.0,
@@ -326,8 +416,11 @@ def run_sweep(
     max_workers, scheduler, slurm
         Passed to :func:`make_executor` (pool size; Dask scheduler address; Slurm job options,
         validated before anything runs).
-    progress : bool
-        Show a tqdm bar with the ETA of the sweep.
+    progress : bool or "auto"
+        Show a bar with the ETA of the sweep on stderr: ``"auto"`` (default) only when stderr is a
+        terminal, so logs and CI stay quiet. It moves within each task too: a task function with a
+        ``progress`` keyword (the default one) reports the steps of its simulation
+        (:func:`execute_task`).
     fail_fast : bool
         Stop submitting after the first failed task.
     worker_timeout, scheduler_timeout : float
@@ -343,6 +436,9 @@ def run_sweep(
     """
     store = store if isinstance(store, ResultStore) else ResultStore(store)
     fn = resolve_task_fn(task_fn)
+    if not (isinstance(progress, bool) or progress == "auto"):
+        raise ConfigError(f"progress must be True, False or 'auto', got {progress!r}")
+    show = progress is True or (progress == "auto" and sys.stderr.isatty())
     tasks = spec.tasks() if isinstance(spec, SweepSpec) else list(spec)
     start = time.time()
     if executor == "slurm":
@@ -367,8 +463,6 @@ def run_sweep(
         kind = executor or ("serial" if len(todo) == 1 else "process")
         workers = max_workers if max_workers is not None else (min(_cpu_count(), len(todo)) if kind == "process" else None)
         executor, close = make_executor(kind, max_workers=workers, scheduler=scheduler, slurm=slurm, store=store.root)
-        if kind == "serial" and progress and task_fn is None:  # foreground: show each simulation's own bar
-            fn = functools.partial(fn, progress=True)
     dask = _as_dask(executor) if not isinstance(executor, SerialExecutor | cf.ThreadPoolExecutor | cf.ProcessPoolExecutor) else None
     watch = None
     if dask is not None:
@@ -381,11 +475,10 @@ def run_sweep(
         report.wall_s = time.time() - start
         return report
 
-    from tqdm.auto import tqdm
-
     from finwidth.experiments.cluster import explain
 
-    bar = tqdm(total=len(todo), desc="sweep", unit="task", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = _SweepBar(store, len(todo), show)
+    in_process = isinstance(executor, SerialExecutor)  # tasks run in this process: they report to the bar directly
     ref = _task_ref(fn)
     pending: dict[cf.Future, Task] = {}
     abandoned = True  # until the loop ends normally: then wait for the executor, else let go at once
@@ -394,32 +487,53 @@ def run_sweep(
         """Count a finished task; True when the sweep should stop (fail_fast)."""
         if status["status"] == "failed":
             report.failed[task.key] = status["error"]
-            bar.write(f"task {task.key} failed: {status['error'].splitlines()[0]}", file=sys.stderr)
-            bar.update(1)
+            bar.finish(task.key, f"task {task.key} failed: {status['error'].splitlines()[0]}")
             return fail_fast
         if status["status"] == "done":
             report.done += 1
         else:
             report.skipped += 1
-        bar.update(1)
+        bar.finish(task.key)
         return False
 
+    def collect(future: cf.Future) -> bool:
+        task = pending.pop(future)
+        try:
+            status = future.result()
+        except BaseException as exc:  # noqa: BLE001 - the worker died, the scheduler lost it, ...
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            status = {"key": task.key, "status": "failed", "error": explain(exc, dask)}
+            store.write_failure(task.key, canonical_json(task.config), status["error"], traceback.format_exc())
+        return record(task, status)
+
+    poll = _POLL_S if watch else None
+    if show and not in_process:
+        poll = min(poll or _PROGRESS_POLL_S, _PROGRESS_POLL_S)
     try:
-        for task in todo:
-            pending[executor.submit(execute_task, ref, str(store.root), task.key, canonical_json(task.config))] = task
         stop = False
+        for task in todo:
+            if show:
+                store.clear_progress(task.key)  # what a killed earlier run of it left
+                task_progress: bool | Callable[[Any], None] = (functools.partial(bar.report, task.key)
+                                                                if in_process else True)
+            else:
+                task_progress = False
+            future = executor.submit(execute_task, ref, str(store.root), task.key, canonical_json(task.config),
+                                     task_progress)
+            pending[future] = task
+            if future.done() and collect(future):  # a serial executor has run it already: count it now
+                stop = True
+                break
+        if stop:  # fail_fast
+            for other in pending:
+                other.cancel()
         while pending and not stop:
-            done, _ = cf.wait(pending, timeout=_POLL_S if watch else None, return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait(pending, timeout=poll, return_when=cf.FIRST_COMPLETED)
             for future in done:
-                task = pending.pop(future)
-                try:
-                    status = future.result()
-                except BaseException as exc:  # noqa: BLE001 - the worker died, the scheduler lost it, ...
-                    if isinstance(exc, KeyboardInterrupt | SystemExit):
-                        raise
-                    status = {"key": task.key, "status": "failed", "error": explain(exc, dask)}
-                    store.write_failure(task.key, canonical_json(task.config), status["error"], traceback.format_exc())
-                stop = record(task, status) or stop
+                stop = collect(future) or stop
+            if show and not in_process:
+                bar.poll(t.key for t in pending.values())
             if stop:
                 for other in pending:
                     other.cancel()

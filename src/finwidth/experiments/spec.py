@@ -63,6 +63,7 @@ from finwidth.errors import ConfigError
 from finwidth.inputs import float_sequence
 
 __all__ = [
+    "ConvConfig",
     "DataConfig",
     "NetworkConfig",
     "SimulationConfig",
@@ -80,9 +81,12 @@ __all__ = [
 
 # Keys whose value is a list by nature: only a list of lists sweeps them.
 LIST_VALUED = frozenset(
-    {"data.classes", "network.widths", "network.priors", "network.bias", "theory.models"}
+    {"data.classes", "network.widths", "network.priors", "network.bias", "theory.models",
+     "network.conv.patch_size", "network.conv.image_shape", "network.conv.stride"}
 )
-THEORY_MODELS = ("nngp", "rkgp", "rkgp_product", "rkgp_nested")
+THEORY_MODELS = ("nngp", "rkgp", "rkgp_product", "rkgp_nested", "adaptive")
+#: the options of finwidth.theory.adaptive.AdaptiveKernel a spec may set ([theory.adaptive])
+ADAPTIVE_OPTIONS = ("scaling", "anneal_start", "anneal_ratio", "tol")
 
 # numbers are strict: a string (or a bool) where a number belongs fails at load, naming the key
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -152,8 +156,33 @@ class DataConfig(_Model):
         return self
 
 
+IntOrPair = PositiveInt | tuple[PositiveInt, PositiveInt]
+
+
+class ConvConfig(_Model):
+    """The ``[network.conv]`` table: the network is a two-layer :class:`finwidth.convnet.ConvNetwork`
+    whose C channels are ``network.width`` (one hidden layer, no biases, priors (λ_0, λ_1)). The input
+    size is the data's N_0, so the patch geometry is checked at load when it is known there
+    (``image_shape``, or a teacher's ``data.n_features``) and when the data are loaded otherwise."""
+
+    patch_size: IntOrPair
+    image_shape: tuple[PositiveInt, PositiveInt] | None = None
+    stride: IntOrPair | None = None
+    readout: Literal["local", "pooled"] = "local"
+
+    @model_validator(mode="after")
+    def _geometry(self) -> ConvConfig:
+        if self.image_shape is not None:  # the geometry is known: every rule of ConvNetwork on it
+            from finwidth.convnet import ConvNetwork
+
+            _checked(ConvNetwork, self.image_shape[0] * self.image_shape[1], self.patch_size, 1,
+                     image_shape=self.image_shape, stride=self.stride, readout=self.readout)
+        return self
+
+
 class NetworkConfig(_Model):
-    """The network: activation, hidden widths N_1..N_L, prior precisions λ_0..λ_L, bias variances.
+    """The network: activation, hidden widths N_1..N_L, prior precisions λ_0..λ_L, bias variances;
+    with a ``conv`` table, the two-layer CNN of :class:`ConvConfig` (``width`` = channels C).
 
     Shorthands accepted on input (and turned into ``widths``/``priors``, so that equal networks hash
     equally): ``width`` (every hidden layer) with ``depth`` (L, default 1); ``prior`` (every layer,
@@ -164,6 +193,7 @@ class NetworkConfig(_Model):
     widths: tuple[PositiveInt, ...]
     priors: tuple[Number, ...]
     bias: tuple[Number, ...] | None = None
+    conv: ConvConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -231,6 +261,15 @@ class NetworkConfig(_Model):
             raise ValueError(f"network.priors needs L+1 = {n + 1} entries (λ_0..λ_L), got {len(self.priors)}")
         if self.bias is not None and len(self.bias) != n + 1:
             raise ValueError(f"network.bias needs L+1 = {n + 1} entries, got {len(self.bias)}")
+        if self.conv is not None:
+            if n != 1:
+                raise ValueError(f"network.conv: a ConvNetwork has one hidden layer (network.width = channels), "
+                                 f"got network.widths = {list(self.widths)}")
+            if self.bias is not None:
+                raise ValueError("network.bias: a ConvNetwork has no biases")
+            if self.conv.image_shape is not None:  # the rest of ConvNetwork's rules (priors, activation)
+                _checked(self.build, self.conv.image_shape[0] * self.conv.image_shape[1])
+            return self
         _checked(self.build)  # every rule of finwidth.Network, the one validator of network specs
         return self
 
@@ -238,8 +277,17 @@ class NetworkConfig(_Model):
     def depth(self) -> int:
         return len(self.widths)
 
-    def build(self):  # noqa: ANN201 - returns finwidth.network.Network (imported lazily)
-        """The :class:`finwidth.network.Network` this config describes."""
+    def build(self, input_size: int | None = None):  # noqa: ANN201 - finwidth.Network or ConvNetwork (lazy)
+        """The :class:`finwidth.network.Network` this config describes, or with a ``conv`` table the
+        :class:`finwidth.convnet.ConvNetwork` on inputs of ``input_size`` features (N_0, required then)."""
+        if self.conv is not None:
+            from finwidth.convnet import ConvNetwork
+
+            if input_size is None:
+                raise ConfigError("a ConvNetwork needs the input size N_0 (the data's number of features)")
+            c = self.conv
+            return ConvNetwork(int(input_size), c.patch_size, self.widths[0], self.activation, list(self.priors),
+                               image_shape=c.image_shape, stride=c.stride, readout=c.readout)
         from finwidth.network import Network
 
         return Network(list(self.widths), self.activation, list(self.priors), None if self.bias is None else list(self.bias))
@@ -247,9 +295,13 @@ class NetworkConfig(_Model):
 
 class TheoryConfig(_Model):
     """Which theories to evaluate: ``nngp`` (infinite width), ``rkgp`` (renormalised kernel, the
-    library's default form), ``rkgp_product`` / ``rkgp_nested`` (deep forms, explicit)."""
+    library's default form; for a CNN the local kernel renormalisation), ``rkgp_product`` /
+    ``rkgp_nested`` (deep forms, explicit), ``adaptive`` (:class:`finwidth.theory.adaptive.AdaptiveKernel`,
+    two-layer networks, with the options of the ``[theory.adaptive]`` table: ``scaling``,
+    ``anneal_start``, ``anneal_ratio``, ``tol``)."""
 
-    models: tuple[Literal["nngp", "rkgp", "rkgp_product", "rkgp_nested"], ...] = ("nngp", "rkgp")
+    models: tuple[Literal["nngp", "rkgp", "rkgp_product", "rkgp_nested", "adaptive"], ...] = ("nngp", "rkgp")
+    adaptive: dict[str, Scalar] | None = None
 
     @field_validator("models")
     @classmethod
@@ -257,6 +309,17 @@ class TheoryConfig(_Model):
         if len(set(v)) != len(v):
             raise ValueError(f"theory.models lists a model twice: {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _adaptive_options(self) -> TheoryConfig:
+        if self.adaptive is None:
+            return self
+        if "adaptive" not in self.models:
+            raise ValueError("theory.adaptive: options given but 'adaptive' is not in theory.models")
+        unknown = sorted(set(self.adaptive) - set(ADAPTIVE_OPTIONS))
+        if unknown:
+            raise ValueError(f"theory.adaptive.{unknown[0]}: unknown option (the options are {', '.join(ADAPTIVE_OPTIONS)})")
+        return self
 
 
 class SimulationConfig(_Model):
@@ -324,7 +387,50 @@ class TaskConfig(_Model):
         if self.simulation is not None and self.simulation.options.get("scaling") == "mean_field" and (
                 self.network.depth != 1 or self.network.bias is not None):
             raise ValueError("simulation.options.scaling = 'mean_field' needs one hidden layer without biases")
+        conv = self.network.conv
+        if conv is not None:
+            deep = [m for m in self.theory.models if m in ("rkgp_product", "rkgp_nested")]
+            if deep:
+                raise ValueError(f"theory.models: {deep[0]!r} is a form of the deep fully connected theory; a "
+                                 f"ConvNetwork takes 'nngp', 'rkgp' (local kernel renormalisation) and 'adaptive'")
+            if self.simulation is not None and self.simulation.options.get("scaling") == "mean_field" \
+                    and conv.readout == "pooled":
+                raise ValueError("simulation.options.scaling: the pooled readout is defined in standard scaling only")
+            if self.data.n_features is not None:  # a teacher: N_0 is known at load
+                if conv.image_shape is not None and conv.image_shape[0] * conv.image_shape[1] != self.data.n_features:
+                    raise ValueError(f"network.conv.image_shape {list(conv.image_shape)} has "
+                                     f"{conv.image_shape[0] * conv.image_shape[1]} pixels but data.n_features is "
+                                     f"{self.data.n_features}")
+                try:
+                    self.network.build(self.data.n_features)
+                except ConfigError as exc:
+                    raise ValueError(f"network.conv: {exc}") from None
+        if "adaptive" in self.theory.models:
+            self._check_adaptive()
         return self
+
+    def _check_adaptive(self) -> None:
+        """The AdaptiveKernel options, checked by the estimator's own validation on this network."""
+        from finwidth.theory.adaptive import AdaptiveKernel
+
+        net = self.network
+        if net.conv is None:
+            network = net.build()
+        else:  # the options do not depend on the patch geometry: any input size the patches tile will do
+            c = net.conv
+            size = (c.image_shape[0] * c.image_shape[1] if c.image_shape is not None
+                    else self.data.n_features if self.data.n_features is not None
+                    else (c.patch_size if isinstance(c.patch_size, int) else None))
+            if size is None:
+                return  # 2-D windows on a data set without image_shape: checked when the data are loaded
+            try:
+                network = net.build(size)
+            except ConfigError:
+                return  # reported with the data's N_0 at run time
+        try:
+            AdaptiveKernel(network, self.temperature, **(self.theory.adaptive or {}))._check_params()
+        except (ConfigError, TypeError) as exc:
+            raise ValueError(f"theory.adaptive: {exc}") from None
 
 
 def canonical_json(config: TaskConfig) -> str:
@@ -336,9 +442,13 @@ def canonical_json(config: TaskConfig) -> str:
     sorted keys, separators ``(",", ":")``, ASCII only and NaN forbidden. Floats are written with
     Python's shortest round-trip ``repr``.
     """
-    return json.dumps(
-        config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
+    dumped = config.model_dump(mode="json")
+    # keys added after sweeps were stored are left out at their default, so that existing task keys stay
+    if dumped["network"].get("conv") is None:
+        dumped["network"].pop("conv", None)
+    if dumped["theory"].get("adaptive") is None:
+        dumped["theory"].pop("adaptive", None)
+    return json.dumps(dumped, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def task_key(config: TaskConfig) -> str:

@@ -7,6 +7,7 @@ Layout of a store rooted at ``ROOT``::
     ROOT/tasks/<key>/result.json scalar results and metadata (timings, host, versions)
     ROOT/tasks/<key>/arrays.npz  array results (may hold no arrays)
     ROOT/failed/<key>.json       the last failure of a task that is not done (error and traceback)
+    ROOT/progress/<key>.json     where a running task stands (for the sweep's progress bar; removed at its end)
 
 A task folder is first written under a temporary name in ``ROOT/tasks``, every file flushed and
 fsync-ed, then renamed to ``<key>`` in one ``rename`` system call: a folder named by a key is always
@@ -143,6 +144,10 @@ class ResultStore:
     def failed_dir(self) -> Path:
         return self.root / "failed"
 
+    @property
+    def progress_dir(self) -> Path:
+        return self.root / "progress"
+
     def task_dir(self, key: str) -> Path:
         return self.tasks_dir / key
 
@@ -239,6 +244,27 @@ class ResultStore:
         except FileNotFoundError:
             pass
 
+    # ---- progress of running tasks (a display, not a result: replaced in place, never fsync-ed) ---
+    def write_progress(self, key: str, fraction: float, text: str = "") -> None:
+        """Record that task ``key`` has done ``fraction`` (0..1) of its work; ``text`` says how
+        (e.g. steps and the latest ε_g). The driver of a sweep reads it for its progress bar."""
+        self.progress_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.progress_dir / f"{_TMP_PREFIX}{key}-{secrets.token_hex(4)}"
+        tmp.write_text(json.dumps({"fraction": min(max(float(fraction), 0.0), 1.0), "text": str(text)}))
+        os.replace(tmp, self.progress_dir / f"{key}.json")
+
+    def read_progress(self, key: str) -> tuple[float, str] | None:
+        """(fraction, text) of a running task, or None when it has reported nothing (or the
+        record is being replaced)."""
+        try:
+            record = json.loads((self.progress_dir / f"{key}.json").read_text())
+            return float(record["fraction"]), str(record.get("text", ""))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def clear_progress(self, key: str) -> None:
+        (self.progress_dir / f"{key}.json").unlink(missing_ok=True)
+
     def save_spec(self, spec: SweepSpec) -> None:
         """Keep the sweep's spec beside its results (atomically), for status, collect and plot."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -267,7 +293,7 @@ class ResultStore:
         """
         removed = 0
         host = socket.gethostname()
-        for parent in (self.tasks_dir, self.failed_dir, self.root):
+        for parent in (self.tasks_dir, self.failed_dir, self.progress_dir, self.root):
             if not parent.is_dir():
                 continue
             for path in parent.iterdir():

@@ -1,13 +1,15 @@
 """The default task function: theory and/or simulation for one :class:`TaskConfig`.
 
 :func:`run_task` loads the data set (``finwidth.data.load`` or ``finwidth.data.teacher``), builds the
-:class:`finwidth.Network`, fits each requested theory and evaluates its test error, and samples the
+:class:`finwidth.Network` (or the :class:`finwidth.convnet.ConvNetwork` of a ``[network.conv]`` table), fits each requested theory and evaluates its test error, and samples the
 posterior of real finite-width networks when the config has a ``simulation`` table. Its values, as
 stored in ``result.json`` and collected into columns:
 
 =========================== ==================================================================
 ``<model>.total/bias/variance``  ε_g = bias + variance on the test set (theory; noise T not added)
 ``<model>.qbar``                 order parameters Q̄_1..Q̄_L (RKGP; list), ``<model>.qbar_L`` the last
+                                 (a CNN: the Ñ×Ñ Q as a list of rows, ``qbar_L`` = tr Q/Ñ)
+``adaptive.adaptation``          AdaptiveKernel: data term over prior term of Σ⁻¹ (``residual``, ``solver``)
 ``<model>.r``                    width criterion r = yᵀK⁻¹y/P (RKGP; finite width better iff r < 1)
 ``<model>.effective_load``       validity diagnostic (RKGP): α_eff = df/N_L, ``rank_per_unit`` the
                                  kernel's effective rank per hidden unit, ``reliable`` the verdict
@@ -16,9 +18,23 @@ stored in ``result.json`` and collected into columns:
 ``sim.total/bias/variance``      the same ε_g from sampled networks, with ``..._stderr``
 ``sim.train_error``              posterior mean training MSE (with ``_stderr``)
 ``sim.qbar_readout``             readout-norm estimate of Q̄_L (with ``_stderr``)
+``sim.qbar_patches``             CNN with the local readout: the Ñ×Ñ Q̂ (with ``_stderr``)
 ``sim.rhat``, ``sim.ess``        convergence diagnostics over replicas
 ``sim.wall_s``                   sampling time in seconds
 ``data.N0``                      input dimension after preprocessing
+=========================== ==================================================================
+
+With D outputs (``data.labels`` one-hot): ε_g and its parts are summed over the outputs, and also
+
+=========================== ==================================================================
+``<model>.accuracy``             argmax accuracy of the posterior mean (``sim.accuracy`` with ``_stderr``)
+``<model>.bias_per_output``      lists of D (theory: also ``variance_per_output``; simulation:
+                                 ``total/bias/variance_per_output`` with ``..._stderr``)
+``<model>.qbar``                 Q_1..Q_L as D × D nested lists; ``<model>.qbar_L`` = tr Q_L / D (comparable
+                                 with ``sim.qbar_readout`` = tr Q̂_L / D), ``<model>.qbar_L_matrix`` = Q_L
+``<model>.r``                    the eigenvalues of R = Yᵀ K⁺ Y / P (list)
+``<model>.output_correlation``   D × D correlations of the test-averaged posterior covariance (RKGP; and
+                                 ``sim.output_correlation`` with ``_stderr``); ``sim.qbar_matrix`` = Q̂_L
 =========================== ==================================================================
 
 A theory that raises :class:`finwidth.errors.ConvergenceError` is recorded (``<model>.error``)
@@ -33,6 +49,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +100,26 @@ def _estimate(x: Any) -> tuple[float | None, float | None]:
     return float(value), (None if stderr is None else float(stderr))
 
 
+def _network(config: TaskConfig, dataset):  # noqa: ANN001, ANN202 - Network or ConvNetwork
+    """The task's network; a ConvNetwork on the data's N_0 features."""
+    return config.network.build(int(np.asarray(dataset.X_train).shape[1]))
+
+
 def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
     """Fit each theory of ``config.theory.models`` and evaluate its test error (see module doc)."""
+    from finwidth.theory.adaptive import AdaptiveKernel
     from finwidth.theory.nngp import NNGP
     from finwidth.theory.rkgp import RKGP
 
-    network = config.network.build()
+    network = _network(config, dataset)
     T = config.temperature
     out: dict[str, Any] = {}
     for model in config.theory.models:
         start = time.perf_counter()
         if model == "nngp":
             est = NNGP(network, T)
+        elif model == "adaptive":
+            est = AdaptiveKernel(network, T, **(config.theory.adaptive or {}))
         else:
             form = {"rkgp": "product", "rkgp_product": "product", "rkgp_nested": "nested"}[model]
             est = RKGP(network, T, renormalization=form)
@@ -108,19 +133,31 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
         except ConvergenceError as exc:
             out[model] = {"error": str(exc), "wall_s": time.perf_counter() - start}
             continue
-        values: dict[str, Any] = {"total": float(err.total), "bias": float(err.bias), "variance": float(err.variance)}
-        if model != "nngp":
+        values: dict[str, Any] = err.as_dict()  # with D outputs also accuracy and the per-output terms
+        if model == "adaptive":
+            values["adaptation"] = float(est.adaptation_)
+            values["residual"] = float(est.residual_)
+            values["solver"] = str(est.solver_)
+        elif model != "nngp":
             qbar = np.atleast_1d(np.asarray(est.qbar_, dtype=float))
             values["qbar"] = qbar.tolist()
-            values["qbar_L"] = float(qbar[-1])
-            # the matrix-free path (solver_ = "krylov") has neither the criterion nor the validity diagnostic
-            values["r"] = None if est.width_criterion_ is None else float(est.width_criterion_.r)
+            if qbar.ndim == 3:  # D outputs: Q_l are D × D matrices
+                values["qbar_L"] = float(np.trace(qbar[-1])) / qbar.shape[-1]
+                values["qbar_L_matrix"] = qbar[-1].tolist()
+                values["r"] = np.atleast_1d(np.asarray(est.width_criterion_.r, dtype=float)).tolist()
+                values["output_correlation"] = est.output_correlation(dataset.X_test, average=True).tolist()
+            else:
+                # a CNN's Ñ×Ñ Q: its global mode tr Q/Ñ, the quantity sim.qbar_readout estimates
+                values["qbar_L"] = float(np.trace(qbar) / qbar.shape[0]) if qbar.ndim == 2 else float(qbar[-1])
+                # the matrix-free path (solver_ = "krylov") has no width criterion (a T = 0 quantity)
+                values["r"] = None if est.width_criterion_ is None else float(est.width_criterion_.r)
             values["residual"] = float(est.residual_)
             values["kind"] = str(est.kind_)
-            val = est.validity_
-            values["effective_load"] = None if val is None else float(val.effective_load)
-            values["rank_per_unit"] = None if val is None else float(val.rank_per_unit)
-            values["reliable"] = None if val is None else bool(val.reliable)
+            validity = getattr(est, "validity_", None)  # fully connected single-output RKGP only
+            if validity is not None:
+                values["effective_load"] = float(validity.effective_load)
+                values["rank_per_unit"] = float(validity.rank_per_unit)
+                values["reliable"] = bool(validity.reliable)
         values["wall_s"] = time.perf_counter() - start
         out[model] = values
     return out
@@ -135,10 +172,16 @@ def _limit_torch_threads() -> None:
 
 
 def run_simulation(
-    config: TaskConfig, dataset, *, progress: bool = False, checkpoint: str | os.PathLike | None = None  # noqa: ANN001
+    config: TaskConfig,
+    dataset,  # noqa: ANN001
+    *,
+    progress: bool | Callable[[Any], None] = False,
+    checkpoint: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Sample the posterior of the finite-width network with ``config.simulation`` (see module doc).
 
+    ``progress``: passed to ``sample_posterior`` (True: its own bar; a callable: called with a
+    :class:`finwidth.simulate.loop.ProgressInfo` after each record).
     ``checkpoint``: a file to checkpoint into; when it exists (a killed run of this very task) the
     run continues from it. Gibbs runs do not checkpoint.
     """
@@ -178,7 +221,7 @@ def run_simulation(
         if res is None:
             if checkpoint is not None:
                 kwargs["checkpoint"] = checkpoint
-            res = sample_posterior(config.network.build(), dataset.X_train, dataset.y_train, **kwargs)
+            res = sample_posterior(_network(config, dataset), dataset.X_train, dataset.y_train, **kwargs)
     except DivergenceError as exc:
         return {"error": str(exc), "wall_s": time.perf_counter() - start}, {}
     wall = time.perf_counter() - start
@@ -188,6 +231,18 @@ def run_simulation(
         values[part], values[f"{part}_stderr"] = _estimate(getattr(ge, part))
     values["train_error"], values["train_error_stderr"] = _estimate(res.train_error)
     values["qbar_readout"], values["qbar_readout_stderr"] = _estimate(res.qbar_readout)
+    if res.n_outputs > 1:
+        values["accuracy"], values["accuracy_stderr"] = _estimate(ge.accuracy)
+        for part in ("total", "bias", "variance"):
+            per = getattr(ge, f"{part}_per_output")
+            values[f"{part}_per_output"] = [float(e) for e in per]
+            values[f"{part}_per_output_stderr"] = [e.stderr for e in per]
+        for name in ("qbar_matrix", "output_correlation"):
+            values[name] = getattr(res, name).tolist()
+            values[f"{name}_stderr"] = getattr(res, f"{name}_stderr").tolist()
+    if getattr(res, "qbar_patches", None) is not None:  # CNN, local readout: the Ñ×Ñ Q̂
+        values["qbar_patches"] = np.asarray(res.qbar_patches).tolist()
+        values["qbar_patches_stderr"] = np.asarray(res.qbar_patches_stderr).tolist()
     diag = res.diagnostics
     for name in ("rhat", "ess", "acceptance"):
         value = diag.get(name) if isinstance(diag, dict) else getattr(diag, name, None)
@@ -203,14 +258,17 @@ def run_simulation(
     return values, arrays
 
 
-def run_task(config: TaskConfig, *, progress: bool = False, checkpoint: str | os.PathLike | None = None) -> TaskOutput:
+def run_task(config: TaskConfig, *, progress: bool | Callable[[Any], None] = False,
+             checkpoint: str | os.PathLike | None = None) -> TaskOutput:
     """Theory and/or simulation for one task config (the runner's default task function).
 
     Parameters
     ----------
     config : TaskConfig
-    progress : bool
-        Show the sampler's own progress bar (only sensible when the task runs in the foreground).
+    progress : bool or callable
+        True: the sampler's own progress bar (sensible only when the task runs in the foreground); a
+        callable receives the sampler's :class:`finwidth.simulate.loop.ProgressInfo` after each
+        record (how :func:`~finwidth.experiments.runner.run_sweep` moves its bar within a task).
     checkpoint : path, optional
         Where the simulation checkpoints (the runner passes ``STORE/checkpoints/<key>.ckpt``), so a
         killed task resumes instead of restarting.

@@ -40,8 +40,8 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
     ----------
     network : finwidth.Network or finwidth.convnet.ConvNetwork
         Widths, activation, priors λ_0..λ_L (precisions) and optional bias variances; or the
-        two-layer CNN with non-overlapping patches (simulated by
-        :class:`finwidth.simulate.two_layer.TwoLayerCNN`).
+        two-layer CNN (1-D blocks or 2-D windows, any stride; local or pooled readout), simulated by
+        :class:`finwidth.simulate.two_layer.TwoLayerCNN` (docs/sampling.md, "CNNs").
     X : array (P, N_0), y : array (P,)
         Training data (float64 is converted to ``dtype`` on ``device``).
     temperature : float
@@ -106,7 +106,7 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         Output scale of the readout. ``"standard"``: f = a·σ(h)/sqrt(N) (docs/conventions.md).
         ``"mean_field"``: f = a·σ(h)/N for a ``Network`` with one hidden layer and no biases
         (:class:`finwidth.simulate.two_layer.TwoLayerFCN`), f = Σ_{c,i} a_ci σ(h_ci)/(C sqrt(Ñ)) for
-        a ``ConvNetwork`` (standard: 1/sqrt(C Ñ)). The prior a ~ N(0, 1/λ_L) is the same in both:
+        a ``ConvNetwork`` with the local readout (standard: 1/sqrt(C Ñ); the pooled readout is standard only). The prior a ~ N(0, 1/λ_L) is the same in both:
         a mean-field FCN is the standard one with readout precision λ_1 N in function space, but its
         Langevin dynamics (hence step sizes) differ. The two-layer models have no input reduction
         (``input_reduction=True`` is an error) and no ``sampler="gibbs"``.
@@ -126,7 +126,9 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         ``qbar_readout`` is λ_L ⟨|a|²⟩/M with M the number of readout weights (N_L; C·Ñ for the
         CNN): the posterior readout norm over its prior value, 1 in the prior and at infinite width.
         For the standard FCN it is Q̄_L (BPKR §A.9); for the mean-field FCN it equals Q̄_1 of the
-        equivalent standard network (readout precision λ_1 N).
+        equivalent standard network (readout precision λ_1 N). For a CNN with the local readout,
+        ``qbar_patches`` is the Ñ×Ñ estimate λ_1⟨Σ_c a_c a_cᵀ⟩/C of the theory's patch–patch Q (its
+        trace over Ñ is ``qbar_readout``); with the pooled readout ``qbar_readout`` is the 1HL Q̄ (M = C).
 
     Raises
     ------
@@ -207,14 +209,14 @@ def suggest_step_size(network, X, y, *, temperature, replicas=4, seed=0, input_r
     :func:`sample_posterior`.
     """
     X = as_inputs(X, "X")
-    validate_targets(y, X.shape[0], "y", multi_output=True)
+    y = validate_targets(y, X.shape[0], "y", multi_output=True)
     temperature = validate_temperature(temperature, allow_zero=False)
     two_layer = is_two_layer(network, check_scaling(scaling))
     red = InputReduction.from_inputs(X) if input_reduction and not two_layer else None
     if input_reduction == "auto" and red is not None and red.rank >= X.shape[1]:
         red = None
     model = build_model(network, X.shape[1], temperature, scaling, first_layer_inputs=None if red is None else red.rank,
-                        dtype=torch.float64)
+                        n_outputs=1 if y.ndim == 1 else y.shape[1], dtype=torch.float64)
     A0 = model.prepare_inputs(red.reduce(X) if red else X)
     gen = torch.Generator().manual_seed(int(seed))
     params = model.init_params(replicas, gen, "prior")

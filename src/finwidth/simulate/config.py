@@ -247,13 +247,17 @@ def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n
     P, N0 = X.shape
     if isinstance(network, ConvNetwork) and N0 != network.input_size:
         raise ConfigError(f"X has {N0} features but the ConvNetwork's input_size is {network.input_size}")
-    y = validate_targets(y, P, "y", multi_output=network.n_outputs > 1)
+    # targets (P, D) mean D outputs (a D × N_L readout), as in the theory's fit(X, Y)
+    y = validate_targets(y, P, "y", multi_output=True)
     Xt = None if X_test is None else as_inputs(X_test, "X_test")
     if Xt is not None and Xt.shape[1] != N0:
         raise ConfigError(f"X_test has {Xt.shape[1]} columns (features), expected {N0}")
     if y_test is not None and Xt is None:
         raise ConfigError("y_test was given without X_test")
     yt = None if y_test is None else validate_targets(y_test, Xt.shape[0], "y_test", multi_output=y.ndim == 2)
+    if yt is not None and yt.shape[1:] != y.shape[1:]:
+        raise ConfigError(f"y_test has {yt.shape[1] if yt.ndim == 2 else 1} outputs per point but y has "
+                          f"{y.shape[1] if y.ndim == 2 else 1}")
     temperature = validate_temperature(temperature, allow_zero=False)
     friction = o["friction"]
     if friction is None and sampler == "baoab":
@@ -268,8 +272,8 @@ def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n
         if sampler == "gibbs":
             raise ConfigError(f"sampler='gibbs' is not available for {what}; for a linear mean-field FCN, sample "
                               f"the equivalent standard network (readout prior λ_1·N) with Gibbs")
-        if network.n_outputs > 1 or y.ndim == 2:
-            raise ConfigError(f"{what} has one output; y must be a vector")
+        if y.ndim == 2:
+            raise ConfigError(f"{what} has one output; y must be a vector (or one column), got shape {y.shape}")
         network.readout_spec(scaling)  # a readout the network defines in this scaling
     elif input_reduction is not False:
         red = InputReduction.from_inputs(X)

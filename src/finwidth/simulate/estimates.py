@@ -30,13 +30,15 @@ ACCEPTANCE_MIN = 0.05  # mean MALA acceptance below this (or a replica below 1 %
 def _key_observables(rec) -> list[str]:
     rb = rec.rb
     test = ("test_mse_rb" if rb else "test_mse_raw") if rec.has_ytest else None
+    # with D outputs the readout's D × D second moment (its worst entry) too: Q_L is a result
+    outer = ("readout_outer_rb" if rb else "readout_outer_raw") if getattr(rec, "n_outputs", 1) > 1 else None
     return [k for k in ("energy", "train_mse_rb" if rb else "train_mse_raw", test,
-                        "readout_norm_rb" if rb else "readout_norm_raw") if k]
+                        "readout_norm_rb" if rb else "readout_norm_raw", outer) if k]
 
 
 def burn_in(rec, cfg) -> tuple[int, int, str]:
     """(chunks discarded after the user's burn-in, burn-in in steps, the rule's description)."""
-    key_obs = _key_observables(rec)
+    key_obs = [k for k in _key_observables(rec) if rec.traces[k].ndim == 2]
     if cfg.burn_in is not None:
         return 0, cfg.burn_in, "user"
     d = 0
@@ -84,8 +86,8 @@ def _block_layout(rec, first_chunk: int, tau: float) -> list[np.ndarray]:
 def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0) -> PosteriorSamples:
     """The :class:`PosteriorSamples` of a finished recorder.
 
-    ``qbar_factor`` = λ_L / M (the readout prior over the number of readout weights) turns ⟨|a|²⟩ into
-    the readout-norm estimate of Q̄_L.
+    ``qbar_factor`` = λ_L / M (the readout prior over the number of readout weights per output) turns
+    ⟨a aᵀ⟩ into the readout estimate of Q_L; with D outputs ``qbar_readout`` is tr(Q_L)/D.
     """
     tr, R = rec.traces, cfg.replicas
     if rec.n_chunks == 0:
@@ -95,13 +97,20 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
     d, burn_steps, rule = burn_in(rec, cfg)
     post = slice(rec.rec0 + d * rec.chunk_len, rec.n_rec)
     scalars = [k for k, v in tr.items() if v.ndim == 2]
+    D = getattr(rec, "n_outputs", 1)
+    matrices = [k for k in ("readout_outer_raw", "readout_outer_rb", "test_outer_raw", "test_outer_rb") if k in tr]
 
     def chains(k):
         return tr[k][post].T  # [R, n]
 
     rhat = {k: diag.split_rhat(chains(k)) for k in scalars}
     ess = {k: diag.effective_sample_size(chains(k)) for k in scalars}
-    taus = [diag.integrated_time(chains(k)) for k in key_obs if chains(k).shape[1] >= 4]
+    patch_keys = [k for k in ("patch_outer_rb", "patch_outer_raw") if k in tr]
+    for k in matrices + patch_keys:  # the worst entry (a ≤ b) of a D × D or (CNN) Ñ × Ñ trace
+        entries = [tr[k][post][:, :, a, b].T for a, b in zip(*np.triu_indices(tr[k].shape[-1]))]
+        rhat[k] = max(diag.split_rhat(c) for c in entries)
+        ess[k] = min(diag.effective_sample_size(c) for c in entries)
+    taus = [diag.integrated_time(chains(k)) for k in key_obs if k in scalars and chains(k).shape[1] >= 4]
     tau = max(taus) if taus else 1.0
     groups = _block_layout(rec, d, tau)
     n_blocks = R * len(groups)
@@ -110,8 +119,8 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
                       "use replicas >= 2", RuntimeWarning, stacklevel=3)
     records = [np.concatenate([rec.chunk_records(c) for c in grp]) for grp in groups]
 
-    def block_scalar(x):  # x: [n_rec, R] -> sums [J], counts [J]
-        sums = [x[idx, r].sum() for r in range(R) for idx in records]
+    def block_scalar(x):  # x: [n_rec, R, ...] -> sums [J, ...], counts [J]
+        sums = [x[idx, r].sum(axis=0) for r in range(R) for idx in records]
         return np.array(sums), np.array([idx.size for _ in range(R) for idx in records], dtype=float)
 
     def block_vec(name):
@@ -125,9 +134,16 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
     rb = rec.rb
     train = scalar_estimate(tr["train_mse_rb" if rb else "train_mse_raw"])
     train_raw = scalar_estimate(tr["train_mse_raw"])
-    qbar = scalar_estimate(tr["readout_norm_rb" if rb else "readout_norm_raw"], qbar_factor)
-    qbar_raw = scalar_estimate(tr["readout_norm_raw"], qbar_factor)
+    qbar = scalar_estimate(tr["readout_norm_rb" if rb else "readout_norm_raw"], qbar_factor / D)
+    qbar_raw = scalar_estimate(tr["readout_norm_raw"], qbar_factor / D)
+    # D outputs: Q̂ = λ_L⟨V Vᵀ⟩/N_L, D × D (derivation in docs/multioutput.md)
+    multi = _matrix_estimate(tr, block_scalar, qbar_factor, "qbar_matrix",
+                             "readout_outer_rb" if rb else "readout_outer_raw", "readout_outer_raw") if D > 1 else {}
     layer_norms = [scalar_estimate(tr["layer_norms"][:, :, l]) for l in range(tr["layer_norms"].shape[-1])]
+    # CNN, local readout: Q̂ = λ_1⟨Σ_c a_c a_cᵀ⟩/C over patch pairs (λ_1/C = qbar_factor · Ñ, so tr Q̂/Ñ is
+    # qbar_readout; derivation in docs/sampling.md, "CNNs")
+    patch_q = _matrix_estimate(tr, block_scalar, qbar_factor * tr[patch_keys[0]].shape[-1], "qbar_patches",
+                               "patch_outer_rb" if rb else "patch_outer_raw", "patch_outer_raw") if patch_keys else {}
 
     def error_estimate(mse_key, mean_name):
         s_tot, n = block_scalar(tr[mse_key])
@@ -137,13 +153,62 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
 
         def stat(S, m):
             tot = S[0] / m
-            bias = np.mean((ytest - S[1:].reshape(shape) / m) ** 2)
+            bias = np.mean((ytest - S[1:].reshape(shape) / m) ** 2) * D  # summed over the outputs
             return np.array([tot, bias, tot - bias])
 
         S = np.concatenate([s_tot[:, None], s_mu.reshape(len(s_mu), -1)], axis=1)
         est, se, corr = diag.jackknife(stat, S, n)
         bias = corr[1] if np.isfinite(corr[1]) else est[1]
-        return ErrorEstimate(Estimate(est[0], se[0]), Estimate(bias, se[1]), Estimate(est[0] - bias, se[2]))
+        total = ErrorEstimate(Estimate(est[0], se[0]), Estimate(bias, se[1]), Estimate(est[0] - bias, se[2]))
+        if D == 1:
+            return total
+        return per_output(total, mean_name)
+
+    def per_output(total, mean_name):
+        """Each output's ε_g, bias and variance, and the argmax accuracy of the posterior mean (D outputs)."""
+        ytest = rec.yt64.cpu().numpy()
+        Pt = ytest.shape[0]
+        names = [mean_name, mean_name.replace("_sum", "_sq")] + (["v_sum"] if mean_name == "mu_sum" else [])
+        parts = [block_vec(nm).reshape(n_blocks, -1) for nm in names]
+        S = np.concatenate(parts, axis=1)
+        counts = np.array([sum(rec.chunk_count[grp]) for _ in range(R) for grp in groups])
+        label = np.argmax(ytest, axis=1)
+
+        def stat(S, m):
+            mu, sq = S[:Pt * D].reshape(Pt, D) / m, S[Pt * D:2 * Pt * D].reshape(Pt, D) / m
+            v = S[2 * Pt * D:] / m if S.size > 2 * Pt * D else 0.0
+            tot = np.mean(sq - 2 * ytest * mu + ytest ** 2, axis=0) + np.mean(v)
+            bias = np.mean((ytest - mu) ** 2, axis=0)
+            acc = np.mean(np.argmax(mu, axis=1) == label)
+            return np.concatenate([tot, bias, [acc]])
+
+        est, se, corr = diag.jackknife(stat, S, counts)
+        bias = np.where(np.isfinite(corr[D:2 * D]), corr[D:2 * D], est[D:2 * D])
+        return ErrorEstimate(total.total, total.bias, total.variance,
+                             total_per_output=[Estimate(v, e) for v, e in zip(est[:D], se[:D])],
+                             bias_per_output=[Estimate(v, e) for v, e in zip(bias, se[D:2 * D])],
+                             variance_per_output=[Estimate(t - b, e) for t, b, e in zip(est[:D], bias, se[:D])],
+                             accuracy=Estimate(est[-1], se[-1]))
+
+    def output_covariance(outer_key, mean_name):
+        """The test-averaged D × D posterior covariance of f and its correlation matrix, with jackknife
+        standard errors (bias-corrected, as the squared bias)."""
+        s_o, _ = block_scalar(tr[outer_key])
+        s_m = block_vec(mean_name)
+        counts = np.array([sum(rec.chunk_count[grp]) for _ in range(R) for grp in groups])
+        Pt = s_m.shape[1]
+
+        def stat(S, m):
+            mu = S[D * D:].reshape(Pt, D) / m
+            cov = S[:D * D].reshape(D, D) / m - mu.T @ mu / Pt
+            d = np.sqrt(np.maximum(np.diag(cov), 1e-300))
+            return np.concatenate([cov.ravel(), (cov / np.outer(d, d)).ravel()])
+
+        S = np.concatenate([s_o.reshape(n_blocks, -1), s_m.reshape(n_blocks, -1)], axis=1)
+        est, se, corr = diag.jackknife(stat, S, counts)
+        val = np.where(np.isfinite(corr), corr, est)
+        return {"output_covariance": val[:D * D].reshape(D, D), "output_covariance_stderr": se[:D * D].reshape(D, D),
+                "output_correlation": val[D * D:].reshape(D, D), "output_correlation_stderr": se[D * D:].reshape(D, D)}
 
     gen_err = gen_raw = vr = None
     pm = pv = pse = None
@@ -163,8 +228,10 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
             gen_err = error_estimate("test_mse_rb", "mu_sum") if rb else gen_raw
             if rb and gen_err.total.stderr > 0:
                 vr = float((gen_raw.total.stderr / gen_err.total.stderr) ** 2)
+        if D > 1:
+            multi.update(output_covariance("test_outer_rb" if rb else "test_outer_raw", mname))
 
-    problems = convergence_problems(rhat, key_obs, acceptance, cfg)
+    problems = convergence_problems(rhat, key_obs + patch_keys[:1], acceptance, cfg)
     if problems:
         warnings.warn("; ".join(problems), NotConvergedWarning, stacklevel=4)
 
@@ -182,6 +249,8 @@ def estimate(rec, cfg, *, qbar_factor: float, acceptance=None, wall: float = 0.0
         train_error=train, train_error_raw=train_raw, qbar_readout=qbar, qbar_readout_raw=qbar_raw,
         layer_norms=layer_norms, prediction_mean=pm, prediction_var=pv, prediction_mean_stderr=pse,
         diagnostics=diagnostics, traces=tr, record_steps=cfg.record_steps(), config=cfg, observed=observed,
+        **multi,
+        **patch_q,
     )
 
 
@@ -197,3 +266,16 @@ def _observed(rec, name: str, first_chunk: int) -> Observed:
     n = np.array([rec.obs_count[g] for _ in range(R) for g in groups])
     est, se, _ = diag.jackknife(lambda T, m: T / m, S, n)
     return Observed(np.asarray(est), np.asarray(se), int(sum(rec.obs_count[g] for g in groups)))
+
+
+def _matrix_estimate(tr, block_scalar, factor: float, name: str, key: str, raw_key: str) -> dict[str, np.ndarray]:
+    """A matrix order parameter ``factor`` · ⟨M⟩ from the recorded matrix trace ``key`` (Rao–Blackwellised
+    or raw) and ``raw_key``, with jackknife standard errors over the blocks: ``name``, ``name_stderr``,
+    ``name_raw``, ``name_raw_stderr``."""
+    out = {}
+    for label, k in ((name, key), (name + "_raw", raw_key)):
+        shape = tr[k].shape[-2:]
+        s, n = block_scalar(tr[k])
+        est, se, _ = diag.jackknife(lambda S, m: S / m, s.reshape(len(s), -1), n)
+        out[label], out[label + "_stderr"] = factor * est.reshape(shape), factor * se.reshape(shape)
+    return out

@@ -11,7 +11,16 @@ rule (BPKR notes §A.13): draw W⁰ from the prior and ε ~ N(0, T I), then
     W_l = W⁰ + σ_l² c v (Z a)ᵀ,   a = (σ_l² c² |v|² ZᵀZ + T I)⁻¹ (y − c vᵀ W⁰ Z − ε),   σ_l² = 1/λ_l.
 
 One sweep updates W_0, …, W_L in turn; there is no step size and no discretisation bias. Replicas
-(independent chains) are a leading batch dimension. This is the library's gold standard for the
+(independent chains) are a leading batch dimension.
+
+With D outputs (targets Y of shape (P, D), readout W_L of shape D × N_L) the same holds with v the
+D × d_out matrix W_L ⋯ W_{l+1} (the identity for l = L): the prior covariance of the outputs is
+σ_l² c² (v vᵀ) ⊗ (ZᵀZ), diagonal in the product of the eigenbases of v vᵀ (D × D) and ZᵀZ (P × P), so
+
+    W_l = W⁰ + σ_l² c vᵀ α Zᵀ,   α = E [ (Eᵀ R U) / (σ_l² c² e_a g_i + T) ] Uᵀ,   R = Yᵀ − c v W⁰ Z − εᵀ,
+
+with v vᵀ = E diag(e) Eᵀ, ZᵀZ = U diag(g) Uᵀ: two symmetric eigendecompositions per layer instead of a
+DP × DP solve. This is the library's gold standard for the
 BPKR / renormalised-kernel theory of linear networks.
 
 :class:`GibbsSampler` is the step (one sweep) with the samplers' interface, so that the sampling loop
@@ -44,17 +53,19 @@ class GibbsSamples:
         |W_L|² = |a|² (squared norm of the readout weights). ⟨|a|²⟩ λ_L / N_L estimates Q̄_L.
     layer_norms : ndarray, shape (S, R, L+1)
         ‖W_l‖_F² for l = 0..L (the last entry equals ``readout_norm``).
-    train_pred : ndarray, shape (S, R, P)
+    train_pred : ndarray, shape (S, R, P) (or (S, R, P, D) with D outputs)
         f on the training inputs.
-    test_pred : ndarray or None, shape (S, R, P_test)
+    test_pred : ndarray or None, shape (S, R, P_test) (or (S, R, P_test, D))
         f on ``X_test``.
     hidden_trace : ndarray, shape (S, R, L)
         Tr R_ℓ / P for ℓ = 1..L, with R_ℓ = h_ℓᵀ h_ℓ / N_ℓ on the training inputs (h_ℓ the
         pre-activations of layer ℓ in the network's scaling).
     hidden_alignment : ndarray, shape (S, R, L)
-        yᵀ R_ℓ y / |y|².
+        yᵀ R_ℓ y / |y|² (with D outputs tr(Yᵀ R_ℓ Y) / ‖Y‖_F²).
     sweeps : ndarray, shape (S,)
         Sweep index of each record.
+    readout_outer : ndarray or None, shape (S, R, D, D)
+        W_L W_Lᵀ with D outputs (None for one): λ_L ⟨W_L W_Lᵀ⟩ / N_L estimates Q_L.
     """
 
     readout_norm: np.ndarray
@@ -64,6 +75,7 @@ class GibbsSamples:
     hidden_trace: np.ndarray
     hidden_alignment: np.ndarray
     sweeps: np.ndarray
+    readout_outer: np.ndarray | None = None
 
     def replica_means(self, name: str) -> np.ndarray:
         """Time average of one recorded observable per replica (shape (R, …)): independent samples."""
@@ -90,7 +102,7 @@ class GibbsSampler(CachedEnergy):
     A0 : torch.Tensor
         Training inputs (P, N_0), or reduced (P, r).
     y : torch.Tensor
-        Targets (P,).
+        Targets (P,), or (P, D) for D outputs.
     seed : int or numpy.random.Generator
     """
 
@@ -133,6 +145,9 @@ class GibbsSampler(CachedEnergy):
 
     def advance(self, n: int) -> None:
         """``n`` sweeps, each drawing W_0, …, W_L in turn from their exact conditionals."""
+        if self.yn.ndim == 2:
+            self._advance_outputs(n)
+            return
         W, rng, T, c, var, y = self.W, self.rng, self.T, self.c, self.var, self.yn
         R, P = W[0].shape[0], self.XT.shape[1]
         L = len(W) - 1
@@ -162,6 +177,40 @@ class GibbsSampler(CachedEnergy):
                 raise DivergenceError("non-finite weights in a Gibbs sweep; check X, y and the priors")
         self._energy = self._loss = None
 
+    def _advance_outputs(self, n: int) -> None:
+        """The sweeps with D outputs (module docstring: two eigendecompositions per layer)."""
+        W, rng, T, c, var = self.W, self.rng, self.T, self.c, self.var
+        Yt = self.yn.T  # (D, P)
+        R, P = W[0].shape[0], self.XT.shape[1]
+        L, D = len(W) - 1, Yt.shape[0]
+        g0, U0 = np.linalg.eigh(self.XT.T @ self.XT)  # the input Gram, the same for every replica
+        for _ in range(n):
+            vs: list[np.ndarray] = [None] * (L + 1)  # type: ignore[list-item]
+            top = np.broadcast_to(np.eye(D), (R, D, D))
+            for l in range(L, -1, -1):
+                vs[l] = top  # (R, D, d_out)
+                top = top @ W[l]
+            Z = np.broadcast_to(self.XT, (R, *self.XT.shape))
+            for l in range(L + 1):
+                v = vs[l]
+                W0 = rng.standard_normal(W[l].shape) * math.sqrt(var[l])
+                eps = rng.standard_normal((R, D, P)) * math.sqrt(T)
+                resid = Yt[None] - c * (v @ W0 @ Z) - eps  # (R, D, P)
+                if l == 0:
+                    g, U = np.broadcast_to(g0, (R, P)), np.broadcast_to(U0, (R, P, P))
+                else:
+                    g, U = np.linalg.eigh(Z.transpose(0, 2, 1) @ Z)
+                e, E = np.linalg.eigh(v @ v.transpose(0, 2, 1))
+                g, e = np.maximum(g, 0.0), np.maximum(e, 0.0)  # Gram matrices: round-off below zero only
+                rot = E.transpose(0, 2, 1) @ resid @ U
+                rot /= var[l] * c * c * e[:, :, None] * g[:, None, :] + T
+                alpha = E @ rot @ U.transpose(0, 2, 1)  # (R, D, P)
+                W[l] = W0 + var[l] * c * (v.transpose(0, 2, 1) @ (alpha @ Z.transpose(0, 2, 1)))
+                Z = W[l] @ Z
+            if not np.all(np.isfinite(Z)):
+                raise DivergenceError("non-finite weights in a Gibbs sweep; check X, y and the priors")
+        self._energy = self._loss = None
+
 
 def gibbs_deep_linear(
     network,
@@ -185,8 +234,8 @@ def gibbs_deep_linear(
         prior precisions λ_0..λ_L are read from it.
     X : array, shape (P, N_0)
         Training inputs.
-    y : array, shape (P,)
-        Training labels.
+    y : array, shape (P,) or (P, D)
+        Training labels (D outputs: a D × N_L readout).
     temperature : float
         T > 0 (the likelihood variance; T = 0 has a degenerate posterior).
     n_sweeps : int
@@ -219,7 +268,7 @@ def gibbs_deep_linear(
     if network.bias is not None:
         raise ConfigError("the Gibbs sampler does not support biases (use a network with bias=None)")
     X = as_inputs(X, "X")
-    y = validate_targets(y, X.shape[0], "y")
+    y = validate_targets(y, X.shape[0], "y", multi_output=True)
     Xt = None if X_test is None else as_inputs(X_test, "X_test")
     if Xt is not None and Xt.shape[1] != X.shape[1]:
         raise ConfigError(f"X_test has {Xt.shape[1]} features, X has {X.shape[1]}")
@@ -234,15 +283,15 @@ def gibbs_deep_linear(
                     dtype="float64", init="prior", rao_blackwell=False, noise_streams="single")
     run = build_run(network, {"X": X, "y": y, "X_test": Xt, "y_test": None}, cfg)
     model, A0, A0t, y64 = run.model, run.A0, run.recorder.A0t, run.y64
-    y_norm2 = float(y @ y)
+    y_norm2 = float(np.sum(y * y))
 
     def hidden(params):  # Tr R_ℓ / P and yᵀ R_ℓ y/|y|², R_ℓ = h_ℓᵀ h_ℓ / N_ℓ (h_ℓ in the network's scaling)
         _, cache = model.forward(params, A0, keep=True)
         out = []
         for h in cache["acts"][1:]:  # [R, N_ℓ, P]
             n = h.shape[1]
-            hy = h @ y64
-            align = (hy * hy).sum(-1) / (n * y_norm2) if y_norm2 > 0 else torch.zeros(h.shape[0], dtype=h.dtype)
+            hy = h @ y64  # [R, N_ℓ] or [R, N_ℓ, D]
+            align = (hy * hy).flatten(1).sum(-1) / (n * y_norm2) if y_norm2 > 0 else torch.zeros(h.shape[0], dtype=h.dtype)
             out.append(torch.stack([(h * h).sum((-1, -2)) / (n * h.shape[-1]), align], -1))
         return torch.stack(out, 1)  # [R, L, 2]
 
@@ -259,5 +308,5 @@ def gibbs_deep_linear(
     return GibbsSamples(
         readout_norm=tr["readout_norm_raw"], layer_norms=tr["layer_norms"], train_pred=tr["train_pred"],
         test_pred=tr.get("test_pred"), hidden_trace=tr["hidden"][..., 0], hidden_alignment=tr["hidden"][..., 1],
-        sweeps=cfg.record_steps() - 1,
+        sweeps=cfg.record_steps() - 1, readout_outer=tr.get("readout_outer_raw"),
     )

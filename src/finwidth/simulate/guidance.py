@@ -39,8 +39,14 @@ def stiffness(model, params, A0: torch.Tensor, n_iter: int = 30, generator: torc
     params64 = [p.detach().double() for p in params]
     A = A0.double()
     R, P = params64[0].shape[0], A.shape[0]
-    u = torch.randn((R, P), generator=generator, device=A.device, dtype=torch.float64)
-    u /= u.norm(dim=-1, keepdim=True)
+    D = getattr(model, "n_outputs", 1)
+    shape = (R, P) if D == 1 else (R, P, D)  # the shape of the outputs f
+    u = torch.randn(shape, generator=generator, device=A.device, dtype=torch.float64)
+
+    def unit(v):
+        return v / v.flatten(1).norm(dim=-1).clamp_min(1e-300).reshape((R,) + (1,) * (v.dim() - 1))
+
+    u = unit(u)
     lam = torch.zeros(R, dtype=torch.float64)
     T = model.temperature
     ps = [p.clone().requires_grad_(True) for p in params64]
@@ -51,8 +57,8 @@ def stiffness(model, params, A0: torch.Tensor, n_iter: int = 30, generator: torc
             f = model.forward(ps, A)
             g = torch.autograd.grad(f, ps, grad_outputs=uu, create_graph=True)
             Jv = torch.autograd.grad(g, uu, grad_outputs=[gi.detach() for gi in g])[0]
-        lam = (Jv * u).sum(-1)
-        u = Jv / Jv.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        lam = (Jv * u).flatten(1).sum(-1)
+        u = unit(Jv)
     return float(lam.max()) + T * max(model.precisions)
 
 

@@ -61,9 +61,10 @@ def build_run(network, data: dict, cfg: RunConfig, *, observables=(), observers=
     X = data["X"]
     red = InputReduction.from_inputs(X, cfg.input_basis) if cfg.input_reduction else None
     dtype = torch.float64 if cfg.sampler == "gibbs" else as_torch_dtype(cfg.dtype)
+    y = data["y"]
     model = build_model(network, X.shape[1], cfg.temperature, cfg.scaling,
                         first_layer_inputs=None if red is None else red.rank, device=_device(cfg.device),
-                        dtype=dtype)
+                        dtype=dtype, n_outputs=1 if y.ndim == 1 else y.shape[1])
     return Run(model, data, cfg, network=network, reduction=red, observables=observables, observers=observers)
 
 

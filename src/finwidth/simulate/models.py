@@ -13,7 +13,8 @@ implementing it, and brings its own exact cost cuts:
   and ``perp_norm`` (:class:`finwidth.simulate.networks.BatchedMLP`).
 
 Outputs are ``[R, n]`` for one output; a model with D outputs returns ``[R, n, D]`` and takes targets
-``[P, D]`` (the recorder and the estimates average over every trailing axis).
+``[P, D]`` (errors are summed over the output axis and averaged over points, as in the theory); its
+``readout.outputs`` is D.
 """
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ class Model(Protocol):
 
 
 def build_model(network, n_inputs: int, temperature: float, scaling: str = "standard", *,
-                first_layer_inputs: int | None = None, device="cpu", dtype=torch.float32):
+                first_layer_inputs: int | None = None, n_outputs: int = 1, device="cpu", dtype=torch.float32):
     """The model of a network spec: :class:`~finwidth.simulate.networks.BatchedMLP` (standard
-    scaling, any depth), :class:`~finwidth.simulate.two_layer.TwoLayerFCN` (``scaling="mean_field"``)
-    or :class:`~finwidth.simulate.two_layer.TwoLayerCNN` (a ``ConvNetwork``, either scaling)."""
+    scaling, any depth, ``n_outputs`` = D readout rows), :class:`~finwidth.simulate.two_layer.TwoLayerFCN`
+    (``scaling="mean_field"``) or :class:`~finwidth.simulate.two_layer.TwoLayerCNN` (a ``ConvNetwork``,
+    either scaling); the two-layer models have one output."""
     from finwidth.convnet import ConvNetwork
 
+    if n_outputs != 1 and (isinstance(network, ConvNetwork) or scaling == "mean_field"):
+        what = "the CNN" if isinstance(network, ConvNetwork) else "scaling='mean_field'"
+        raise ConfigError(f"{what} has one output; the targets must be a vector (got {n_outputs} outputs)")
     if isinstance(network, ConvNetwork):
         from finwidth.simulate.two_layer import TwoLayerCNN
 
@@ -68,7 +73,8 @@ def build_model(network, n_inputs: int, temperature: float, scaling: str = "stan
         return TwoLayerFCN(network, n_inputs, temperature, scaling="mean_field", device=device, dtype=dtype)
     from finwidth.simulate.networks import BatchedMLP
 
-    return BatchedMLP(network, n_inputs, temperature, device=device, dtype=dtype, first_layer_inputs=first_layer_inputs)
+    return BatchedMLP(network, n_inputs, temperature, device=device, dtype=dtype, first_layer_inputs=first_layer_inputs,
+                      n_outputs=n_outputs)
 
 
 def network_kind(network) -> str:

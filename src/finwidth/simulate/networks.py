@@ -15,6 +15,7 @@ test points get W_perp x_perp / sqrt(N_0) drawn fresh (:meth:`BatchedMLP.perp_pr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -77,19 +78,22 @@ class BatchedMLP:
     first_layer_inputs : int, optional
         Columns of the first-layer weights actually simulated (r under input reduction; default
         N_0).
+    n_outputs : int
+        D, the number of outputs: the readout is ``[R, D, N_L]`` (D independent rows with the prior
+        λ_L), outputs are ``[R, n]`` for D = 1 and ``[R, n, D]`` otherwise, targets ``[P]`` or ``[P, D]``.
     device, dtype : torch device and dtype of the parameters.
 
     Notes
     -----
     Parameters are a list of tensors: W^(0), …, W^(L) (shapes ``[R, N_{l+1}, N_l]``, the readout
-    ``[R, 1, N_L]``) followed by the biases that exist (``[R, N_{l+1}]``). ``precisions[i]`` is the
+    ``[R, D, N_L]``) followed by the biases that exist (``[R, N_{l+1}]``, the output bias ``[R, D]``). ``precisions[i]`` is the
     prior precision of ``params[i]`` (λ_l for weights, 1/σ_b² for biases).
     """
 
     supports_input_reduction = True
 
     def __init__(self, network, n_inputs: int, temperature: float, *, first_layer_inputs: int | None = None,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+                 n_outputs: int = 1, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.network = network
         self.n_inputs = int(n_inputs)
         self.temperature = float(temperature)
@@ -102,12 +106,14 @@ class BatchedMLP:
         fan_in = [self.n_inputs, *network.widths]
         self.scales = [1.0 / math.sqrt(n) for n in fan_in]
         cols = [int(first_layer_inputs or self.n_inputs), *network.widths]
-        rows = [*network.widths, 1]
+        self.n_outputs = int(n_outputs)
+        rows = [*network.widths, self.n_outputs]
         self.weight_shapes = [(rows[l], cols[l]) for l in range(self.depth + 1)]
         bias_var = network.bias_variances()
         self.bias_layers = [l for l in range(self.depth + 1) if bias_var[l] > 0]
         self.precisions = [float(p) for p in network.priors] + [1.0 / bias_var[l] for l in self.bias_layers]
-        self.readout = network.readout_spec("standard")  # already the standard form f = Φ a / sqrt(N_L)
+        # already the standard form f = Φ a / sqrt(N_L); one row per output
+        self.readout = dataclasses.replace(network.readout_spec("standard"), outputs=self.n_outputs)
         self.readout_bias_var = float(bias_var[self.depth])
         self._lower = None  # (declared training inputs, their LowerTrapezoid): see use_lower_inputs
 
@@ -164,7 +170,8 @@ class BatchedMLP:
 
     def forward(self, params: Sequence[torch.Tensor], A0: torch.Tensor, extra_h1: torch.Tensor | None = None,
                 *, keep: bool = False, derivatives: bool = False):
-        """Outputs f, shape ``[R, n]``, on inputs ``A0`` (``[n, N_0]`` or reduced ``[n, r]``).
+        """Outputs f, shape ``[R, n]`` (``[R, n, D]`` with D outputs), on inputs ``A0`` (``[n, N_0]`` or
+        reduced ``[n, r]``).
 
         ``extra_h1`` (``[R, n, N_1]``) is added to the first pre-activation (the W_perp term).
         With ``keep=True`` also returns the cache: hidden activations (and, with
@@ -199,17 +206,18 @@ class BatchedMLP:
         W = params[self.depth]
         if self.depth == 0:
             a = A0.transpose(-1, -2)
-        f = torch.matmul(W, a).squeeze(-2) * self.scales[self.depth]
+        f = torch.matmul(W, a)  # [R, D, n]
+        f = (f.squeeze(-2) if self.n_outputs == 1 else f.transpose(-1, -2)) * self.scales[self.depth]
         b = self._bias(params, self.depth)
         if b is not None:
-            f = f + b
+            f = f + (b if self.n_outputs == 1 else b.unsqueeze(-2))
         if keep:
             return f, {"acts": acts, "dacts": dacts}
         return f
 
     def readout_features(self, params: Sequence[torch.Tensor], A0: torch.Tensor,
                          extra_h1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(f, Φ)``: outputs ``[R, n]`` and last hidden features Φ = σ(h^(L)) ``[R, n, N_L]``.
+        """``(f, Φ)``: outputs ``[R, n]`` (or ``[R, n, D]``) and last hidden features Φ = σ(h^(L)) ``[R, n, N_L]``.
 
         The readout is already standard, f = Φ a / sqrt(N_L) [+ b] with a ~ N(0, 1/λ_L): the form that
         :class:`finwidth.simulate.observables.ReadoutConditional` takes (``readout.standard_precision``
@@ -219,7 +227,7 @@ class BatchedMLP:
         return f, cache["acts"][-1].transpose(-1, -2)
 
     def set_readout(self, params: list[torch.Tensor], a: torch.Tensor, b: torch.Tensor | None = None) -> None:
-        """Put a standard-form readout ``[R, 1, N_L]`` and output bias ``[R, 1]`` (from the conditional
+        """Put a standard-form readout ``[R, D, N_L]`` and output bias ``[R, D]`` (from the conditional
         sampler) into ``params``."""
         params[self.depth] = a.to(self.dtype)
         if b is not None:
@@ -239,7 +247,7 @@ class BatchedMLP:
             f, cache = self.forward(params, A0, keep=True, derivatives=True)
         else:
             f = self.forward(params, A0)
-        resid = f - y  # [R, P]
+        resid = f - y  # [R, P] or [R, P, D]
         U = loss = None
         if need_energy:
             U, loss = gibbs_energy(resid, params, self.precisions, T)
@@ -248,7 +256,8 @@ class BatchedMLP:
         L = self.depth
         acts, dacts = cache["acts"], cache["dacts"]
         grads: list[torch.Tensor | None] = [None] * len(params)
-        delta = resid.unsqueeze(-2)  # ∂U/∂(output pre-activation), [R, 1, P]
+        # ∂U/∂(output pre-activation), [R, D, P]
+        delta = resid.unsqueeze(-2) if self.n_outputs == 1 else resid.transpose(-1, -2)
         for l in range(L, -1, -1):
             s = self.scales[l]
             b = self._bias(params, l)
@@ -257,7 +266,7 @@ class BatchedMLP:
             if l > 0:
                 # ∂U/∂W^(l) = s δ aᵀ, then δ^(l) = s W^(l)ᵀ δ ⊙ σ'
                 grads[l] = torch.matmul(delta, acts[l].transpose(-1, -2)).mul_(s)
-                if l == L and not self.linear:  # W^(L) is one row: the product is an outer product
+                if l == L and self.n_outputs == 1 and not self.linear:  # one readout row: an outer product
                     delta = dacts[l - 1].mul_(params[l].transpose(-1, -2) * s).mul_(delta)
                 else:
                     delta = torch.matmul(params[l].transpose(-1, -2), delta).mul_(s)

@@ -40,6 +40,10 @@ class ReadoutConditional:
     ----------
     norm2 : torch.Tensor
         E[|a|² | Φ] per replica (float64, ``[R]``, summed over outputs), the output bias excluded.
+    second_moment : torch.Tensor
+        E[a aᵀ | Φ] per replica for the D × M readout a (float64, ``[R, D, D]``): m mᵀ + tr(A⁻¹) 1, its
+        trace is ``norm2``. λ E[a aᵀ]/M is the readout estimate of the D × D order parameter Q_L
+        (docs/multioutput.md, "Sampled networks").
     """
 
     def __init__(self, Phi: torch.Tensor, y: torch.Tensor, precision: float, temperature: float,
@@ -56,6 +60,7 @@ class ReadoutConditional:
         D = Y.shape[-1]
         R, P, N1 = Phi.shape
         cl = self.N * self.T * self.lam  # c λ with c = N_L T
+        eye = torch.eye(D, dtype=Phi.dtype, device=Phi.device)
         self.feature_space = N1 <= P
         if self.feature_space:
             s2, V = torch.linalg.eigh(Phi.transpose(-1, -2) @ Phi)
@@ -66,6 +71,8 @@ class ReadoutConditional:
             self.m = math.sqrt(self.N) * (V @ (b / (cl + s2).unsqueeze(-1)))  # [R, N1, D]
             diag_inv = ((V * V) @ self.inv_prec.unsqueeze(-1)).squeeze(-1)
             self.norm2 = (self.m[:, : self.N] ** 2).sum((-1, -2)) + D * diag_inv[:, : self.N].sum(-1)
+            mw = self.m[:, : self.N]
+            self.second_moment = mw.transpose(-1, -2) @ mw + diag_inv[:, : self.N].sum(-1)[:, None, None] * eye
         else:
             s2, U = torch.linalg.eigh(Phi @ Phi.transpose(-1, -2))
             s2 = s2.clamp_min(0.0)
@@ -73,7 +80,9 @@ class ReadoutConditional:
             self.Phi = Phi
             self.w = (U.transpose(-1, -2) @ Y) / (cl + s2).unsqueeze(-1)   # M⁻¹ y in the eigenbasis, [R, P, D]
             mnorm = self.N * (s2.unsqueeze(-1) * self.w ** 2).sum((-1, -2))  # m = sqrt(N) Φᵀ M⁻¹ y
-            tr = D * (N1 - (s2 / (cl + s2)).sum(-1)) / self.lam
+            mm = self.N * (s2.unsqueeze(-1) * self.w).transpose(-1, -2) @ self.w  # m_aᵀ m_b, [R, D, D]
+            tr1 = (N1 - (s2 / (cl + s2)).sum(-1)) / self.lam                 # tr A⁻¹ (one output)
+            tr = D * tr1
             if self.bias_col is not None:
                 uc = (U.transpose(-1, -2) @ torch.full((R, P, 1), self.bias_col, dtype=Phi.dtype,
                                                        device=Phi.device)).squeeze(-1)
@@ -81,7 +90,38 @@ class ReadoutConditional:
                 inv_last = (1.0 - (uc ** 2 / (cl + s2)).sum(-1)) / self.lam
                 mnorm = mnorm - self.N * (m_last ** 2).sum(-1)
                 tr = tr - D * inv_last
+                mm = mm - self.N * m_last.unsqueeze(-1) * m_last.unsqueeze(-2)
+                tr1 = tr1 - inv_last
             self.norm2 = mnorm + tr
+            self.second_moment = mm + tr1[:, None, None] * eye
+
+    def grouped_second_moment(self, groups: int) -> torch.Tensor:
+        """E[Σ_g a'_g a'_gᵀ | Φ] for one output without output bias, the M = G·m readout weights of
+        the standard form cut into G consecutive groups a'_g ∈ R^m (channel-major for the CNN: G = C
+        channels, m = Ñ patches). Float64 ``[R, m, m]``.
+
+        The conditional is N(m, A⁻¹) with A⁻¹ = (1/λ)[1 − Φᵀ(cλ + ΦΦᵀ)⁻¹Φ] (c = M T; data space), so
+        the sum is Σ_g (m_g m_gᵀ + (A⁻¹)_gg): blocks of the G diagonal m × m blocks of A⁻¹."""
+        if not self.vector or self.bias_col is not None:
+            raise ValueError("grouped_second_moment is defined for one output without output bias")
+        M = self.N
+        if M % groups:
+            raise ValueError(f"{M} readout weights do not split into {groups} groups")
+        m = M // groups
+        if self.feature_space:
+            mean = self.m[:, :, 0]                                                        # [R, M]
+            cov = (self.V * self.inv_prec.unsqueeze(1)) @ self.V.transpose(-1, -2)      # A⁻¹, [R, M, M]
+            R = cov.shape[0]
+            blocks = torch.diagonal(cov.reshape(R, groups, m, groups, m), dim1=1, dim2=3).sum(-1)
+        else:
+            Psi = (self.U.transpose(-1, -2) @ self.Phi) / torch.sqrt(self.cl + self.s2).unsqueeze(-1)  # [R, P, M]
+            R, P = Psi.shape[:2]
+            Pg = Psi.reshape(R, P, groups, m)
+            eye = torch.eye(m, dtype=Psi.dtype, device=Psi.device)
+            blocks = (groups * eye - torch.einsum("rpgi,rpgj->rij", Pg, Pg)) / self.lam
+            mean = math.sqrt(self.N) * (self.Phi.transpose(-1, -2) @ (self.U @ self.w))[..., 0]  # [R, M]
+        mg = mean.reshape(-1, groups, m)
+        return mg.transpose(-1, -2) @ mg + blocks
 
     def _augment(self, Phi):
         if self.bias_col is None:

@@ -7,8 +7,11 @@ the last hidden features (:class:`~finwidth.simulate.observables.ReadoutConditio
 kept per record and replica (``traces``); test-point quantities are summed over time chunks (1/64
 of the post-burn-in records, ``acc``) so that the estimates can choose the burn-in and the error-bar
 blocks afterwards. Extra :class:`Observable` s (weight covariances, hidden kernels, raw predictions)
-are recorded the same way. Targets may carry a trailing output axis (``[P, D]``): every mean runs
-over all trailing axes.
+are recorded the same way. Targets may carry a trailing output axis (``[P, D]``): errors are then
+summed over the outputs and averaged over the points (the theory's convention), and two D × D traces
+are kept per record: the readout's second moment a aᵀ (``readout_outer_*``, the estimator of Q_L) and
+the test-averaged output second moment (1/P_t) Σ_x f(x) f(x)ᵀ (``test_outer_*``, for the output–output
+covariance).
 """
 
 from __future__ import annotations
@@ -72,11 +75,21 @@ class Observable:
 
 
 def _mean_error(y: torch.Tensor, f: torch.Tensor, var: torch.Tensor | None = None) -> np.ndarray:
-    """mean over points (and outputs) of (y − f)² [+ var], per replica (float64 numpy ``[R]``)."""
+    """Mean over points of |y − f|² [+ var] (summed over the outputs, if any), per replica (float64 numpy ``[R]``)."""
     sq = (y - f) ** 2
     if var is not None:
         sq = sq + (var.unsqueeze(-1) if sq.dim() > var.dim() else var)
+    if sq.dim() == 3:
+        return sq.sum(-1).mean(-1).cpu().numpy()
     return sq.flatten(1).mean(-1).cpu().numpy()
+
+
+def _outer_mean(f: torch.Tensor, var: torch.Tensor | None = None) -> np.ndarray:
+    """(1/n) Σ_x f(x) f(x)ᵀ [+ mean var · 1] per replica, ``[R, D, D]`` float64, from f ``[R, n, D]``."""
+    out = f.transpose(-1, -2) @ f / f.shape[-2]
+    if var is not None:
+        out = out + var.mean(-1)[:, None, None] * torch.eye(f.shape[-1], dtype=out.dtype, device=out.device)
+    return out.cpu().numpy()
 
 
 class Recorder:
@@ -123,6 +136,13 @@ class Recorder:
             names += ["test_mse_raw"] + (["test_mse_rb"] if self.rb else [])
         self.traces = {k: np.full((self.n_rec, R), np.nan) for k in names}
         self.traces["layer_norms"] = np.full((self.n_rec, R, L), np.nan)
+        self.n_outputs = 1 if y.dim() == 1 else int(y.shape[-1])
+        if self.n_outputs > 1:
+            D = self.n_outputs
+            outer = ["readout_outer_raw"] + (["readout_outer_rb"] if self.rb else [])
+            if self.has_test:
+                outer += ["test_outer_raw"] + (["test_outer_rb"] if self.rb else [])
+            self.traces.update({k: np.full((self.n_rec, R, D, D), np.nan) for k in outer})
         self.acc: dict[str, np.ndarray] = {}  # allocated at the first test record (shape of f)
         self.chunk_count = np.zeros(self.n_chunks)
         self.sums: dict[str, np.ndarray] = {}
@@ -152,6 +172,10 @@ class Recorder:
         norms[:, 0] += self.perp_norm
         tr["layer_norms"][k] = norms.cpu().numpy()
         tr["readout_norm_raw"][k] = tr["layer_norms"][k][:, -1]
+        multi = self.n_outputs > 1
+        if multi:
+            a = params[model.n_layers - 1].double()  # the readout [R, D, M]
+            tr["readout_outer_raw"][k] = (a @ a.transpose(-1, -2)).cpu().numpy()
         rc = None
         if self.rb:
             ro = model.readout
@@ -160,6 +184,12 @@ class Recorder:
             tr["train_mse_rb"][k] = _mean_error(self.y64, mu, v)
             # E|a'|² of the standard-form readout, back in the model's own units (a = a'/standard_factor)
             tr["readout_norm_rb"][k] = (rc.norm2 / ro.standard_factor ** 2).cpu().numpy()
+            if multi:
+                tr["readout_outer_rb"][k] = (rc.second_moment / ro.standard_factor ** 2).cpu().numpy()
+        if getattr(model, "readout_groups", None):  # CNN local readout: Σ_c a_c a_cᵀ (the estimator of Q)
+            self._trace("patch_outer_raw", k, model.readout_outer(params))
+            if rc is not None:
+                self._trace("patch_outer_rb", k, model.readout_outer_conditional(rc))
         post = k >= self.rec0
         measured = {"f_train": f64}
         Phit = None
@@ -171,6 +201,12 @@ class Recorder:
             self.n_summed += 1
         if self.observers and post and self.n_groups:
             self._observe_state(RecordState(list(params), Phi, Phit, k), k)
+
+    def _trace(self, name: str, k: int, value: torch.Tensor) -> None:
+        value = value.double().cpu().numpy()
+        if name not in self.traces:
+            self.traces[name] = np.full((self.n_rec, *value.shape), np.nan)
+        self.traces[name][k] = value
 
     def _record_test(self, params, rc, k: int, post: bool):
         """Test-set part of a record; returns the test outputs and the test features (None when not computed)."""
@@ -188,6 +224,10 @@ class Recorder:
             tr["test_mse_raw"][k] = _mean_error(self.yt64, ft)
             if rc is not None:
                 tr["test_mse_rb"][k] = _mean_error(self.yt64, mut, vt)
+        if self.n_outputs > 1:
+            tr["test_outer_raw"][k] = _outer_mean(ft)
+            if rc is not None:
+                tr["test_outer_rb"][k] = _outer_mean(mut, vt)
         if not post:
             return ft, Phit
         c = (k - self.rec0) // self.chunk_len

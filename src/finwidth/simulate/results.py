@@ -37,12 +37,25 @@ class ErrorEstimate:
     """ε_g = bias + variance, each an :class:`Estimate` (mean over the test set; noise T not added).
 
     ``bias`` = mean_test (y − ⟨f⟩)², with the jackknife correction of the finite-sample term
-    Var(⟨f⟩_estimate); ``variance`` = total − bias = mean_test Var f.
+    Var(⟨f⟩_estimate); ``variance`` = total − bias = mean_test Var f. With D outputs the three are
+    summed over the outputs (as the theory's ``ErrorDecomposition``) and the per-output terms and the
+    accuracy are filled in.
+
+    Attributes (D outputs; None for one)
+    ------------------------------------
+    total_per_output, bias_per_output, variance_per_output : list of Estimate
+        Each output's ε_g and its split (length D).
+    accuracy : Estimate
+        Fraction of test points where the argmax of the posterior mean is the argmax of the target row.
     """
 
     total: Estimate
     bias: Estimate
     variance: Estimate
+    total_per_output: list[Estimate] | None = None
+    bias_per_output: list[Estimate] | None = None
+    variance_per_output: list[Estimate] | None = None
+    accuracy: Estimate | None = None
 
     @property
     def stderr(self) -> float:
@@ -142,8 +155,9 @@ class PosteriorSamples:
     qbar_readout, qbar_readout_raw : Estimate
         λ_L ⟨|a|²⟩ / M with M the number of readout weights (N_L; C·Ñ for a ``ConvNetwork``): the
         readout-norm estimate of Q̄_L (BPKR §A.9) for standard and mean-field FCNs (in mean field it
-        is Q̄_1 of the equivalent standard network with readout precision λ_1 N); for the CNN the
-        posterior-to-prior ratio of the readout norm, averaged over channels and patches.
+        is Q̄_1 of the equivalent standard network with readout precision λ_1 N); for the CNN tr Q/Ñ
+        with the local readout (see ``qbar_patches``) and the 1HL Q̄ of the pooled channels with the
+        pooled readout (M = C).
     layer_norms : list[Estimate]
         ⟨‖W^(l)‖²⟩ for l = 0..L (under input reduction, layer 0 adds the exact prior
         expectation N_1 (N_0 − r)/λ_0 of the orthogonal part).
@@ -157,8 +171,30 @@ class PosteriorSamples:
         Step number (1-based) of each record.
     config : RunConfig
         The options of the run (``config.name`` or ``config["name"]``).
+    qbar_patches, qbar_patches_stderr : np.ndarray or None
+        CNN with the local readout: the sampled patch–patch order parameter Q̂ = λ_1 ⟨Σ_c a_c a_cᵀ⟩/C
+        (Ñ × Ñ, a_c the readout row of channel c; Rao–Blackwellised when ``rao_blackwell=True``), the
+        estimator of :class:`finwidth.theory.conv.ConvRKGP`'s ``qbar_`` (docs/sampling.md, "CNNs"), and its
+        entrywise standard errors; ``tr Q̂/Ñ`` is ``qbar_readout``. None for other networks (the pooled
+        readout's Q̄ is ``qbar_readout``). Diagnostics: ``rhat["patch_outer_rb"]`` (worst entry).
+    qbar_patches_raw, qbar_patches_raw_stderr : np.ndarray or None
+        The same from the sampled readout itself.
     observed : dict[str, Observed]
         Posterior means of the user observers, with error bars (empty without ``observers``).
+
+    With D outputs (targets of shape (P, D)) ``qbar_readout`` is tr(Q̂)/D and these are filled in (None
+    for one output); each ``*_stderr`` is the jackknife standard error of the entry:
+
+    qbar_matrix, qbar_matrix_stderr : np.ndarray (D, D)
+        Q̂_L = λ_L ⟨a aᵀ⟩ / N_L of the D × N_L readout a (Rao–Blackwellised when the run is): the
+        estimator of the theory's D × D order parameter Q_L at any temperature (docs/multioutput.md).
+    qbar_matrix_raw, qbar_matrix_raw_stderr : np.ndarray (D, D)
+        The same from the sampled readout itself.
+    output_covariance, output_covariance_stderr : np.ndarray (D, D)
+        (1/P_t) Σ_x Cov(f_a(x), f_b(x)): the posterior covariance of the outputs, averaged over the test
+        points (the theory's ``output_covariance(X_test).mean(0)``).
+    output_correlation, output_correlation_stderr : np.ndarray (D, D)
+        Its correlation matrix (the theory's ``output_correlation(X_test, average=True)``).
     """
 
     generalization_error: ErrorEstimate | None
@@ -176,4 +212,21 @@ class PosteriorSamples:
     traces: dict[str, np.ndarray]
     record_steps: np.ndarray
     config: RunConfig | None = None
+    qbar_patches: np.ndarray | None = None
+    qbar_patches_stderr: np.ndarray | None = None
+    qbar_patches_raw: np.ndarray | None = None
+    qbar_patches_raw_stderr: np.ndarray | None = None
     observed: dict[str, Observed] = field(default_factory=dict)
+    qbar_matrix: np.ndarray | None = None
+    qbar_matrix_stderr: np.ndarray | None = None
+    qbar_matrix_raw: np.ndarray | None = None
+    qbar_matrix_raw_stderr: np.ndarray | None = None
+    output_covariance: np.ndarray | None = None
+    output_covariance_stderr: np.ndarray | None = None
+    output_correlation: np.ndarray | None = None
+    output_correlation_stderr: np.ndarray | None = None
+
+    @property
+    def n_outputs(self) -> int:
+        """D, the number of outputs."""
+        return 1 if self.qbar_matrix is None else self.qbar_matrix.shape[0]

@@ -15,9 +15,10 @@ dynamics differ (the readout moves on an O(1) scale), which is why these are sep
 Both follow the model protocol of :mod:`finwidth.simulate.models`, plus ``weight_covariance`` and
 ``preactivations`` (the observables of :func:`finwidth.simulate.weights.sample_weights`).
 Parameters are ``[W, a]``: FCN W ``[R, N, N_0]``, a ``[R, 1, N]``; CNN W ``[R, C, S]`` (shared
-filters), a ``[R, C, Ñ]`` (one readout weight per channel and patch), inputs cut into patches
-``[n, Ñ, S]`` by ``prepare_inputs`` (1-D blocks or 2-D windows, overlapping or not:
-:meth:`finwidth.convnet.ConvNetwork.patches`; local readout).
+filters), a ``[R, C, Ñ]`` (local readout: one weight per
+channel and patch) or ``[R, C, 1]`` (pooled readout), inputs cut into patches ``[n, Ñ, S]`` by
+``prepare_inputs`` (1-D blocks or 2-D windows, overlapping or not:
+:meth:`finwidth.convnet.ConvNetwork.patches`).
 """
 
 from __future__ import annotations
@@ -162,12 +163,20 @@ class TwoLayerFCN(TwoLayerModel):
 class TwoLayerCNN(TwoLayerModel):
     """R replicas of the two-layer CNN with hand-written gradients of U.
 
+    Local readout: f = s_out Σ_c Σ_i a_ci σ(h_ci), a ``[R, C, Ñ]``; pooled readout (standard scaling):
+    f = s_out Σ_c a_c (1/Ñ) Σ_i σ(h_ci), a ``[R, C, 1]``; h_ci = w_c·x_i/sqrt(S), W ``[R, C, S]``
+    (S = ``network.patch_features``, the fan-in of 1-D blocks or 2-D windows alike).
+
+    No input reduction: the filters are shared by every patch, so the exact reduction would use the
+    span of all P·Ñ training patches, which is all of R^S as soon as P·Ñ ≥ S (always in practice).
+
     Parameters
     ----------
     network : finwidth.convnet.ConvNetwork
     temperature : float
         T > 0.
     scaling : {"mean_field", "standard"}
+        The pooled readout is defined in standard scaling only.
     device, dtype : torch device and dtype.
     """
 
@@ -176,19 +185,16 @@ class TwoLayerCNN(TwoLayerModel):
 
         if not isinstance(network, ConvNetwork):
             raise ConfigError(f"TwoLayerCNN needs a finwidth.convnet.ConvNetwork, got {type(network).__name__}")
-        if network.readout != "local":
-            raise ConfigError(f"TwoLayerCNN samples the local readout (one weight per channel and patch); "
-                              f"a {network.readout!r} readout has no sampler model yet")
-        if network.readout != "local":
-            raise ConfigError(f"TwoLayerCNN samples the local readout (one weight per channel and patch); the "
-                              f"{network.readout!r} readout has no sampler model yet")
         self._setup(network, temperature, scaling, device, dtype)
+        self.pooled = network.readout == "pooled"
         self.width = network.channels
         self.n_patches = network.n_patches
         self.patch_size = network.patch_features
         self.n_inputs = network.input_size
         self.in_scale = 1.0 / math.sqrt(self.patch_size)
-        self.shapes = [(self.width, self.patch_size), (self.width, self.n_patches)]
+        self.shapes = [(self.width, self.patch_size), (self.width, 1 if self.pooled else self.n_patches)]
+        # local readout: its C × Ñ matrix gives the estimator of the patch-patch Q (readout_outer)
+        self.readout_groups = None if self.pooled else self.width
 
     def prepare_inputs(self, X) -> torch.Tensor:
         Z = self.network.patches(np.asarray(X, dtype=np.float64))
@@ -199,13 +205,32 @@ class TwoLayerCNN(TwoLayerModel):
         return torch.einsum("nis,rcs->rnic", A0, params[0]) * self.in_scale
 
     def _output(self, s, a):
+        if self.pooled:
+            return torch.einsum("rnic,rc->rn", s, a[..., 0]) / self.n_patches
         return torch.einsum("rnic,rci->rn", s, a)
 
     def _features(self, s):
+        if self.pooled:
+            return s.mean(2)                    # [R, n, C]: the patch-averaged channels
         return s.transpose(-1, -2).flatten(-2)  # channel-major, the order of a.flatten
 
     def _data_gradients(self, resid, s, d, a, A0):  # type: ignore[no-untyped-def]
-        ga = torch.einsum("rn,rnic->rci", resid, s) * self.out_scale
-        delta = resid[:, :, None, None] * d * (a.transpose(-1, -2).unsqueeze(1) * self.out_scale)  # [R, n, Ñ, C]
+        if self.pooled:
+            w = self.out_scale / self.n_patches
+            ga = torch.einsum("rn,rnic->rc", resid, s).unsqueeze(-1) * w
+            delta = resid[:, :, None, None] * d * (a[..., 0][:, None, None, :] * w)      # [R, n, Ñ, C]
+        else:
+            ga = torch.einsum("rn,rnic->rci", resid, s) * self.out_scale
+            delta = resid[:, :, None, None] * d * (a.transpose(-1, -2).unsqueeze(1) * self.out_scale)
         gW = torch.einsum("rnic,nis->rcs", delta, A0) * self.in_scale
         return gW, ga
+
+    def readout_outer(self, params) -> torch.Tensor:
+        """Σ_c a_c a_cᵀ (float64, ``[R, Ñ, Ñ]``) of the local readout's rows a_c ∈ R^Ñ."""
+        a = params[1].double()
+        return torch.matmul(a.transpose(-1, -2), a)
+
+    def readout_outer_conditional(self, rc) -> torch.Tensor:
+        """E[Σ_c a_c a_cᵀ | filters] from the readout's exact conditional ``rc``
+        (:class:`~finwidth.simulate.observables.ReadoutConditional`), ``[R, Ñ, Ñ]``."""
+        return rc.grouped_second_moment(self.width) / self.readout.standard_factor ** 2

@@ -42,6 +42,7 @@ class NestedPoint:
     grad: np.ndarray
     scale: np.ndarray
     top_curvature: float = math.nan  # ∂²S_data/∂x_L², when asked for
+    trace_inv: float = math.nan  # Tr (T + K_L^R)⁻¹ (for the effective degrees of freedom P − T Tr(·))
 
     @property
     def residual(self) -> float:
@@ -135,6 +136,7 @@ class NestedAction:
         if info != 0 or not math.isfinite(S):
             return None
         _fill_upper(Ginv)
+        trace_inv = float(np.trace(Ginv))
         bias = net.bias_variances()
         # size of the data terms of the top layer's equation, for the relative residual
         b = bias[-1]
@@ -148,7 +150,8 @@ class NestedAction:
             grad[l - 1] = self.widths[l - 1] * (qbar[l - 1] - 1.0) + float(np.vdot(gam, chain[l])) - bias[l] * float(gam.sum())
             if l > 1:
                 gam = kernels.propagate_vjp(chain[l - 1], net.activation, gam, qbar[l - 1] / net.priors[l])
-        return NestedPoint(x=x, action=S, grad=grad, scale=self.widths * (qbar + 1.0) + scale_out, top_curvature=curv)
+        return NestedPoint(x=x, action=S, grad=grad, scale=self.widths * (qbar + 1.0) + scale_out, top_curvature=curv,
+                           trace_inv=trace_inv)
 
     def _top_curvature(self, Ginv: np.ndarray, a: np.ndarray, b: float) -> float:
         """∂²D/∂x_L² from G⁻¹ alone: x_L scales A = K_L^R − b 11ᵀ = G − T − b 11ᵀ, so with

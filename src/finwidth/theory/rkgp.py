@@ -114,7 +114,7 @@ class RKGP(MultiOutputMixin, Estimator):
         (``qbar_`` is then the Ñ×Ñ patch–patch matrix; ``renormalization`` does not apply and
         ``mean_correction`` must be None or False); its options are on ``ConvRKGP``.
     temperature : float
-        T ≥ 0, the likelihood variance of the Gibbs posterior (DESIGN.md §2). T = 0 is legal.
+        T ≥ 0, the likelihood variance of the Gibbs posterior (docs/conventions.md). T = 0 is legal.
     renormalization : {"product", "nested"}
         Deep renormalised kernel (module docstring). Identical at L = 1 without biases, and for
         relu/linear at any depth (homogeneity).
@@ -275,48 +275,33 @@ class RKGP(MultiOutputMixin, Estimator):
         self._train_diags = kernels.layer_diagonals(net, X)
         self.n_factorizations_ = 0
 
-        if not is_nested and correction is None:
-            # product form and non-odd theory: the spectrum without eigenvectors (docs/large-p.md)
-            self._fit_spectral(K_out, X, y, widths)
+        if correction is None:
+            # the spectrum without eigenvectors (docs/large-p.md): product form, non-odd theory, and the
+            # nested form's start
+            self._fit_spectral(K_out, X, y, widths, action)
             del K_out
             return self._set_evidence(P)
 
-        # the output NNGP eigenbasis: the nested form's start (the product-form saddle: exact for
-        # relu/linear, close for erf), and the modes a correction beyond the saddle point sums over
+        # a correction beyond the saddle point (one hidden layer, product form: checked by _fit_correction
+        # before anything is solved) sums over the modes: the output NNGP eigenbasis
+        self.kind_ = "nonodd" if self.mean_correction_ else "nested" if is_nested else "product"
+        self._fit_correction(None, None)
         basis = spectral.eigenbasis(K_out)
         del K_out
         y_t = basis.project(y)
         self._criterion(basis, y_t, widths)
-
-        if self.mean_correction_:
-            self.kind_ = "nonodd"
-            self._fit_nonodd(basis, y_t, X)
-        elif not is_nested:
-            self.kind_ = "product"
-            sol = spectral.solve_product(basis, y_t, T, widths)
-            self.qbar_ = sol.qbar
-            self.q_ = 1.0 / sol.qbar - 1.0
-            self.action_ = sol.action
-            self.residual_ = sol.residual
-            self.roots_ = sol.roots
-            self._pred_basis = basis
-            self._pred_scale = sol.pi
-        else:
-            self.kind_ = "nested"
-            if T == 0 and basis.n_null:
-                raise ConfigError(
-                    f"the NNGP kernel has {basis.n_null} null eigenvalues (duplicate inputs, or P > N_0 for "
-                    "linear layers); the nested form at T = 0 needs a non-singular kernel: use T > 0 or "
-                    "renormalization='product'"
-                )
-            start = spectral.solve_product(basis, y_t, T, widths)
-            self._fit_nested(action, start)
+        sol = spectral.solve_product(basis, y_t, T, widths)
+        self.qbar_ = sol.qbar
+        self.q_ = 1.0 / sol.qbar - 1.0
+        self.action_ = sol.action
+        self.residual_ = sol.residual
+        self.roots_ = sol.roots
+        self._pred_basis = basis
+        self._pred_scale = sol.pi
         # near-singular problems: how much can round-off in the output kernel's spectrum move the fit?
-        # (the NNGP eigenbasis scaled by ∏ Q̄_l: exact for the product form, an estimate otherwise)
-        self._warn_roundoff(spectral.roundoff_sensitivity(basis, y_t, T, float(np.prod(self.qbar_))))
+        self._warn_roundoff(spectral.roundoff_sensitivity(basis, y_t, T, sol.pi))
         self.correction_ = self._fit_correction(basis, y_t)
-        m_t = basis.project(self._mean_vector(self._train_diags[0])) if self.kind_ == "nonodd" else None
-        self.validity_ = self._validity(basis.values, m_t)
+        self.validity_ = self._validity(basis.values)
         return self._set_evidence(P)
 
     def _warn_roundoff(self, sensitivity: float, stacklevel: int = 4) -> None:
@@ -330,13 +315,16 @@ class RKGP(MultiOutputMixin, Estimator):
         self.log_evidence_ = None if not math.isfinite(self.action_) else -0.5 * self.action_ - P_half_log
         return self
 
-    def _fit_spectral(self, K_out: np.ndarray, X: np.ndarray, y: np.ndarray, widths: np.ndarray) -> None:
-        """Product form or non-odd theory from one in-place Householder tridiagonalisation of K_out.
+    def _fit_spectral(self, K_out: np.ndarray, X: np.ndarray, y: np.ndarray, widths: np.ndarray,
+                      action: nested.NestedAction | None = None) -> None:
+        """Product form, non-odd theory or (with ``action``) the nested form, from one in-place
+        Householder tridiagonalisation of the output NNGP kernel K_out.
 
         The eigenvalues come from the tridiagonal matrix; the labels enter through its continued
         fractions (y is its first basis vector), or, where coordinates are needed (the non-odd theory's
         mean vector, numerically-null modes), through the reflectors and the tridiagonal eigenvectors.
-        K_out is destroyed; predictions rebuild what they need (:meth:`_deferred_predict`).
+        The nested form starts from the product-form saddle on this spectrum (exact for relu/linear,
+        close for erf). K_out is destroyed; predictions rebuild what they need (:meth:`_deferred_predict`).
         """
         T = self.temperature
         hs = tridiagonal.householder_spectrum(K_out, y)
@@ -352,15 +340,22 @@ class RKGP(MultiOutputMixin, Estimator):
         else:
             measure = tridiagonal.TridiagonalMeasure(hs)
         self.width_criterion_ = measure_width_criterion(measure, widths)
+        if T == 0 and n_null == values.size:
+            raise ConfigError("the kernel is zero: nothing to solve")
         if self.mean_correction_:
             self.kind_ = "nonodd"
             self._fit_nonodd(basis, y_t, X, m_t=m_t)
-            # (the NNGP eigenbasis scaled by Q̄: an estimate for the non-odd theory)
-            self._warn_roundoff(measure.roundoff_sensitivity(float(self.qbar_[0]), T), stacklevel=5)
+        elif action is not None:
+            self.kind_ = "nested"
+            if T == 0 and n_null:
+                raise ConfigError(
+                    f"the NNGP kernel has {n_null} null eigenvalues (duplicate inputs, or P > N_0 for "
+                    "linear layers); the nested form at T = 0 needs a non-singular kernel: use T > 0 or "
+                    "renormalization='product'"
+                )
+            self._fit_nested(action, spectral.solve_product_measure(measure, T, widths))
         else:
             self.kind_ = "product"
-            if T == 0 and n_null == values.size:
-                raise ConfigError("the kernel is zero: nothing to solve")
             sol = spectral.solve_product_measure(measure, T, widths)
             self.qbar_ = sol.qbar
             self.q_ = 1.0 / sol.qbar - 1.0
@@ -368,7 +363,9 @@ class RKGP(MultiOutputMixin, Estimator):
             self.residual_ = sol.residual
             self.roots_ = sol.roots
             self._pred_scale = sol.pi
-            self._warn_roundoff(measure.roundoff_sensitivity(sol.pi, T), stacklevel=5)
+        # near-singular problems: how much can round-off in the output kernel's spectrum move the fit?
+        # (the NNGP spectrum scaled by ∏ Q̄_l: exact for the product form, an estimate otherwise)
+        self._warn_roundoff(measure.roundoff_sensitivity(float(np.prod(self.qbar_)), T), stacklevel=5)
         self.correction_ = None
         self.validity_ = self._validity(values, m_t, stacklevel=5)
         self._pred_basis = None
@@ -398,21 +395,19 @@ class RKGP(MultiOutputMixin, Estimator):
         from finwidth.theory import validity
 
         T = float(self.temperature)
-        c = 0.0
         if self.kind_ == "nested":
-            # the renormalised kernel is not a multiple of K here: its eigenvalues (no vectors, one P×P solve)
-            kr, scale = np.linalg.eigvalsh(self._nested_kernels(self.qbar_, self.X_train_)[-1].train), 1.0
+            # K_R is not a multiple of K here: df = Tr[K_R (T + K_R)⁻¹] = P − T Tr (T + K_R)⁻¹, with the
+            # trace from the solver's last factorisation (no second kernel build or eigendecomposition)
+            P = k.size
+            dof = float(P) if T == 0 else P - T * self._nested_trace_inv
         else:
-            kr, scale = k, self._pred_scale
-            if self.kind_ == "nonodd":
-                c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0]))
-            else:
-                m_t = None
-        dof = validity.effective_dof(np.maximum(kr, 0.0), scale, T, m_t=m_t, c=c)
+            c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0])) if self.kind_ == "nonodd" else 0.0
+            dof = validity.effective_dof(np.maximum(k, 0.0), self._pred_scale, T,
+                                         m_t=m_t if self.kind_ == "nonodd" else None, c=c)
         return validity.assess(dof, k, self.network.widths[-1],
                                gaussian_features=self.network.activation.name == "linear", stacklevel=stacklevel)
 
-    def _fit_correction(self, basis: spectral.Eigenbasis, y_t: np.ndarray):
+    def _fit_correction(self, basis: spectral.Eigenbasis | None, y_t: np.ndarray | None):
         from finwidth.theory import corrections
 
         correction = getattr(self, "correction", None)  # subclasses (BPKR) may not take the parameter
@@ -424,6 +419,8 @@ class RKGP(MultiOutputMixin, Estimator):
             raise ConfigError(f"correction={correction!r} is implemented for one hidden layer without the "
                               f"non-odd mean term (this fit is {self.kind_!r} at depth {self.network.depth}); "
                               "use mean_correction=False or correction=None")
+        if basis is None:  # only the check, before the fit
+            return None
         return corrections.fit_correction(correction, k=basis.values, y_t=y_t, temperature=float(self.temperature),
                                           qbar=float(self.qbar_[0]), width=float(self.network.widths[0]))
 
@@ -525,6 +522,7 @@ class RKGP(MultiOutputMixin, Estimator):
         self.action_ = pt.action
         self.residual_ = pt.residual
         self.roots_ = [tuple(qbar)]
+        self._nested_trace_inv = pt.trace_inv
         self._pred_basis = None  # the renormalised kernel's eigenbasis: built by the first predict
         self._pred_scale = 1.0
 
