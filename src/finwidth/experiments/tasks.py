@@ -146,9 +146,11 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
                 values["qbar_L_matrix"] = qbar[-1].tolist()
                 values["r"] = np.atleast_1d(np.asarray(est.width_criterion_.r, dtype=float)).tolist()
                 values["output_correlation"] = est.output_correlation(dataset.X_test, average=True).tolist()
+            elif qbar.ndim == 2:  # a CNN's Ñ×Ñ Q: its global mode tr Q/Ñ, what sim.qbar_readout estimates
+                values["qbar_L"] = float(np.trace(qbar)) / qbar.shape[0]
+                values["r"] = float(est.width_criterion_.r)
             else:
-                # a CNN's Ñ×Ñ Q: its global mode tr Q/Ñ, the quantity sim.qbar_readout estimates
-                values["qbar_L"] = float(np.trace(qbar) / qbar.shape[0]) if qbar.ndim == 2 else float(qbar[-1])
+                values["qbar_L"] = float(qbar[-1])
                 # the matrix-free path (solver_ = "krylov") has no width criterion (a T = 0 quantity)
                 values["r"] = None if est.width_criterion_ is None else float(est.width_criterion_.r)
             values["residual"] = float(est.residual_)

@@ -100,8 +100,8 @@ class ReadoutConditional:
         the standard form cut into G consecutive groups a'_g ∈ R^m (channel-major for the CNN: G = C
         channels, m = Ñ patches). Float64 ``[R, m, m]``.
 
-        The conditional is N(m, A⁻¹) with A⁻¹ = (1/λ)[1 − Φᵀ(cλ + ΦΦᵀ)⁻¹Φ] (c = M T; data space), so
-        the sum is Σ_g (m_g m_gᵀ + (A⁻¹)_gg): blocks of the G diagonal m × m blocks of A⁻¹."""
+        The conditional is N(m, A⁻¹), so the sum is Σ_g (m_g m_gᵀ + (A⁻¹)_gg) with (A⁻¹)_gg the G
+        diagonal m × m blocks of A⁻¹; in data space A⁻¹ = (1/λ)[1 − Φᵀ(M T λ + ΦΦᵀ)⁻¹Φ] (Woodbury)."""
         if not self.vector or self.bias_col is not None:
             raise ValueError("grouped_second_moment is defined for one output without output bias")
         M = self.N
