@@ -16,8 +16,9 @@ linear teacher. Network: one hidden erf layer, N_1 = P/2, λ = 1.
   DP × DP float32 inverse at every evaluation, fsolve with a finite-difference Jacobian. Timed one after
   the other with finwidth's fit on the same data, at --deepbays-temperature (default 1, where deepbays
   reaches the saddle point; the row says whether it did: its Q against finwidth's). Sizes stop growing once
-  a run exceeds --budget seconds. --deepbays-low-t-size adds one row at --temperature (1e-3), where
-  deepbays' fsolve does not reach the saddle point.
+  a run exceeds --budget seconds. --deepbays-low-t-size adds one row at --temperature (1e-3), where the
+  fixtures found its fsolve stopping short of the saddle point (tests/fixtures/deepbays_multiclass/README.md);
+  the row says whether it did.
 """
 
 from __future__ import annotations

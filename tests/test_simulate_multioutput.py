@@ -207,3 +207,13 @@ def test_bad_multioutput_input(call, match):
     X, Y, Xt, Yt = _classes(P=8, Pt=4, N0=6, D=3, seed=0)
     with pytest.raises(ConfigError, match=match):
         call(X, Y, Xt, Yt)
+
+
+def test_gibbs_deep_linear_with_several_outputs_records_the_readout_outer_product():
+    X, Y, Xt, _ = _classes(P=10, Pt=4, N0=5, D=3, seed=6)
+    from finwidth.simulate.gibbs import gibbs_deep_linear
+
+    s = gibbs_deep_linear(Network([6, 4], "linear"), X, Y, temperature=0.2, n_sweeps=20, replicas=2, seed=1, X_test=Xt)
+    assert s.readout_outer.shape == (20, 2, 3, 3) and s.test_pred.shape == (20, 2, 4, 3)
+    np.testing.assert_allclose(np.trace(s.readout_outer, axis1=-2, axis2=-1), s.readout_norm, rtol=1e-12)
+    assert s.hidden_alignment.shape == (20, 2, 2) and np.all(np.isfinite(s.hidden_alignment))
