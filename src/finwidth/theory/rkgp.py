@@ -173,7 +173,8 @@ class RKGP(MultiOutputMixin, Estimator):
         Validity diagnostic: the effective load α_eff = df/N_L of the renormalised GP and the kernel's
         effective rank per hidden unit; where both say the saddle point is unreliable, ``fit`` warns
         with :class:`finwidth.ValidityWarning` (rule and its measured error rates: docs/validity.md).
-        None on the matrix-free path (``solver_ == "krylov"``), which has no eigenvalues.
+        None for several outputs and for a ConvNetwork (where the rule was not calibrated), and on the
+        matrix-free path (``solver_ == "krylov"``), which has no eigenvalues.
 
     Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
     ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
@@ -237,10 +238,16 @@ class RKGP(MultiOutputMixin, Estimator):
         self.mean_correction_ = self._check_params()
         self._conv = None
         self.n_outputs_ = 1
-        if type(self.network).__name__ == "ConvNetwork":
+        self.correction_ = self.validity_ = None  # neither is defined for CNNs or several outputs
+        is_conv = type(self.network).__name__ == "ConvNetwork"
+        if not is_conv:
+            X = _as_X(X, "X")
+            y = validate_targets(y, X.shape[0], multi_output=True)
+        if getattr(self, "correction", None) is not None and (is_conv or y.ndim == 2):
+            raise ConfigError(f"correction={self.correction!r} is implemented for one output of a fully connected "
+                              "network; use correction=None here")
+        if is_conv:
             return self._fit_conv(X, y)
-        X = _as_X(X, "X")
-        y = validate_targets(y, X.shape[0], multi_output=True)
         if y.ndim == 2:
             if self.solver == "krylov":
                 raise ConfigError("solver='krylov' covers one output; with several outputs use solver='dense' or 'auto'")
