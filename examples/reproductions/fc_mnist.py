@@ -5,7 +5,9 @@ images, T = 0.05, priors 1), N = 8, 16, 32 (the CNN's channel counts). Per N: NN
 and BAOAB (the ``baoab`` step of suggest_step_size, 8 replicas, 10 000 steps, init
 ``readout_conditional``, Rao–Blackwellised), checkpointed. Results: docs/data/reproductions/cnn/fc_N{N}.json.
 
-    nice -n 10 python examples/reproductions/fc_mnist.py [N ...] [--steps N]
+    nice -n 10 python examples/reproductions/fc_mnist.py [N ...] [--steps N] [--dataset cifar10]
+
+(``--dataset cifar10``: CIFAR-10 airplane/automobile, paper preset, fc_cifar10_N{N}.json).
 
 Reported in docs/reproductions.md ("CNN ... against the fully connected net") only where R̂ ≤ 1.05 and ESS ≥ 100.
 """
@@ -30,8 +32,8 @@ OUT = Path(__file__).resolve().parents[2] / "docs" / "data" / "reproductions" / 
 T, P, P_TEST = 0.05, 100, 200  # as in cnn_mnist.py
 
 
-def run(N: int, n_steps: int, ckpt_dir: Path) -> dict:
-    d = data.load("mnist", classes=[0, 1], n_train=P, n_test=P_TEST, preset="paper")
+def run(N: int, n_steps: int, ckpt_dir: Path, dataset: str = "mnist") -> dict:
+    d = data.load(dataset, classes=[0, 1], n_train=P, n_test=P_TEST, preset="paper")
     net = Network(N, "erf")  # hidden width N; N_0 = 784 from the data
     t0 = time.perf_counter()
     th = RKGP(net, T).fit(d.X_train, d.y_train)
@@ -39,7 +41,7 @@ def run(N: int, n_steps: int, ckpt_dir: Path) -> dict:
     eg_nngp = NNGP(net, T).fit(d.X_train, d.y_train).generalization_error(d.X_test, d.y_test)
     t_theory = time.perf_counter() - t0
     h = suggest_step_size(net, d.X_train, d.y_train, temperature=T)["baoab"]
-    ck = ckpt_dir / f"fc_mnist_N{N}_n{n_steps}_h{h:.4g}.ckpt"
+    ck = ckpt_dir / f"fc_{dataset}_N{N}_n{n_steps}_h{h:.4g}.ckpt"
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NotConvergedWarning)
@@ -66,14 +68,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("widths", nargs="*", type=int, default=[8, 16, 32])
     ap.add_argument("--steps", type=int, default=10000)
+    ap.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
     ap.add_argument("--checkpoints", default=os.environ.get("TMPDIR", "/tmp"))
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     for N in args.widths:
-        out = run(N, args.steps, Path(args.checkpoints))
+        out = run(N, args.steps, Path(args.checkpoints), args.dataset)
         with tempfile.NamedTemporaryFile("w", dir=OUT, delete=False, suffix=".tmp") as f:
             json.dump(out, f, indent=1)
-        os.replace(f.name, OUT / f"fc_N{N}.json")
+        os.replace(f.name, OUT / (f"fc_N{N}.json" if args.dataset == "mnist" else f"fc_{args.dataset}_N{N}.json"))
         s = out["sim"]
         print(f"N={N}: eg sim {s['eg']:.5f} ± {s['eg_stderr']:.5f}, theory {out['theory']['eg']:.5f}, "
               f"nngp {out['nngp']['eg']:.5f}; max R̂ {s['max_rhat']:.3f}, min ESS {s['min_ess']:.0f}, "
