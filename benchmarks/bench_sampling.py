@@ -1,8 +1,8 @@
 """Sampling benchmarks (docs/benchmarks.md, "Sampling"): everything is measured side by side in one run.
 
-    .venv/bin/python benchmarks/bench_sampling.py [--threads 2] [--parts abc] [--rounds 5] [--quick] [--json out.json]
+    .venv/bin/python benchmarks/bench_sampling.py [--threads 2] [--parts abc] [--rounds 5] [--sizes 500] [--quick] [--json out.json]
 
-A. Throughput: chain-steps per second at N_0 = 784, N_1 = 500, P = 500, R = 8, float32, CPU, for
+A. Throughput: chain-steps per second at N_0 = 784, N_1 = 500, P = 500 (``--sizes``), R = 8, float32, CPU, for
    finwidth's batched samplers against a faithful single-chain loop of the papers' update (one
    replica at a time: an ``nn.Module``, autograd, an optimiser step per iteration).
 B. Accuracy versus step: the papers' figure-1a setting (1HL erf, MNIST 0/1 "paper" preset,
@@ -117,11 +117,11 @@ _A_CASES = [
 _A_BASE = "paper loop (1 chain at a time, autograd + optimiser)"
 
 
-def part_a_round(quick, threads):
+def part_a_round(quick, threads, P=500):
     """One round of part A in this process: the papers' loop and each finwidth case, alternated."""
     torch.set_num_threads(threads)
-    X, y, _, _, src = mnist(500, 10)
-    n = 30 if quick else 300
+    X, y, _, _, src = mnist(P, 10)
+    n = 30 if quick else max(30, 150000 // P)  # 300 steps at P = 500
     T, R = 1e-3, 8
     rows = {_A_BASE: [], **{c[0]: [] for c in _A_CASES}}
     for _ in range(2):
@@ -131,7 +131,7 @@ def part_a_round(quick, threads):
     return {"data": src, "rows": {k: max(v) for k, v in rows.items()}}
 
 
-def part_a(quick, threads=2, rounds=5):
+def part_a(quick, threads=2, rounds=5, P=500):
     """Rounds in fresh processes: one process's memory layout can slow the papers' loop by 1.5x
     for its whole life (seen: 90-95 vs 135-147 steps/s on the same machine), so one process is
     not a measurement. Reported: medians over rounds, and the ratio to the fastest baseline round."""
@@ -141,7 +141,7 @@ def part_a(quick, threads=2, rounds=5):
     per_round = []
     for i in range(rounds):
         code = (f"import sys, json; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-                f"import bench_sampling as b; print('JSON' + json.dumps(b.part_a_round({quick}, {threads})))")
+                f"import bench_sampling as b; print('JSON' + json.dumps(b.part_a_round({quick}, {threads}, {P})))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         per_round.append(json.loads(out.split("JSON", 1)[1]))
         r = per_round[-1]["rows"]
@@ -151,7 +151,7 @@ def part_a(quick, threads=2, rounds=5):
     med = {k: float(np.median([r["rows"][k] for r in per_round])) for k in names}
     best_base = max(r["rows"][_A_BASE] for r in per_round)
     ratios = {k: [r["rows"][k] / r["rows"][_A_BASE] for r in per_round] for k in names}
-    print(f"\nA. chain-steps/s, N0=784 N1=500 P=500 R=8 float32 CPU ({per_round[0]['data']}), torch threads "
+    print(f"\nA. chain-steps/s, N0=784 N1=500 P={P} R=8 float32 CPU ({per_round[0]['data']}), torch threads "
           f"{threads}, {rounds} rounds in fresh processes (best of 2 alternations per round)")
     print(f"  {'':55s} {'median':>9s}   {'median/median':>13s}   {'median/best baseline':>20s}   per-round ratios")
     for k in names:
@@ -290,12 +290,16 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test; numbers not for docs)")
     ap.add_argument("--parts", default="abc")
     ap.add_argument("--rounds", type=int, default=5, help="part A: rounds, each in a fresh process")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[500], help="part A: training set sizes P")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = {"threads": a.threads, "torch": torch.__version__}
     for p in a.parts:
-        out[p] = part_a(a.quick, a.threads, a.rounds) if p == "a" else {"b": part_b, "c": part_c}[p](a.quick)
+        if p == "a":
+            out[p] = {P: part_a(a.quick, a.threads, a.rounds, P) for P in a.sizes}
+        else:
+            out[p] = {"b": part_b, "c": part_c}[p](a.quick)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(out, fh, indent=1, default=float)

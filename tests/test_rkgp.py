@@ -221,11 +221,11 @@ def test_nested_prediction_basis_is_built_by_the_first_predict(monkeypatch):
     original = spectral.eigenbasis
     monkeypatch.setattr(spectral, "eigenbasis", lambda K, **kw: calls.append(K.shape) or original(K, **kw))
     m = RKGP(Network([30, 40], "erf"), 0.05, renormalization="nested").fit(X, y)
-    assert len(calls) == 1  # the NNGP basis (criterion and product start) only
+    assert len(calls) == 0  # criterion and product start: the NNGP spectrum without eigenvectors
     first = m.predict(Xt)
-    assert len(calls) == 2
+    assert len(calls) == 1
     np.testing.assert_array_equal(m.predict(Xt), first)
-    assert len(calls) == 2
+    assert len(calls) == 1
 
 
 def test_nested_erf_differs_from_product():
@@ -335,9 +335,8 @@ def test_near_singular_fit_warns():
 def test_nonodd_gradient_matches_finite_differences():
     X, y, _, _ = _data(P=30, seed=10)
     net = Network([25], "relu")
-    m = RKGP(net, 0.1, mean_correction=False).fit(X, y)  # only to get the eigenbasis
-    basis = m._pred_basis
     lay = kernels.nngp(net, X, all_layers=True)
+    basis = spectral.eigenbasis(lay[-1].train)
     mt = basis.project(net.activation.mean(np.diag(lay[0].train)))
     nz = NonOddSaddle(basis.values, basis.project(y), mt, 0.1, 25)
     for qb, q in ((1.2, -0.1), (0.7, 0.6)):

@@ -102,3 +102,14 @@ def test_linear_networks_are_reliable_at_any_load():
         model = RKGP(Network([3], "linear"), 1e-3).fit(*_data(offset=3.0))
     v = model.validity_
     assert v.effective_load > 1 and v.rank_per_unit < validity.RANK_THRESHOLD and v.reliable
+
+
+def test_not_defined_for_several_outputs_and_refused_with_a_correction():
+    X, y = _data()
+    Y = np.stack([y, -0.5 * y], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", finwidth.ValidityWarning)  # not calibrated there: no warning either
+        m = RKGP(Network([5], "erf"), 1e-3).fit(X, Y)
+    assert m.validity_ is None and m.correction_ is None
+    with pytest.raises(finwidth.ConfigError, match="one output"):
+        RKGP(Network([5], "erf"), 1e-3, correction="kernel_shape").fit(X, Y)

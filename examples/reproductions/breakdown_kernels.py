@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from breakdown_study import CACHE, REPO, dataset  # noqa: E402
+from breakdown_study import CACHE, REPO, dataset, write_json  # noqa: E402
 
 from finwidth import RKGP, Network, ValidityWarning, kernels, sample_posterior  # noqa: E402
 from finwidth.inputs import InputReduction  # noqa: E402
@@ -173,10 +173,7 @@ def main() -> None:
         r = analyse(data, P, N1, sample(data, P, N1))
         out.append(r)
         print(json.dumps(r, indent=1), flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_name(OUT.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    os.replace(tmp, OUT)
+    write_json(OUT, out)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ Writes docs/data/reproductions/breakdown_single_neuron.json.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -30,7 +28,7 @@ import torch
 from scipy.special import erf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from breakdown_study import REPO, dataset  # noqa: E402
+from breakdown_study import REPO, dataset, write_json  # noqa: E402
 
 from finwidth import RKGP, AdaptiveKernel, Network, ValidityWarning, kernels  # noqa: E402
 from finwidth.inputs import InputReduction  # noqa: E402
@@ -114,10 +112,7 @@ def main() -> None:
         e = generalization_error(d.y_test, m, var)
         out[f"tilt_x{mult:g}"] = {"eps": [e.total, e.bias, e.variance], "acceptance": acc}
         print(f"tilt x{mult:g}", out[f"tilt_x{mult:g}"], flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_name(OUT.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    os.replace(tmp, OUT)
+    write_json(OUT, out)
 
 
 if __name__ == "__main__":

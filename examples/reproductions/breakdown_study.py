@@ -101,12 +101,30 @@ RUNS += [run_spec("rerun400", "mnist", 400, 200, 1e-3, seed=1, time_total=2000.0
 # held out, sampled here with the test-error R̂/ESS recorded: CIFAR-10 plane/car and relu on MNIST
 RUNS += [run_spec("extra", "cifar10", 100, 50, 1e-3), run_spec("extra", "cifar10", 100, 100, 1e-3),
          run_spec("extra", "mnist", 100, 200, 1e-3, act="relu", time_total=2000.0)]
+# third round (held out): relu on MNIST over the load at the step and length of the converged relu run of
+# nonodd_sim.csv (h = 0.07, 60000 steps), and CIFAR-10 at α = 2 with another seed, twice as long
+RUNS += [run_spec("heldout2", "mnist", 100, N1, 1e-3, act="relu", step_factor=0.7, time_total=4200.0, seed=3)
+         for N1 in (100, 200, 25, 1000)]
+RUNS += [run_spec("heldout2", "cifar10", 100, 50, 1e-3, seed=1, time_total=2000.0),
+         run_spec("heldout2", "cifar10", 100, 25, 1e-3, seed=1, time_total=2000.0),
+         run_spec("heldout2", "cifar10", 100, 25, 1e-3, seed=2, time_total=4000.0)]
+# the rest of the T = 1e-4 row of the map (α = 4, 0.5), and CIFAR-10 at α = 0.5 (held out)
+RUNS += [run_spec("tsweep", "mnist", 100, N1, 1e-4) for N1 in (25, 200)]
+RUNS += [run_spec("heldout2", "cifar10", 100, 200, 1e-3, seed=1)]
+# calibration: Gaussian inputs at α = 2, P = 100, twice as long with another seed (R̂ 1.085 before)
+RUNS += [run_spec("rerun", "gauss", 100, 50, 1e-3, seed=3, time_total=2000.0)]
 
 
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically (the scripts of this study share it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1) + "\n"))
 
 
 def one(spec: dict) -> dict:

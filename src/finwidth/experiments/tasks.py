@@ -151,7 +151,8 @@ def run_theory(config: TaskConfig, dataset) -> dict[str, Any]:  # noqa: ANN001
                 values["r"] = float(est.width_criterion_.r)
             else:
                 values["qbar_L"] = float(qbar[-1])
-                values["r"] = float(est.width_criterion_.r)
+                # the matrix-free path (solver_ = "krylov") has no width criterion (a T = 0 quantity)
+                values["r"] = None if est.width_criterion_ is None else float(est.width_criterion_.r)
             values["residual"] = float(est.residual_)
             values["kind"] = str(est.kind_)
             validity = getattr(est, "validity_", None)  # fully connected single-output RKGP only

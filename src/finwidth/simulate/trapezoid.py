@@ -7,7 +7,9 @@ j > p. The first layer then needs, per step and for all replicas at once,
 * forward   Hᵀ = W Lᵀ    (W: ``[R, N, r]`` → ``[R, N, P]``),
 * backward  G  = D L     (D: ``[R, N, P]`` → ``[R, N, r]``),
 
-and the triangular top block L[:r] costs half a dense product. On CPU this uses BLAS ``?trmm``
+and the triangular top block L[:r] costs half a dense product; the P − r rows below it (P > r when
+there are more data points than input dimensions) are a dense block, one ordinary product. On CPU
+this uses BLAS ``?trmm``
 from ``scipy.linalg.cython_blas`` (a documented C interface; called through ctypes, which releases
 the GIL so replica groups run in parallel threads). Elsewhere (CUDA, other dtypes, inputs that
 require autograd) the dense product is used: same numbers up to rounding, full cost.
@@ -80,25 +82,26 @@ class LowerTrapezoid:
         self.P, self.r = L.shape
         self._fn = _load_trmm(L.dtype) if L.device.type == "cpu" else None
         if self._fn is not None:
-            # [L | 0] is P × P lower triangular: one trmm covers the P − r dependent rows too, at
-            # (P − r)²/2 wasted products instead of a skinny dense product
-            pad = torch.zeros((self.P, self.P), dtype=L.dtype)
-            pad[:, : self.r] = L
-            self.fortran = pad.T.contiguous()  # row-major of [L | 0]ᵀ is column-major [L | 0]
+            # the r × r triangle by trmm, the (P − r) × r rows below it by a dense product
+            self.fortran = L[: self.r].T.contiguous()  # row-major of L_topᵀ is column-major L_top
+            self.bottom = L[self.r:].contiguous()  # [P − r, r]
+            self.bottom_t = self.bottom.T.contiguous()
 
     def _blas_ok(self, *tensors: torch.Tensor) -> bool:
         return self._fn is not None and all(
             t.device.type == "cpu" and t.dtype == self.L.dtype and not t.requires_grad for t in tensors)
 
     def _trmm(self, trans: bytes, buf: torch.Tensor) -> None:
-        """In place on a contiguous ``[..., P]`` buffer: column-major B ← op([L | 0]) B, B the
-        P × (numel/P) matrix of ``buf``."""
+        """In place on a contiguous ``[..., n]`` buffer (n = P or r): its first r entries along the
+        last axis, as the column-major r × (numel/n) matrix B with leading dimension n, become
+        op(L_top) B."""
         fn, ctype = self._fn
-        m, n = ctypes.c_int(self.P), ctypes.c_int(buf.numel() // self.P)
-        ld = ctypes.c_int(self.P)
+        ld = buf.shape[-1]
+        m, n = ctypes.c_int(self.r), ctypes.c_int(buf.numel() // ld)
+        lda, ldb = ctypes.c_int(self.r), ctypes.c_int(ld)
         one = ctype(1.0)
         fn(b"L", b"L", trans, b"N", ctypes.byref(m), ctypes.byref(n), ctypes.byref(one),
-           self.fortran.data_ptr(), ctypes.byref(ld), buf.data_ptr(), ctypes.byref(ld))
+           self.fortran.data_ptr(), ctypes.byref(lda), buf.data_ptr(), ctypes.byref(ldb))
 
     def right_mul_t(self, W: torch.Tensor) -> torch.Tensor:
         """W Lᵀ: ``[..., N, r]`` → a new contiguous ``[..., N, P]``."""
@@ -107,8 +110,9 @@ class LowerTrapezoid:
         if not self._blas_ok(W) or W.numel() == 0:
             return torch.matmul(W, self.L.T)
         out = torch.empty((*W.shape[:-1], self.P), dtype=W.dtype)
+        if self.P > self.r:
+            out[..., self.r:] = torch.matmul(W, self.bottom_t)
         out[..., : self.r].copy_(W)
-        out[..., self.r:].zero_()
         self._trmm(b"N", out)
         return out
 
@@ -119,9 +123,13 @@ class LowerTrapezoid:
             raise ValueError(f"last axis of D must be P = {self.P}, got shape {tuple(D.shape)}")
         if not self._blas_ok(D) or D.numel() == 0:
             return torch.matmul(D, self.L)
-        if not D.is_contiguous():
-            buf = D.contiguous()
+        below = torch.matmul(D[..., self.r:], self.bottom) if self.P > self.r else None
+        if overwrite and D.is_contiguous():
+            buf = D  # in place: only its first r entries per row are used and overwritten
         else:
-            buf = D if overwrite else D.clone()
+            buf = D[..., : self.r].clone(memory_format=torch.contiguous_format)  # the part the triangle needs
         self._trmm(b"T", buf)
-        return buf[..., : self.r]
+        top = buf[..., : self.r]
+        if below is not None:
+            top += below
+        return top

@@ -57,6 +57,8 @@ class BPKR(RKGP):
     # fixed for the linear theory (exact there), not parameters
     renormalization = "product"
     mean_correction = False
+    solver = "auto"
+    solver_options = None
 
     def __init__(self, network, temperature: float):
         self.network = network
@@ -123,7 +125,7 @@ class BPKR(RKGP):
         if self.n_outputs_ > 1:
             raise ConfigError("train_posterior and hidden_kernels are derived for one output; "
                               "fit with targets of shape (P,)")
-        basis = self._pred_basis
+        basis = self._prediction_basis()
         k = basis.values
         T = self.temperature
         x = self.pi_ * k

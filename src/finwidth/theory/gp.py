@@ -118,7 +118,7 @@ def _check_square(K: Any, what: str) -> np.ndarray:
 class GPFactor:
     """A factorisation of A = K + noise·I that solves, gives log det A and whitens.
 
-    Built by :func:`factorize`. ``method`` is ``"cholesky"`` (A = L Lᵀ) or ``"eigh"``
+    Built by :func:`factorize`. ``method`` is ``"cholesky"`` (A = Uᵀ U, U upper triangular) or ``"eigh"``
     (A = U diag(w) Uᵀ with eigenvalues ≤ cutoff dropped: a pseudo-inverse of rank ``rank``).
     """
 
@@ -139,16 +139,17 @@ class GPFactor:
     def solve(self, B: np.ndarray) -> np.ndarray:
         """A⁻¹ B (the pseudo-inverse A⁺ B if rank-deficient)."""
         if self.method == "cholesky":
-            return linalg.cho_solve((self._chol, True), B, check_finite=False)
+            return linalg.cho_solve((self._chol, False), B, check_finite=False)
         U, w = self.evecs, self.evals
         coef = U.T @ B  # type: ignore[union-attr]
         coef = coef / (w if coef.ndim == 1 else w[:, None])  # type: ignore[index]
         return U @ coef  # type: ignore[operator]
 
     def whiten(self, B: np.ndarray) -> np.ndarray:
-        """W B with Wᵀ W = A⁻¹ (A⁺): L⁻¹ B, or diag(w^-½) Uᵀ B (rank rows)."""
+        """W B with Wᵀ W = A⁻¹ (A⁺): U⁻ᵀ B, or diag(w^-½) Uᵀ B (rank rows)."""
         if self.method == "cholesky":
-            return linalg.solve_triangular(self._chol, B, lower=True, check_finite=False)
+            # A = Uᵀ U: W = U⁻ᵀ
+            return linalg.solve_triangular(self._chol, B, trans="T", lower=False, check_finite=False)
         coef = self.evecs.T @ B  # type: ignore[union-attr]
         s = 1.0 / np.sqrt(self.evals)  # type: ignore[arg-type]
         return coef * (s if coef.ndim == 1 else s[:, None])
@@ -204,7 +205,9 @@ def factorize(K: Any, noise: float, *, rtol: float | None = None, overwrite: boo
         A.flat[:: n + 1] += noise
     if noise > 0:
         try:
-            chol = linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
+            # A = Uᵀ U, computed in A's own memory: a C-ordered symmetric matrix is its own transpose,
+            # which LAPACK sees in Fortran order (no copy)
+            chol = linalg.cholesky(_fortran_view(A), lower=False, overwrite_a=True, check_finite=False)
             return GPFactor("cholesky", n, chol=chol)
         except linalg.LinAlgError:
             # singular to working precision despite the noise (tiny T): fall through to eigh
@@ -215,7 +218,7 @@ def factorize(K: Any, noise: float, *, rtol: float | None = None, overwrite: boo
                     suggestion="call factorize with overwrite=False, or raise the temperature",
                 ) from None
             A.flat[:: n + 1] += noise
-    w, U = linalg.eigh(A, overwrite_a=True, check_finite=False)
+    w, U = linalg.eigh(_fortran_view(A), overwrite_a=True, check_finite=False)
     lam_max = float(max(abs(w[0]), abs(w[-1]))) if n else 0.0
     tol = (n * np.finfo(np.float64).eps) if rtol is None else float(rtol)
     if not math.isfinite(tol) or tol < 0:
@@ -230,6 +233,20 @@ def factorize(K: Any, noise: float, *, rtol: float | None = None, overwrite: boo
     if not np.any(keep):
         raise ConfigError("the kernel plus noise is zero to working precision; nothing can be learned")
     return GPFactor("eigh", n, evals=w[keep].copy(), evecs=np.ascontiguousarray(U[:, keep]), cutoff=cutoff)
+
+
+def _norm1(K: np.ndarray) -> float:
+    """‖K‖₁ (largest absolute column sum) in row blocks of ~2 MB: no P×P temporary."""
+    rows = max(1, (1 << 18) // max(K.shape[1], 1))
+    col = np.zeros(K.shape[1])
+    for i0 in range(0, K.shape[0], rows):
+        col += np.abs(K[i0:i0 + rows]).sum(axis=0)
+    return float(col.max()) if col.size else 0.0
+
+
+def _fortran_view(A: np.ndarray) -> np.ndarray:
+    """The same symmetric matrix in Fortran order without a copy (its transpose, if C-ordered)."""
+    return A.T if A.flags.c_contiguous and not A.flags.f_contiguous else A
 
 
 @dataclass
@@ -277,7 +294,7 @@ def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite
     alpha = fac.solve(yv)
     if not overwrite and fac.full_rank:
         r = K @ alpha + noise * alpha - yv
-        scale = np.linalg.norm(K, 1) * np.linalg.norm(alpha, 1) + noise * np.linalg.norm(alpha, 1) + np.linalg.norm(yv, 1)
+        scale = _norm1(K) * np.linalg.norm(alpha, 1) + noise * np.linalg.norm(alpha, 1) + np.linalg.norm(yv, 1)
         backward = float(np.linalg.norm(r, 1)) / scale if scale > 0 else 0.0
         if not backward <= _BACKWARD_TOL:
             raise ConvergenceError(

@@ -41,7 +41,7 @@ from scipy import optimize
 
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.inputs import as_inputs as _as_X
-from finwidth.theory import nested, spectral
+from finwidth.theory import nested, scalable, spectral, tridiagonal
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
 from finwidth.theory.multioutput_estimator import MultiOutputMixin
@@ -81,13 +81,16 @@ def width_criterion(basis: spectral.Eigenbasis, y_t: np.ndarray, widths) -> Widt
 
     ``widths`` are N_1..N_L; the Student-t factor is given for one hidden layer only.
     """
+    return measure_width_criterion(spectral.SpectralMeasure.from_eigenbasis(basis.values, np.asarray(y_t) ** 2), widths)
+
+
+def measure_width_criterion(measure, widths) -> WidthCriterion:
+    """:func:`width_criterion` from a spectral measure of the output kernel (eigenbasis or tridiagonal)."""
     widths = np.asarray(widths, dtype=float)
-    k = basis.values
-    P = k.size
-    pos = k > 0
-    r = float(np.sum(y_t[pos] ** 2 / k[pos])) / P
+    P = measure.size
+    r = measure.g(1.0, 0.0)[2]  # the label part of g at T = 0, Π = 1: yᵀ K⁺ y / P
     try:
-        pi0 = spectral.solve_product(basis, y_t, 0.0, widths).pi
+        pi0 = spectral.solve_product_measure(measure, 0.0, widths).pi
     except ConvergenceError:
         pi0 = float("nan")
     stf = None
@@ -118,6 +121,15 @@ class RKGP(MultiOutputMixin, Estimator):
     mean_correction : bool or None
         Mean term of non-odd activations (two order parameters). ``None``: on for non-odd
         activations at L = 1, off otherwise. ``True`` requires L = 1 and a non-odd activation.
+    solver : {"auto", "dense", "krylov"}
+        ``"dense"``: one eigendecomposition of the P×P output kernel (exact). ``"krylov"``: matrix-free
+        Lanczos quadrature on a tiled kernel (:mod:`finwidth.theory.scalable`; product form and one
+        hidden layer without the mean term, T > 0), with error bars ``qbar_stderr_`` and
+        ``qbar_quadrature_error_``. ``"auto"``: krylov above
+        :data:`finwidth.theory.scalable.KRYLOV_ABOVE_P` training points where it applies.
+    solver_options : dict or None
+        Options of the matrix-free path (:data:`finwidth.theory.scalable.SOLVER_OPTIONS`): target
+        accuracy ``rtol`` (default 1e-3, relative on Q̄), probes, storage of the kernel tiles, …
     correction : {None, "kernel_shape", "qbar_fluctuations"}
         Beyond the saddle point, one hidden layer only (:mod:`finwidth.theory.corrections`):
         the first-order kernel-shape correction of deepbays' ``FC_1HL_corrected``, or the exact
@@ -150,24 +162,33 @@ class RKGP(MultiOutputMixin, Estimator):
         "product", "nested" or "nonodd".
     mean_correction_ : bool
         Whether the mean term was used (``mean_correction`` resolved).
+    solver_ : str
+        "dense" or "krylov" (``solver`` resolved).
+    qbar_stderr_, qbar_quadrature_error_ : ndarray, shape (L,)
+        Accuracy of Q̄ on the matrix-free path: standard error from the stochastic trace and bound
+        from the quadrature (zeros on the dense path). ``log_evidence_stderr_`` likewise.
     correction_ : object or None
         The fitted correction (``KernelShape`` or ``QbarMixture``), None without one.
-    validity_ : finwidth.theory.validity.Validity
+    validity_ : finwidth.theory.validity.Validity or None
         Validity diagnostic: the effective load α_eff = df/N_L of the renormalised GP and the kernel's
         effective rank per hidden unit; where both say the saddle point is unreliable, ``fit`` warns
         with :class:`finwidth.ValidityWarning` (rule and its measured error rates: docs/validity.md).
+        None for several outputs and for a ConvNetwork (where the rule was not calibrated), and on the
+        matrix-free path (``solver_ == "krylov"``), which has no eigenvalues.
 
     Parameters are validated by :meth:`fit`; ``get_params``/``set_params``, ``score`` (R²) and
     ``clone`` follow scikit-learn (:mod:`finwidth.theory.base`).
     """
 
     def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None,
-                 correction=None):
+                 correction=None, solver: str = "auto", solver_options=None):
         self.network = network
         self.temperature = temperature
         self.renormalization = renormalization
         self.mean_correction = mean_correction
         self.correction = correction
+        self.solver = solver
+        self.solver_options = solver_options
 
     def _check_params(self) -> bool:
         """Validate the parameters (ConfigError); returns whether the mean term is used."""
@@ -217,17 +238,40 @@ class RKGP(MultiOutputMixin, Estimator):
         self.mean_correction_ = self._check_params()
         self._conv = None
         self.n_outputs_ = 1
-        if type(self.network).__name__ == "ConvNetwork":
+        self.correction_ = self.validity_ = None  # neither is defined for CNNs or several outputs
+        is_conv = type(self.network).__name__ == "ConvNetwork"
+        if not is_conv:
+            X = _as_X(X, "X")
+            y = validate_targets(y, X.shape[0], multi_output=True)
+        if getattr(self, "correction", None) is not None and (is_conv or y.ndim == 2):
+            raise ConfigError(f"correction={self.correction!r} is implemented for one output of a fully connected "
+                              "network; use correction=None here")
+        if is_conv:
             return self._fit_conv(X, y)
-        X = _as_X(X, "X")
-        y = validate_targets(y, X.shape[0], multi_output=True)
         if y.ndim == 2:
+            if self.solver == "krylov":
+                raise ConfigError("solver='krylov' covers one output; with several outputs use solver='dense' or 'auto'")
+            self.solver_ = "dense"
             return self._fit_multioutput(X, y)
         net = self.network
         P = X.shape[0]
         L = net.depth
         T = self.temperature
         widths = np.array(net.widths, dtype=float)
+        correction = getattr(self, "correction", None)  # subclasses (BPKR) may not take the parameter
+        if correction is not None and self.solver == "krylov":
+            raise ConfigError(f"correction={correction!r} sums over the kernel's eigenmodes: use solver='dense' or 'auto'")
+        self.solver_ = scalable.choose_solver(
+            self.solver, P, temperature=T,
+            product_form=correction is None and not self.mean_correction_
+            and (self.renormalization == "product" or L == 1 and net.bias is None),
+        )
+        scalable.solver_options(self.solver_options)
+        if self.solver_ == "krylov":
+            scalable.fit_rkgp(self, X, y)
+            return self
+        self.qbar_stderr_ = self.qbar_quadrature_error_ = np.zeros(L)
+        self.log_evidence_stderr_ = 0.0
         # only the output layer is kept as a P×P matrix; the lower layers enter through their diagonals
         # (the nested form keeps the input kernel too, and builds K_out from it)
         is_nested = not self.mean_correction_ and self.renormalization == "nested" and (L > 1 or net.bias is not None)
@@ -238,51 +282,109 @@ class RKGP(MultiOutputMixin, Estimator):
         self._train_diags = kernels.layer_diagonals(net, X)
         self.n_factorizations_ = 0
 
-        # the output NNGP eigenbasis serves the product form, the non-odd form and the criterion
+        if correction is None:
+            # the spectrum without eigenvectors (docs/large-p.md): product form, non-odd theory, and the
+            # nested form's start
+            self._fit_spectral(K_out, X, y, widths, action)
+            del K_out
+            return self._set_evidence(P)
+
+        # a correction beyond the saddle point (one hidden layer, product form: checked by _fit_correction
+        # before anything is solved) sums over the modes: the output NNGP eigenbasis
+        self.kind_ = "nonodd" if self.mean_correction_ else "nested" if is_nested else "product"
+        self._fit_correction(None, None)
         basis = spectral.eigenbasis(K_out)
+        del K_out
         y_t = basis.project(y)
         self._criterion(basis, y_t, widths)
-
-        if self.mean_correction_:
-            self.kind_ = "nonodd"
-            self._fit_nonodd(basis, y_t, X)
-        elif not is_nested:
-            self.kind_ = "product"
-            sol = spectral.solve_product(basis, y_t, T, widths)
-            self.qbar_ = sol.qbar
-            self.q_ = 1.0 / sol.qbar - 1.0
-            self.action_ = sol.action
-            self.residual_ = sol.residual
-            self.roots_ = sol.roots
-            self._pred_basis = basis
-            self._pred_scale = sol.pi
-        else:
-            self.kind_ = "nested"
-            if T == 0 and basis.n_null:
-                raise ConfigError(
-                    f"the NNGP kernel has {basis.n_null} null eigenvalues (duplicate inputs, or P > N_0 for "
-                    "linear layers); the nested form at T = 0 needs a non-singular kernel: use T > 0 or "
-                    "renormalization='product'"
-                )
-            # start from the product-form saddle (exact for relu/linear, close for erf)
-            start = spectral.solve_product(basis, y_t, T, widths)
-            self._fit_nested(action, start)
+        sol = spectral.solve_product(basis, y_t, T, widths)
+        self.qbar_ = sol.qbar
+        self.q_ = 1.0 / sol.qbar - 1.0
+        self.action_ = sol.action
+        self.residual_ = sol.residual
+        self.roots_ = sol.roots
+        self._pred_basis = basis
+        self._pred_scale = sol.pi
         # near-singular problems: how much can round-off in the output kernel's spectrum move the fit?
-        # (the NNGP eigenbasis scaled by ∏ Q̄_l: exact for the product form, an estimate otherwise)
-        self.roundoff_sensitivity_ = spectral.roundoff_sensitivity(basis, y_t, T, float(np.prod(self.qbar_)))
-        spectral.warn_if_ill_conditioned(self.roundoff_sensitivity_, "this RKGP fit")
+        self._warn_roundoff(spectral.roundoff_sensitivity(basis, y_t, T, sol.pi))
         self.correction_ = self._fit_correction(basis, y_t)
-        self.validity_ = self._validity(basis)
+        self.validity_ = self._validity(basis.values)
+        return self._set_evidence(P)
+
+    def _warn_roundoff(self, sensitivity: float, stacklevel: int = 4) -> None:
+        self.roundoff_sensitivity_ = sensitivity
+        spectral.warn_if_ill_conditioned(sensitivity, "this RKGP fit", stacklevel=stacklevel)
+
+    def _set_evidence(self, P: int) -> RKGP:
         P_half_log = 0.5 * P * math.log(2 * math.pi)
         if not math.isfinite(self.action_):
             self.action_ = math.nan  # T = 0 with labels outside the kernel's range: S is not defined
         self.log_evidence_ = None if not math.isfinite(self.action_) else -0.5 * self.action_ - P_half_log
         return self
 
+    def _fit_spectral(self, K_out: np.ndarray, X: np.ndarray, y: np.ndarray, widths: np.ndarray,
+                      action: nested.NestedAction | None = None) -> None:
+        """Product form, non-odd theory or (with ``action``) the nested form, from one in-place
+        Householder tridiagonalisation of the output NNGP kernel K_out.
+
+        The eigenvalues come from the tridiagonal matrix; the labels enter through its continued
+        fractions (y is its first basis vector), or, where coordinates are needed (the non-odd theory's
+        mean vector, numerically-null modes), through the reflectors and the tridiagonal eigenvectors.
+        The nested form starts from the product-form saddle on this spectrum (exact for relu/linear,
+        close for erf). K_out is destroyed; predictions rebuild what they need (:meth:`_deferred_predict`).
+        """
+        T = self.temperature
+        hs = tridiagonal.householder_spectrum(K_out, y)
+        values, n_null = spectral.checked_spectrum(hs.values)
+        m_t = None
+        if self.mean_correction_ or n_null:
+            vecs = [y, self._mean_vector(self._train_diags[0])] if self.mean_correction_ else [y]
+            coords = hs.coordinates(np.stack(vecs, axis=1))
+            basis = spectral.Eigenbasis(values=values, vectors=None, n_null=n_null)
+            y_t = coords[:, 0]
+            m_t = coords[:, 1] if self.mean_correction_ else None
+            measure = spectral.SpectralMeasure.from_eigenbasis(values, y_t ** 2)
+        else:
+            measure = tridiagonal.TridiagonalMeasure(hs)
+        self.width_criterion_ = measure_width_criterion(measure, widths)
+        if T == 0 and n_null == values.size:
+            raise ConfigError("the kernel is zero: nothing to solve")
+        if self.mean_correction_:
+            self.kind_ = "nonodd"
+            self._fit_nonodd(basis, y_t, X, m_t=m_t)
+        elif action is not None:
+            self.kind_ = "nested"
+            if T == 0 and n_null:
+                raise ConfigError(
+                    f"the NNGP kernel has {n_null} null eigenvalues (duplicate inputs, or P > N_0 for "
+                    "linear layers); the nested form at T = 0 needs a non-singular kernel: use T > 0 or "
+                    "renormalization='product'"
+                )
+            self._fit_nested(action, spectral.solve_product_measure(measure, T, widths))
+        else:
+            self.kind_ = "product"
+            sol = spectral.solve_product_measure(measure, T, widths)
+            self.qbar_ = sol.qbar
+            self.q_ = 1.0 / sol.qbar - 1.0
+            self.action_ = sol.action
+            self.residual_ = sol.residual
+            self.roots_ = sol.roots
+            self._pred_scale = sol.pi
+        # near-singular problems: how much can round-off in the output kernel's spectrum move the fit?
+        # (the NNGP spectrum scaled by ∏ Q̄_l: exact for the product form, an estimate otherwise)
+        self._warn_roundoff(measure.roundoff_sensitivity(float(np.prod(self.qbar_)), T), stacklevel=5)
+        self.correction_ = None
+        self.validity_ = self._validity(values, m_t, stacklevel=5)
+        self._pred_basis = None
+        self._pred_cache = {}  # filled by the first predict (a mutable holder: predict leaves __dict__ alone)
+
     def _fit_conv(self, X, y) -> RKGP:
         """A ConvNetwork: the local kernel renormalisation (finwidth.theory.conv.ConvRKGP, its defaults)."""
         from finwidth.theory.conv import ConvRKGP
 
+        if self.solver == "krylov":
+            raise ConfigError("solver='krylov' covers fully connected networks only; use solver='dense' for a ConvNetwork")
+        self.solver_ = "dense"
         self._conv = ConvRKGP(self.network, self.temperature, mean_correction=self.mean_correction).fit(X, y)
         for name in ("qbar_", "q_", "action_", "log_evidence_", "residual_", "width_criterion_", "kind_",
                      "X_train_", "y_train_", "n_evaluations_"):
@@ -294,27 +396,25 @@ class RKGP(MultiOutputMixin, Estimator):
     def _criterion(self, basis: spectral.Eigenbasis, y_t: np.ndarray, widths: np.ndarray) -> None:
         self.width_criterion_ = width_criterion(basis, y_t, widths)
 
-    def _validity(self, basis: spectral.Eigenbasis):
-        """The diagnostic of finwidth.theory.validity; ``basis``: the NNGP output kernel's eigenbasis."""
+    def _validity(self, k: np.ndarray, m_t: np.ndarray | None = None, stacklevel: int = 4):
+        """The diagnostic of finwidth.theory.validity; ``k``: the NNGP output kernel's eigenvalues, ``m_t``:
+        the mean vector's coordinates in its eigenbasis (non-odd theory)."""
         from finwidth.theory import validity
 
         T = float(self.temperature)
-        m_t, c = None, 0.0
         if self.kind_ == "nested":
             # K_R is not a multiple of K here: df = Tr[K_R (T + K_R)⁻¹] = P − T Tr (T + K_R)⁻¹, with the
             # trace from the solver's last factorisation (no second kernel build or eigendecomposition)
-            P = basis.values.size
+            P = k.size
             dof = float(P) if T == 0 else P - T * self._nested_trace_inv
         else:
-            kr, scale = basis.values, self._pred_scale
-            if self.kind_ == "nonodd":
-                m_t = basis.project(self._mean_vector(self._train_diags[0]))
-                c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0]))
-            dof = validity.effective_dof(np.maximum(kr, 0.0), scale, T, m_t=m_t, c=c)
-        return validity.assess(dof, basis.values, self.network.widths[-1],
-                               gaussian_features=self.network.activation.name == "linear", stacklevel=4)
+            c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0])) if self.kind_ == "nonodd" else 0.0
+            dof = validity.effective_dof(np.maximum(k, 0.0), self._pred_scale, T,
+                                         m_t=m_t if self.kind_ == "nonodd" else None, c=c)
+        return validity.assess(dof, k, self.network.widths[-1],
+                               gaussian_features=self.network.activation.name == "linear", stacklevel=stacklevel)
 
-    def _fit_correction(self, basis: spectral.Eigenbasis, y_t: np.ndarray):
+    def _fit_correction(self, basis: spectral.Eigenbasis | None, y_t: np.ndarray | None):
         from finwidth.theory import corrections
 
         correction = getattr(self, "correction", None)  # subclasses (BPKR) may not take the parameter
@@ -326,6 +426,8 @@ class RKGP(MultiOutputMixin, Estimator):
             raise ConfigError(f"correction={correction!r} is implemented for one hidden layer without the "
                               f"non-odd mean term (this fit is {self.kind_!r} at depth {self.network.depth}); "
                               "use mean_correction=False or correction=None")
+        if basis is None:  # only the check, before the fit
+            return None
         return corrections.fit_correction(correction, k=basis.values, y_t=y_t, temperature=float(self.temperature),
                                           qbar=float(self.qbar_[0]), width=float(self.network.widths[0]))
 
@@ -336,7 +438,7 @@ class RKGP(MultiOutputMixin, Estimator):
         """m/√λ_1 with m_μ = E σ(h), h ~ N(0, C_μμ)."""
         return np.asarray(self.network.activation.mean(c_diag), dtype=np.float64) / math.sqrt(self.network.priors[1])
 
-    def _fit_nonodd(self, basis: spectral.Eigenbasis, y_t: np.ndarray, X: np.ndarray) -> None:
+    def _fit_nonodd(self, basis: spectral.Eigenbasis, y_t: np.ndarray, X: np.ndarray, m_t=None) -> None:
         T = self.temperature
         N = float(self.network.widths[0])
         k = basis.values
@@ -345,8 +447,8 @@ class RKGP(MultiOutputMixin, Estimator):
                 f"the output kernel has {basis.n_null} null eigenvalues (duplicate inputs?); the mean-corrected "
                 "theory at T = 0 needs a non-singular kernel: use T > 0 or mean_correction=False"
             )
-        m = self._mean_vector(self._train_diags[0])
-        m_t = basis.project(m)
+        if m_t is None:
+            m_t = basis.project(self._mean_vector(self._train_diags[0]))
         nz = NonOddSaddle(k, y_t, m_t, T, N)
         roots = []
         # the fixed starts, and the saddle of the theory without the mean term (Q = 1/Q̄ − 1 there): it
@@ -508,9 +610,13 @@ class RKGP(MultiOutputMixin, Estimator):
             return self._predict_multioutput(X_test, return_var, return_cov)
         if return_cov:
             raise ConfigError("return_cov is not available for RKGP; use return_var=True")
+        if self.solver_ == "krylov":
+            return scalable.predict_rkgp(self, X_test, return_var)
         X_test = _as_X(X_test, "X_test")
         if X_test.shape[1] != self.X_train_.shape[1]:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
+        if self.kind_ != "nested" and self._pred_basis is None:
+            return self._deferred_predict(X_test, return_var)
         T = self.temperature
         if self.kind_ == "nested":
             blocks = self._nested_kernels(self.qbar_, self.X_train_, X_test)[-1]
@@ -559,6 +665,44 @@ class RKGP(MultiOutputMixin, Estimator):
                 return mean
             var = kd - (kt_t ** 2) @ inv
         return mean, np.maximum(var, 0.0)
+
+    def _deferred_predict(self, X_test: np.ndarray, return_var: bool):
+        """Predictions of the product-form and non-odd fits: the renormalised train kernel is rebuilt
+        and factorised once, at the first call (Cholesky at T > 0), then kept."""
+        from finwidth import kernels
+        from finwidth.theory.gp import gp_fit, gp_predict
+
+        s = self._pred_scale
+        cache = self._pred_cache
+        if "fit" not in cache:
+            K = kernels.nngp(self.network, self.X_train_).train
+            K *= s
+            if self.kind_ == "nonodd":
+                m = self._mean_vector(self._train_diags[0])
+                c = self.qbar_[0] - 1.0 / (1.0 + self.q_[0])
+                tridiagonal.rank_one_update(K, m, -c)
+            cache["fit"] = gp_fit(K, self.y_train_, self.temperature, rtol=spectral.NULL_RTOL, overwrite=True)
+        kt, kd = kernels.nngp_cross(self.network, self.X_train_, X_test, train_diags=self._train_diags)
+        kt *= s
+        kd = kd * s
+        if self.kind_ == "nonodd":
+            c = self.qbar_[0] - 1.0 / (1.0 + self.q_[0])
+            m = self._mean_vector(self._train_diags[0])
+            mt = self._mean_vector(kernels.layer_diagonals(self.network, X_test)[0])
+            kt -= c * np.outer(mt, m)
+            kd = kd - c * mt ** 2
+        return gp_predict(cache["fit"], kt, kd, return_var=return_var)
+
+    def _prediction_basis(self) -> spectral.Eigenbasis:
+        """The eigenbasis of the output NNGP kernel (rebuilt on demand where the fit did not keep it)."""
+        from finwidth import kernels
+
+        if self._pred_basis is not None:
+            return self._pred_basis
+        cache = self._pred_cache
+        if "basis" not in cache:
+            cache["basis"] = spectral.eigenbasis(kernels.nngp(self.network, self.X_train_).train)
+        return cache["basis"]
 
     def generalization_error(self, X_test, y_test):
         """ε_g = mean_test[(y − ⟨f⟩)²] + mean_test[Var f] (bias + variance; noise T not added).

@@ -51,14 +51,15 @@ class Eigenbasis:
     ----------
     values : ndarray, shape (P,)
         Eigenvalues in ascending order; those below ``null_rtol · max`` are exactly 0.
-    vectors : ndarray, shape (P, P)
-        Orthonormal eigenvectors (columns).
+    vectors : ndarray, shape (P, P), or None
+        Orthonormal eigenvectors (columns); None where only the spectrum was computed (the
+        product-form and non-odd fits of :class:`~finwidth.theory.rkgp.RKGP`).
     n_null : int
         Number of eigenvalues set to zero.
     """
 
     values: np.ndarray
-    vectors: np.ndarray
+    vectors: np.ndarray | None
     n_null: int
 
     @property
@@ -67,6 +68,8 @@ class Eigenbasis:
 
     def project(self, v: np.ndarray) -> np.ndarray:
         """Uᵀ v (coordinates of v in the eigenbasis)."""
+        if self.vectors is None:
+            raise ConfigError("this eigenbasis has no eigenvectors (spectrum only)")
         return self.vectors.T @ v
 
 
@@ -91,6 +94,21 @@ def eigenbasis(K: np.ndarray, *, null_rtol: float = NULL_RTOL) -> Eigenbasis:
     if not np.all(np.isfinite(K)):
         raise ConfigError("the kernel contains NaN or inf entries; check the inputs and priors")
     values, vectors = np.linalg.eigh(K)
+    values, n_null = checked_spectrum(values, null_rtol=null_rtol)
+    return Eigenbasis(values=values, vectors=vectors, n_null=n_null)
+
+
+def checked_spectrum(values: np.ndarray, *, null_rtol: float = NULL_RTOL) -> tuple[np.ndarray, int]:
+    """Ascending eigenvalues of a kernel with the numerically-null ones set to 0, and their number.
+
+    Raises
+    ------
+    ConfigError
+        No positive eigenvalue, NaN, or a clearly negative one (not a covariance).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ConfigError("the kernel contains NaN or inf entries; check the inputs and priors")
     top = float(values[-1]) if values.size else 0.0
     if top <= 0.0:
         raise ConfigError("the kernel has no positive eigenvalue (all inputs zero?); nothing can be learned")
@@ -100,8 +118,7 @@ def eigenbasis(K: np.ndarray, *, null_rtol: float = NULL_RTOL) -> Eigenbasis:
             "it is not a covariance"
         )
     null = values < null_rtol * top
-    values = np.where(null, 0.0, values)
-    return Eigenbasis(values=values, vectors=vectors, n_null=int(null.sum()))
+    return np.where(null, 0.0, values), int(null.sum())
 
 
 @dataclass
@@ -187,6 +204,89 @@ def scan_roots(
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SpectralMeasure:
+    """What the product-form equations need from the kernel K: tr f(K) and yᵀ f(K) y for any f.
+
+    tr f(K) = Σ_j w_j f(θ_j) over the trace nodes and yᵀ f(K) y = Σ_j c_j f(ϑ_j) over the label nodes.
+    From an eigendecomposition K = U diag(k) Uᵀ both are exact: θ = ϑ = k, w = 1, c = (Uᵀy)²
+    (:meth:`from_eigenbasis`). Matrix-free fits (:mod:`finwidth.theory.scalable`) fill them with
+    Lanczos quadrature rules instead (stochastic for the trace).
+
+    Attributes
+    ----------
+    trace_nodes, trace_weights : ndarray, shape (M,)
+    label_nodes, label_weights : ndarray, shape (n,)
+    size : int
+        P, the dimension of K (normalises g).
+    """
+
+    trace_nodes: np.ndarray
+    trace_weights: np.ndarray
+    label_nodes: np.ndarray
+    label_weights: np.ndarray
+    size: int
+
+    @classmethod
+    def from_eigenbasis(cls, k: np.ndarray, y2: np.ndarray) -> SpectralMeasure:
+        """The exact measure of an eigenbasis: eigenvalues k (null modes exactly 0) and y2 = (Uᵀy)²."""
+        k = np.asarray(k, dtype=float)
+        return cls(k, np.ones_like(k), k, np.asarray(y2, dtype=float), int(k.size))
+
+    def g(self, pi: float, temperature: float) -> tuple[float, float, float]:
+        """g(Π) = Π D'(Π)/P and the absolute size of its two parts (see :func:`g_of_pi`)."""
+        P = self.size
+        pos_t = self.trace_nodes > 0
+        pos_l = self.label_nodes > 0
+        kt, kl = self.trace_nodes[pos_t], self.label_nodes[pos_l]
+        if temperature > 0:
+            xt, xl = pi * kt, pi * kl
+            tr = float(np.sum(self.trace_weights[pos_t] * (xt / (temperature + xt))))
+            dl = temperature + xl
+            lab = float(np.sum(self.label_weights[pos_l] * xl / (dl * dl)))
+        else:
+            tr = float(np.sum(self.trace_weights[pos_t]))
+            lab = float(np.sum(self.label_weights[pos_l] / kl)) / pi
+        return (tr - lab) / P, tr / P, lab / P
+
+    @property
+    def rank(self) -> float:
+        """The trace measure's mass on positive nodes (rank K for an eigenbasis)."""
+        return float(np.sum(self.trace_weights[self.trace_nodes > 0]))
+
+    def label_mass_in_range(self) -> tuple[float, float]:
+        """(‖P_range y‖², ‖y‖²): the labels' mass on positive nodes, and in all."""
+        return float(np.sum(self.label_weights[self.label_nodes > 0])), float(np.sum(self.label_weights))
+
+    def roundoff_sensitivity(self, pi: float, temperature: float) -> float:
+        """See :func:`roundoff_sensitivity`."""
+        P = self.size
+        top = max(float(np.max(self.trace_nodes, initial=0.0)), float(np.max(self.label_nodes, initial=0.0)))
+        delta = np.finfo(float).eps * math.sqrt(P) * top
+        d = temperature + pi * self.label_nodes
+        ok = d > 0
+        w = self.label_weights[ok] / d[ok]
+        total = float(np.sum(w))
+        if total == 0.0:
+            return 0.0
+        return float(np.sum(w * (pi * delta) / d[ok])) / total
+
+    def data_term(self, pi: float, temperature: float) -> float:
+        """D(Π) = log det(T + Π K) + yᵀ(T + Π K)⁻¹ y (−inf/inf where singular)."""
+        with np.errstate(divide="ignore"):
+            logdet = float(np.sum(self.trace_weights * np.log(temperature + pi * self.trace_nodes)))
+        d = temperature + pi * self.label_nodes
+        if temperature > 0:
+            quad = float(np.sum(self.label_weights / d))
+        else:
+            pos = self.label_nodes > 0
+            if np.any(self.label_weights[~pos] > 1e-24 * max(1.0, float(np.sum(self.label_weights)))):
+                quad = math.inf
+            else:
+                quad = float(np.sum(self.label_weights[pos] / d[pos]))
+        return logdet + quad
+
+
 def g_of_pi(pi: float, k: np.ndarray, y2: np.ndarray, temperature: float) -> tuple[float, float, float]:
     """The BPKR function g(Π) = Π D'(Π)/P and the absolute size of its two parts.
 
@@ -198,34 +298,12 @@ def g_of_pi(pi: float, k: np.ndarray, y2: np.ndarray, temperature: float) -> tup
     g, trace_part, label_part : float
         g = trace_part − label_part (both ≥ 0), used to scale residuals.
     """
-    P = k.size
-    pos = k > 0
-    kp = k[pos]
-    if temperature > 0:
-        x = pi * kp
-        d = temperature + x
-        tr = float(np.sum(x / d))
-        lab = float(np.sum(y2[pos] * x / (d * d)))
-    else:
-        tr = float(kp.size)
-        lab = float(np.sum(y2[pos] / kp)) / pi
-    return (tr - lab) / P, tr / P, lab / P
+    return SpectralMeasure.from_eigenbasis(k, y2).g(pi, temperature)
 
 
 def action_data_term(pi: float, k: np.ndarray, y2: np.ndarray, temperature: float) -> float:
     """D(Π) = log det(T + Π K) + yᵀ(T + Π K)⁻¹ y in the eigenbasis (−inf/inf where singular)."""
-    d = temperature + pi * k
-    with np.errstate(divide="ignore"):
-        logdet = float(np.sum(np.log(d)))
-    if temperature > 0:
-        quad = float(np.sum(y2 / d))
-    else:
-        pos = k > 0
-        if np.any(y2[~pos] > 1e-24 * max(1.0, float(np.sum(y2)))):
-            quad = math.inf
-        else:
-            quad = float(np.sum(y2[pos] / d[pos]))
-    return logdet + quad
+    return SpectralMeasure.from_eigenbasis(k, y2).data_term(pi, temperature)
 
 
 @dataclass
@@ -256,11 +334,15 @@ class ProductSaddle:
     roots: list[float]
 
 
-def product_action(qbar: np.ndarray, widths: np.ndarray, k: np.ndarray, y2: np.ndarray, temperature: float) -> float:
-    """S(Q̄) = Σ N_l (Q̄_l − log Q̄_l − 1) + D(∏ Q̄_l) (module docstring)."""
+def _measure_action(qbar: np.ndarray, widths: np.ndarray, measure: SpectralMeasure, temperature: float) -> float:
     qbar = np.asarray(qbar, dtype=float)
     prior = float(np.sum(widths * (qbar - np.log(qbar) - 1.0)))
-    return prior + action_data_term(float(np.prod(qbar)), k, y2, temperature)
+    return prior + measure.data_term(float(np.prod(qbar)), temperature)
+
+
+def product_action(qbar: np.ndarray, widths: np.ndarray, k: np.ndarray, y2: np.ndarray, temperature: float) -> float:
+    """S(Q̄) = Σ N_l (Q̄_l − log Q̄_l − 1) + D(∏ Q̄_l) (module docstring)."""
+    return _measure_action(qbar, widths, SpectralMeasure.from_eigenbasis(k, y2), temperature)
 
 
 def product_gradient(qbar: np.ndarray, widths: np.ndarray, k: np.ndarray, y2: np.ndarray, temperature: float) -> np.ndarray:
@@ -304,29 +386,46 @@ def solve_product(
     ConvergenceError
         No root in the scan range, or the stationarity residual at the root exceeds the tolerance.
     """
-    k = basis.values
-    P = k.size
-    y2 = np.asarray(y_tilde, dtype=float) ** 2
-    widths = np.asarray(widths, dtype=float)
-    alphas = P / widths
     if temperature == 0 and basis.rank == 0:
         raise ConfigError("the kernel is zero: nothing to solve")
+    y2 = np.asarray(y_tilde, dtype=float) ** 2
+    return solve_product_measure(SpectralMeasure.from_eigenbasis(basis.values, y2), temperature, widths,
+                                 z_range=z_range)
+
+
+def solve_product_measure(
+    measure: SpectralMeasure,
+    temperature: float,
+    widths,
+    *,
+    z_range: tuple[float, float] = (-60.0, 60.0),
+    with_action: bool = True,
+) -> ProductSaddle:
+    """:func:`solve_product` on any :class:`SpectralMeasure` (exact eigenbasis or quadrature rules).
+
+    The stationarity residual is that of the equations on this measure; how far a quadrature measure
+    is from the exact one is the caller's to bound (:mod:`finwidth.theory.scalable`). With
+    ``with_action=False`` the action is evaluated only to choose between several roots (else NaN).
+    """
+    P = measure.size
+    widths = np.asarray(widths, dtype=float)
+    alphas = P / widths
 
     def h(z: float) -> float:
-        g, _, _ = g_of_pi(math.exp(z), k, y2, temperature)
+        g, _, _ = measure.g(math.exp(z), temperature)
         q = 1.0 - alphas * g
         if np.any(q <= 0):
             return -math.inf
         return float(np.sum(np.log(q))) - z
 
-    if temperature == 0 and np.max(alphas) * basis.rank / P >= 1.0:
-        pos = k > 0
+    if temperature == 0 and np.max(alphas) * measure.rank / P >= 1.0:
+        in_range, total = measure.label_mass_in_range()
         # labels in the kernel's null space up to round-off: g(Π) = ρ for every Π, so Q̄_l = 1 − α_l ρ ≤ 0
         # and the action falls without bound as Q̄ → 0
-        if float(np.sum(y2[pos])) <= (1e-12) ** 2 * float(np.sum(y2)):
+        if in_range <= (1e-12) ** 2 * total:
             raise ConvergenceError(
                 f"at T = 0 the labels have no component in the range of the kernel (to round-off) and "
-                f"α_l·rank(K)/P = {np.max(alphas) * basis.rank / P:.3g} ≥ 1: the action has no saddle point "
+                f"α_l·rank(K)/P = {np.max(alphas) * measure.rank / P:.3g} ≥ 1: the action has no saddle point "
                 "(its T → 0 limit is Q̄ → 0)",
                 suggestion="use T > 0, or check the labels (all zero, or only in the kernel's null space)",
             )
@@ -336,9 +435,8 @@ def solve_product(
     if not scan.roots:
         scan = scan_roots(h, 3 * lo, 3 * hi, n_grid=721)
     if not scan.roots:
-        pos = k > 0
-        r = float(np.sum(y2[pos] / k[pos])) / P if temperature == 0 else math.nan
-        rho = basis.rank / P
+        r = measure.g(1.0, 0.0)[2] if temperature == 0 else math.nan
+        rho = measure.rank / P
         raise ConvergenceError(
             f"no root of the product-form saddle-point equation for log Π in [{3 * lo}, {3 * hi}] "
             f"(yᵀK⁺y/P = {r:.3g}, rank(K)/P = {rho:.3g}, max α_l = {np.max(alphas):.3g})",
@@ -347,7 +445,7 @@ def solve_product(
     candidates = []
     finite = np.isfinite(widths)
     for z in scan.roots:
-        g, _, _ = g_of_pi(math.exp(z), k, y2, temperature)
+        g, _, _ = measure.g(math.exp(z), temperature)
         qbar = 1.0 - alphas * g
         if np.any(qbar <= 0):
             continue
@@ -355,16 +453,18 @@ def solve_product(
         # relative to the size of its terms. (Where Q̄_l ≪ 1, Q̄_l = 1 − α_l g loses digits to
         # cancellation; this measure is what is left of that, not |log ∏ Q̄_l − z|.)
         pi = float(np.prod(qbar))
-        g, tr, lab = g_of_pi(pi, k, y2, temperature)
+        g, tr, lab = measure.g(pi, temperature)
         grad = widths * (qbar - 1.0) + P * g  # = Q̄_l ∂S/∂Q̄_l
         scale = widths * (qbar + 1.0) + P * (tr + lab)
         rel = np.abs(grad[finite]) / scale[finite] if np.any(finite) else np.zeros(1)
         residual = float(np.max(rel, initial=0.0))
-        action = product_action(qbar, np.where(finite, widths, 0.0), k, y2, temperature)
-        candidates.append((action, pi, g, qbar, residual))
+        candidates.append([math.nan, pi, g, qbar, residual])
     if not candidates:
         raise ConvergenceError("every root of the product-form equation has a non-positive Q̄_l",
                                suggestion="report this case; it should not happen for a valid kernel")
+    if with_action or len(candidates) > 1:
+        for c in candidates:
+            c[0] = _measure_action(c[3], np.where(finite, widths, 0.0), measure, temperature)
     candidates.sort(key=lambda c: (not math.isfinite(c[0]), c[0]))
     action, pi, g, qbar, residual = candidates[0]
     if len(candidates) > 1:
@@ -402,16 +502,8 @@ def roundoff_sensitivity(basis: Eigenbasis, y_tilde: np.ndarray, temperature: fl
     problem; E ~ 1 means the answer is set by round-off (e.g. N_0 = 2–3 with T ≤ 1e-6, where the
     kernel's spectrum falls below ε k_max).
     """
-    k = basis.values
-    P = k.size
-    delta = np.finfo(float).eps * math.sqrt(P) * float(k.max())
-    d = temperature + pi * k
-    ok = d > 0
-    w = np.asarray(y_tilde, dtype=float)[ok] ** 2 / d[ok]
-    total = float(np.sum(w))
-    if total == 0.0:
-        return 0.0
-    return float(np.sum(w * (pi * delta) / d[ok])) / total
+    return SpectralMeasure.from_eigenbasis(basis.values, np.asarray(y_tilde, dtype=float) ** 2).roundoff_sensitivity(
+        pi, temperature)
 
 
 def warn_if_ill_conditioned(sensitivity: float, what: str, stacklevel: int = 3) -> None:

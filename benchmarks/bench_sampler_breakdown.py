@@ -1,0 +1,65 @@
+"""Where a sampler step's time goes at P > N_0 (docs/benchmarks.md, "A at P > N₀").
+
+    .venv/bin/python benchmarks/bench_sampler_breakdown.py 4000
+
+One replica group (4 replicas of N_1 = 500, MNIST 0/1 paper preset, float32) on one thread: the
+first layer's forward product W Lᵀ and backward product D L (``LowerTrapezoid``: r × r BLAS trmm
+plus the dense (P − r) × r block), erf and its derivative on the [4, N_1, P] activations, and the
+Gaussian noise of one step, each timed alone (best of 5), per chain-step; beside them the papers'
+single-chain loop (``bench_sampling.paper_loop_steps_per_second``) on the same thread, and the ratio
+of first-layer flops 2·2·N_1(P r − r²/2) to the papers' 2·2·N_1 P N_0.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_sampling  # noqa: E402
+
+import finwidth  # noqa: E402
+from finwidth.inputs import InputReduction  # noqa: E402
+from finwidth.simulate.trapezoid import LowerTrapezoid  # noqa: E402
+
+
+def _best(f, n=5):
+    f()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return min(ts)
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    P = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
+    N, Rg = 500, 4
+    ds = finwidth.data.load("mnist", classes=(0, 1), n_train=P, n_test=0, preset="paper")
+    X = ds.X_train
+    L = torch.tensor(InputReduction.from_inputs(X).train_lower, dtype=torch.float32)
+    r = L.shape[1]
+    tz = LowerTrapezoid(L)
+    W = torch.randn(Rg, N, r)
+    H = tz.right_mul_t(W)
+    t_fwd = _best(lambda: tz.right_mul_t(W))
+    t_bwd = _best(lambda: tz.right_mul(H.clone()))
+    t_act = _best(lambda: (torch.erf(H), torch.exp(-H * H)))
+    t_noise = _best(lambda: torch.randn(Rg, N, r))
+    paper = bench_sampling.paper_loop_steps_per_second(X, ds.y_train, N, 1e-3, 1e-3, 10)
+    flop_ours = 2 * 2 * N * (P * r - r * r / 2)
+    flop_paper = 2 * 2 * N * P * X.shape[1]
+    print(f"P={P} r={r} N0={X.shape[1]}, load average {os.getloadavg()[0]:.1f}; per chain-step (ms): first-layer "
+          f"forward {1e3 * t_fwd / Rg:.1f}, backward {1e3 * t_bwd / Rg:.1f}, erf+derivative {1e3 * t_act / Rg:.1f}, "
+          f"noise {1e3 * t_noise / Rg:.2f}; papers' loop {1e3 / paper:.1f} ms/step; first-layer flops "
+          f"ours/papers = {flop_ours / flop_paper:.2f}")
+
+
+if __name__ == "__main__":
+    main()

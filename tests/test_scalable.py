@@ -1,0 +1,230 @@
+"""Matrix-free theory: tiled kernel operator, Lanczos quadrature, stochastic trace, CG predictions.
+
+References are independent of the code under test: the dense kernel of ``kernels.nngp``, dense
+eigendecompositions and solves (numpy), the dense saddle-point solver, and the exact Hutchinson
+variance 2(‖F‖_F² − Σ F_ii²) computed from an eigendecomposition.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from finwidth import kernels
+from finwidth.errors import ConfigError, ConvergenceError
+from finwidth.kernel_operator import KernelOperator, storage_bytes
+from finwidth.network import Network
+from finwidth.theory import krylov, scalable, spectral
+
+
+def _data(P=150, N0=20, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(P, N0))
+    y = np.tanh(X[:, 0] + 0.5 * X[:, 1]) + 0.1 * rng.normal(size=P)
+    return X, y
+
+
+@pytest.mark.parametrize("act,bias", [("erf", None), ("relu", [0.1, 0.2, 0.3]), ("tanh", None)])
+def test_operator_matches_dense_kernel(act, bias):
+    X, _ = _data(P=233)
+    net = Network([10, 10], act, bias=bias)
+    K = kernels.nngp(net, X).train
+    V = np.random.default_rng(1).normal(size=(233, 3))
+    for storage, tol in (("float64", 1e-14), ("recompute", 1e-14), ("float32", 1e-7)):
+        op = KernelOperator(net, X, storage=storage, tile=50, threads=2)
+        assert np.max(np.abs(op.dense() - K)) <= tol * np.max(np.abs(K))
+        assert np.allclose(op @ V, K @ V, rtol=0, atol=tol * 10 * np.abs(K @ V).max())
+        assert np.allclose(op.matmat(V[:, 0]), K @ V[:, 0], rtol=0, atol=tol * 10 * np.abs(K @ V).max())
+        np.testing.assert_allclose(op.diagonal(), np.diagonal(K), rtol=1e-14)
+
+
+def test_operator_storage_choice_and_errors():
+    X, _ = _data(P=100)
+    net = Network([5], "erf")
+    assert KernelOperator(net, X).storage == "float64"
+    assert KernelOperator(net, X, max_bytes=storage_bytes(100, "float32", 2048)).storage == "float32"
+    assert KernelOperator(net, X, max_bytes=10).storage == "recompute"
+    # the tiles of the upper triangle: half of a dense copy plus the diagonal tiles' lower halves
+    assert storage_bytes(4096, "float64", 2048) == 8 * (2048 * 4096 + 2048 * 2048)
+    for kw in ({"storage": "float16"}, {"tile": 0}, {"threads": 0}):
+        with pytest.raises(ConfigError):
+            KernelOperator(net, X, **kw)
+    with pytest.raises(ConfigError, match="shape"):
+        KernelOperator(net, X).matmat(np.ones(7))
+
+
+def _psd(P=80, seed=3):
+    rng = np.random.default_rng(seed)
+    U = np.linalg.qr(rng.normal(size=(P, P)))[0]
+    k = np.exp(rng.uniform(-8, 2, size=P))
+    return (U * k) @ U.T
+
+
+def test_gauss_and_radau_bracket_the_resolvent():
+    K = _psd()
+    rng = np.random.default_rng(0)
+    V = rng.normal(size=(80, 3))
+    lz = krylov.ScalarLanczos(V)
+    for _ in range(12):
+        lz.advance(np.arange(3), K @ lz.current(np.arange(3)))
+    J = lz.jacobi()
+    w, U = np.linalg.eigh(K)
+    for s in (1e-3, 0.1, 3.0):
+        exact1 = np.einsum("ij,i,ij->j", U.T @ V, 1 / (s + w), U.T @ V)
+        exact2 = np.einsum("ij,i,ij->j", U.T @ V, 1 / (s + w) ** 2, U.T @ V)
+        g1, g2 = J.resolvent(s)
+        r1, r2 = J.radau().resolvent(s)
+        # Gauss below, Gauss-Radau (node at 0) above, for these completely monotone functions
+        assert np.all(g1 <= exact1 * (1 + 1e-12)) and np.all(exact1 <= r1 * (1 + 1e-12))
+        assert np.all(g2 <= exact2 * (1 + 1e-12)) and np.all(exact2 <= r2 * (1 + 1e-12))
+        # the continued fraction is the Gauss rule of the eigendecomposition
+        for i, (theta, wt) in enumerate(J.rules()):
+            assert g1[i] == pytest.approx(np.sum(wt / (s + theta)), rel=1e-11)
+    # run to the end: the rules become exact
+    for _ in range(150):
+        lz.advance(np.arange(3), K @ lz.current(np.arange(3)))
+    g1, _ = lz.jacobi().resolvent(0.01)
+    exact = np.einsum("ij,i,ij->j", U.T @ V, 1 / (0.01 + w), U.T @ V)
+    assert np.allclose(g1, exact, rtol=1e-9)
+
+
+def test_block_lanczos_rule_gives_the_label_gram_matrix():
+    K = _psd(P=60)
+    Y = np.random.default_rng(2).normal(size=(60, 3))
+    bl = krylov.BlockLanczos(Y)
+    while not bl.exhausted:
+        bl.advance(K @ bl.current())
+    theta, Z = bl.rule()
+    w, U = np.linalg.eigh(K)
+    f = 1 / (0.05 + w)
+    exact = (U.T @ Y).T @ ((U.T @ Y) * f[:, None])
+    assert np.allclose(Z.T @ (Z / (0.05 + theta)[:, None]), exact, rtol=1e-9)
+    with pytest.raises(ConfigError, match="dependent"):
+        krylov.BlockLanczos(np.ones((10, 2)))
+
+
+@pytest.mark.parametrize("widths", [[60], [80, 50]])
+def test_krylov_saddle_with_exact_probes_is_the_dense_saddle(widths):
+    X, y = _data(P=120)
+    net = Network(widths, "erf")
+    K = kernels.nngp(net, X).train
+    basis = spectral.eigenbasis(K)
+    dense = spectral.solve_product(basis, basis.project(y), 0.01, widths)
+    sol = scalable.solve_product_krylov(lambda V: K @ V, y, 0.01, widths, rtol=1e-10, probes="exact")
+    assert np.allclose(sol.qbar, dense.qbar, rtol=1e-9)
+    assert sol.action == pytest.approx(dense.action, rel=1e-9)
+    assert np.all(sol.qbar_stderr == 0) and np.all(sol.qbar_quadrature_error <= 3e-10 * sol.qbar)
+
+
+def test_krylov_saddle_error_bars_are_honest():
+    """Rademacher probes: the answer is within a few standard errors of the dense one, and the
+    reported standard error matches the exact Hutchinson variance of this kernel."""
+    P, T, N = 300, 1e-2, 150
+    X, y = _data(P=P, seed=4)
+    net = Network([N], "erf")
+    K = kernels.nngp(net, X).train
+    basis = spectral.eigenbasis(K)
+    dense = spectral.solve_product(basis, basis.project(y), T, [N])
+    sol = scalable.solve_product_krylov(lambda V: K @ V, y, T, [N], rtol=2e-3, seed=7)
+    se = sol.qbar_stderr[0]
+    assert abs(sol.qbar[0] - dense.qbar[0]) <= 4 * se + sol.qbar_quadrature_error[0]
+    assert se <= 2e-3 * sol.qbar[0]
+    # exact Hutchinson variance of tr(ΠK(T + ΠK)⁻¹)/P at the dense root, propagated with dQ̄/dg
+    w, U = basis.values, basis.vectors
+    f = dense.pi * w / (T + dense.pi * w)
+    F_diag = (U ** 2) @ f
+    var = 2 * (np.sum(f ** 2) - np.sum(F_diag ** 2)) / P ** 2
+    sens = scalable.qbar_sensitivity(spectral.SpectralMeasure.from_eigenbasis(w, basis.project(y) ** 2), dense, T,
+                                     np.array([N], float))
+    expected = abs(sens[0]) * math.sqrt(var / sol.n_probes)
+    assert 0.6 * expected <= se <= 1.6 * expected  # 32 probes: the sample spread is itself ±13%
+
+
+def test_krylov_saddle_raises_when_the_budget_cannot_verify_the_target():
+    X, y = _data(P=200)
+    K = kernels.nngp(Network([100], "erf"), X).train
+    with pytest.raises(ConvergenceError, match="probes"):
+        scalable.solve_product_krylov(lambda V: K @ V, y, 1e-2, [100], rtol=1e-6, max_probes=40)
+    with pytest.raises(ConvergenceError, match="not converged"):
+        scalable.solve_product_krylov(lambda V: K @ V, y, 1e-4, [100], rtol=1e-12, probes="exact", max_steps=20,
+                                      check_every=10)
+    with pytest.raises(ConfigError, match="T > 0"):
+        scalable.solve_product_krylov(lambda V: K @ V, y, 0.0, [100])
+    with pytest.raises(ConfigError, match="probes"):
+        scalable.solve_product_krylov(lambda V: K @ V, y, 0.1, [100], probes=1)
+
+
+def test_krylov_predictor_is_the_dense_gp():
+    X, y = _data(P=260)
+    Xt = np.random.default_rng(9).normal(size=(37, 20))
+    net = Network([50], "erf")
+    op = KernelOperator(net, X, tile=64)
+    pi, T = 0.7, 1e-3
+    pred = scalable.KrylovPredictor(op, y, T, pi, rank=40, rtol=1e-11)
+    blocks = kernels.nngp(net, X, Xt)
+    A = pi * blocks.train + T * np.eye(260)
+    mean = pi * blocks.test_train @ np.linalg.solve(A, y)
+    var = pi * blocks.test_diag - pi ** 2 * np.einsum("ij,ji->i", blocks.test_train,
+                                                       np.linalg.solve(A, blocks.test_train.T))
+    m, v = pred.predict(Xt, return_var=True, block_rows=16)
+    assert np.allclose(m, mean, rtol=1e-7, atol=1e-9)
+    assert np.allclose(v, var, rtol=1e-6, atol=1e-9)
+    assert np.allclose(pred.predict(Xt), m)
+    assert pred.residual <= 1e-10
+
+
+# N_1 = 70 < P = 140: the validity diagnostic warns (the theory's regime); the numbers are what is tested
+@pytest.mark.filterwarnings("ignore::finwidth.errors.ValidityWarning")
+def test_rkgp_krylov_path_is_the_dense_fit():
+    from finwidth.theory.rkgp import RKGP
+
+    X, y = _data(P=140)
+    Xt = np.random.default_rng(5).normal(size=(30, 20))
+    net = Network([70], "erf")
+    dense = RKGP(net, 0.01).fit(X, y)
+    assert dense.solver_ == "dense" and np.all(dense.qbar_stderr_ == 0)
+    kry = RKGP(net, 0.01, solver="krylov", solver_options={"probes": "exact", "rtol": 1e-10, "tile": 64}).fit(X, y)
+    assert kry.solver_ == "krylov" and kry.kind_ == "product"
+    assert np.allclose(kry.qbar_, dense.qbar_, rtol=1e-9)
+    assert kry.log_evidence_ == pytest.approx(dense.log_evidence_, rel=1e-9)
+    assert kry.width_criterion_ is None
+    assert kry.roundoff_sensitivity_ == pytest.approx(dense.roundoff_sensitivity_, rel=1e-6)
+    m0, v0 = dense.predict(Xt, return_var=True)
+    m1, v1 = kry.predict(Xt, return_var=True)
+    assert np.allclose(m1, m0, rtol=1e-7, atol=1e-9) and np.allclose(v1, v0, rtol=1e-6, atol=1e-9)
+    e0, e1 = dense.generalization_error(Xt, np.tanh(Xt[:, 0])), kry.generalization_error(Xt, np.tanh(Xt[:, 0]))
+    assert e1.total == pytest.approx(e0.total, rel=1e-7)
+
+
+def test_rkgp_solver_choice_is_validated():
+    from finwidth.theory.rkgp import RKGP
+
+    X, y = _data(P=40)
+    for kw in ({"temperature": 0.0}, {"network": Network([20], "relu")},
+               {"network": Network([20, 20], "erf"), "renormalization": "nested"}):
+        args = {"network": Network([20], "erf"), "temperature": 0.1} | kw
+        with pytest.raises(ConfigError, match="solver='krylov'"):
+            RKGP(args.pop("network"), args.pop("temperature"), solver="krylov", **args).fit(X, y)
+    with pytest.raises(ConfigError, match="solver must be"):
+        RKGP(Network([20], "erf"), 0.1, solver="lanczos").fit(X, y)
+    with pytest.raises(ConfigError, match="unknown solver_options"):
+        RKGP(Network([20], "erf"), 0.1, solver_options={"rtool": 1e-3}).fit(X, y)
+    assert scalable.choose_solver("auto", scalable.KRYLOV_ABOVE_P + 1, product_form=True, temperature=0.1) == "krylov"
+    assert scalable.choose_solver("auto", scalable.KRYLOV_ABOVE_P + 1, product_form=False, temperature=0.1) == "dense"
+    assert scalable.choose_solver("auto", scalable.KRYLOV_ABOVE_P, product_form=True, temperature=0.1) == "dense"
+
+
+def test_the_theory_does_not_import_torch_without_a_device():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from finwidth import Network\n"
+            "from finwidth.theory.rkgp import RKGP\n"
+            "X = np.random.default_rng(0).normal(size=(60, 5)); y = X[:, 0]\n"
+            "RKGP(Network([30], 'erf'), 0.1, solver='krylov', solver_options={'rtol': 0.05}).fit(X, y).predict(X[:3])\n"
+            "RKGP(Network([30], 'erf'), 0.1).fit(X, y).predict(X[:3], return_var=True)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
