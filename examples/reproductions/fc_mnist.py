@@ -15,21 +15,17 @@ Reported in docs/reproductions.md ("CNN ... against the fully connected net") on
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
+from cnn_mnist import P, P_TEST, T, sample, write_json  # the CNN runs' data, sampler and output
 from finwidth import Network, data
-from finwidth.errors import NotConvergedWarning
-from finwidth.simulate import resume, sample_posterior, suggest_step_size
+from finwidth.simulate import suggest_step_size
 from finwidth.theory.nngp import NNGP
 from finwidth.theory.rkgp import RKGP
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "data" / "reproductions" / "cnn"
-T, P, P_TEST = 0.05, 100, 200  # as in cnn_mnist.py
 
 
 def run(N: int, n_steps: int, ckpt_dir: Path, dataset: str = "mnist") -> dict:
@@ -41,26 +37,13 @@ def run(N: int, n_steps: int, ckpt_dir: Path, dataset: str = "mnist") -> dict:
     eg_nngp = NNGP(net, T).fit(d.X_train, d.y_train).generalization_error(d.X_test, d.y_test)
     t_theory = time.perf_counter() - t0
     h = suggest_step_size(net, d.X_train, d.y_train, temperature=T)["baoab"]
-    ck = ckpt_dir / f"fc_{dataset}_N{N}_n{n_steps}_h{h:.4g}.ckpt"
-    t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", NotConvergedWarning)
-        if ck.exists():
-            res = resume(ck, progress=False)
-        else:
-            res = sample_posterior(net, d.X_train, d.y_train, temperature=T, step_size=h, n_steps=n_steps, replicas=8,
-                                   X_test=d.X_test, y_test=d.y_test, init="readout_conditional", seed=N,
-                                   checkpoint=ck, progress=False)
-    dg = res.diagnostics
+    _, sim = sample(net, d, h, n_steps, ckpt_dir / f"fc_{dataset}_N{N}_n{n_steps}_h{h:.4g}.ckpt", seed=N)
     return {
         "N": N, "T": T, "P": P, "P_test": P_TEST, "step_size": h, "n_steps": n_steps,
         "theory": {"eg": eg_th.total, "bias": eg_th.bias, "variance": eg_th.variance,
                    "qbar": float(th.qbar_[-1]), "wall_s": t_theory},
         "nngp": {"eg": eg_nngp.total},
-        "sim": {"eg": float(res.generalization_error.total), "eg_stderr": res.generalization_error.total.stderr,
-                "qbar": float(res.qbar_readout), "qbar_stderr": res.qbar_readout.stderr,
-                "max_rhat": dg.max_rhat, "min_ess": dg.min_ess, "rhat": dg.rhat, "ess": dg.ess,
-                "problems": dg.problems, "warnings": [str(w.message) for w in caught], "wall_s": time.perf_counter() - t0},
+        "sim": sim,
     }
 
 
@@ -74,9 +57,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for N in args.widths:
         out = run(N, args.steps, Path(args.checkpoints), args.dataset)
-        with tempfile.NamedTemporaryFile("w", dir=OUT, delete=False, suffix=".tmp") as f:
-            json.dump(out, f, indent=1)
-        os.replace(f.name, OUT / (f"fc_N{N}.json" if args.dataset == "mnist" else f"fc_{args.dataset}_N{N}.json"))
+        write_json(out, OUT / (f"fc_N{N}.json" if args.dataset == "mnist" else f"fc_{args.dataset}_N{N}.json"))
         s = out["sim"]
         print(f"N={N}: eg sim {s['eg']:.5f} ± {s['eg_stderr']:.5f}, theory {out['theory']['eg']:.5f}, "
               f"nngp {out['nngp']['eg']:.5f}; max R̂ {s['max_rhat']:.3f}, min ESS {s['min_ess']:.0f}, "
