@@ -69,6 +69,15 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     n.add_argument("--readout-prior", type=float, default=None, help="λ_L, overriding --prior")
     n.add_argument("--bias", type=float, default=None, help="bias prior variance σ_b² of every layer (default: no biases)")
     n.add_argument("-T", "--temperature", type=float, default=1e-3, help="temperature T (default 1e-3)")
+    c = p.add_argument_group("CNN (a two-layer ConvNetwork; --width is then the channels C)")
+    c.add_argument("--patch", type=int, nargs="+", default=None, metavar="K",
+                   help="patch size: K (1-D windows) or KH KW (2-D windows); makes the network a CNN")
+    c.add_argument("--image-shape", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="image height and width, H·W = N_0 (needed by 2-D windows; e.g. 28 28 for MNIST)")
+    c.add_argument("--stride", type=int, nargs="+", default=None, metavar="S",
+                   help="stride: S or SH SW (default: the patch size, non-overlapping)")
+    c.add_argument("--readout", default=None, choices=["local", "pooled"],
+                   help="local (one readout weight per patch and channel, default) or pooled")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
 
 
@@ -102,10 +111,38 @@ def _task_dict(args: argparse.Namespace, models: Sequence[str], simulation: dict
     for key in ("input_prior", "readout_prior", "bias"):
         if getattr(args, key) is not None:
             network[key] = getattr(args, key)
+    conv = _conv_table(args)
+    if conv is not None:
+        network["conv"] = conv
     raw: dict[str, Any] = {"temperature": args.temperature, "data": data, "network": network, "theory": {"models": list(models)}}
     if simulation is not None:
         raw["simulation"] = simulation
     return raw
+
+
+def _conv_table(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``[network.conv]`` table of the CNN options, or None for a fully connected network."""
+    from finwidth.errors import ConfigError
+
+    if args.patch is None:
+        given = [f"--{k.replace('_', '-')}" for k in ("image_shape", "stride", "readout") if getattr(args, k) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: CNN options; give the patch size with --patch")
+        return None
+    for name in ("patch", "stride"):
+        value = getattr(args, name)
+        if value is not None and len(value) not in (1, 2):
+            raise ConfigError(f"--{name} takes one value (1-D windows) or two (height, width), not {len(value)}")
+    if len(args.patch) == 2 and args.image_shape is None:
+        raise ConfigError("--patch KH KW (2-D windows) needs --image-shape H W (e.g. 28 28 for MNIST)")
+    conv: dict[str, Any] = {"patch_size": args.patch[0] if len(args.patch) == 1 else list(args.patch)}
+    if args.image_shape is not None:
+        conv["image_shape"] = list(args.image_shape)
+    if args.stride is not None:
+        conv["stride"] = args.stride[0] if len(args.stride) == 1 else list(args.stride)
+    if args.readout is not None:
+        conv["readout"] = args.readout
+    return conv
 
 
 def _one_task(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +180,9 @@ def _theory_rows(results: dict[str, Any]) -> list[list[str]]:
             rows.append([model, "no answer: " + r["error"].splitlines()[0], "", "", "", ""])
             continue
         q, crit = r.get("qbar"), r.get("r")
-        if "qbar_L_matrix" in r:  # D outputs: tr Q_L / D, and the eigenvalues of R
+        if q is not None and len(q) and isinstance(q[0], list) and "qbar_L_matrix" not in r:
+            qcol = f"tr/Ñ {_fmt(r['qbar_L'])} (Ñ = {len(q)})"  # a CNN's Ñ×Ñ Q: its global mode
+        elif "qbar_L_matrix" in r:  # D outputs: tr Q_L / D, and the eigenvalues of R
             qcol, crit = f"tr/D {_fmt(r['qbar_L'])}", ", ".join(_fmt(v, 3) for v in crit)
         else:
             qcol = "1 (infinite width)" if model == "nngp" else ", ".join(_fmt(v) for v in q)

@@ -4,7 +4,8 @@
   theory lines (RKGP solid), the infinite-width NNGP level dashed, simulation points with their
   standard-error bars; optional bias and variance panels beside the total.
 * :func:`plot_qbar`: Q̄_L from the theory against the readout-norm estimate from the simulation.
-* :func:`plot_sweep`: both, saved as PNG, SVG and/or PDF.
+* :func:`plot_patch_q`: a CNN's Ñ×Ñ Q (patch pairs) as heat maps, theory beside sampled.
+* :func:`plot_sweep`: the above, saved as PNG, SVG and/or PDF (the heat maps for CNN tables).
 
 Each group of rows that differ in something other than the x axis (say P = 100 and P = 300, or two
 data sets) gets its own colour and legend entry.
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["describe_task", "plot_errors", "plot_qbar", "plot_sweep", "save_figure"]
+__all__ = ["describe_task", "plot_errors", "plot_patch_q", "plot_qbar", "plot_sweep", "save_figure"]
 
 AXIS_LABELS = {
     "N1": r"hidden width $N_1$",
@@ -217,6 +218,11 @@ def _legend(ax, groups, colors, models, frame) -> None:  # noqa: ANN001
     ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
 
+def _is_conv(frame: pd.DataFrame) -> bool:
+    """A table of CNN tasks ([network.conv]): the hidden width N1 is then the channel count C."""
+    return "network.conv.patch_size" in frame.columns and frame["network.conv.patch_size"].notna().all()
+
+
 def _x_axis(ax, frame: pd.DataFrame, x: str) -> None:  # noqa: ANN001
     values = sorted(set(frame[x].astype(float)))
     if x in LOG_AXES and values[0] > 0 and len(values) > 1:
@@ -227,7 +233,7 @@ def _x_axis(ax, frame: pd.DataFrame, x: str) -> None:  # noqa: ANN001
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(values, [f"{v:g}" for v in values])
-    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_xlabel(r"channels $C$" if x == "N1" and _is_conv(frame) else AXIS_LABELS.get(x, x))
 
 
 def plot_qbar(frame: pd.DataFrame, x: str = "N1", *, title: str | None = None) -> Figure:
@@ -241,7 +247,7 @@ def plot_qbar(frame: pd.DataFrame, x: str = "N1", *, title: str | None = None) -
         raise ConfigError("no order parameters in the table: run an RKGP theory or a simulation")
     # D outputs: the columns hold tr Q_L / D (theory) and tr Q̂_L / D (simulation)
     multi = any(c.endswith((".qbar_L_matrix", "sim.qbar_matrix")) for c in frame.columns)
-    q = r"$\mathrm{tr}\, Q_L / D$" if multi else r"$\bar Q_L$"
+    q = r"$\mathrm{tr}\, Q_L / D$" if multi else r"$\mathrm{tr}\, Q / \tilde N$" if _has_patch_q(frame) else r"$\bar Q_L$"
     Figure = _figure_class()
     fig = Figure(figsize=(6.6, 3.8), layout="constrained")
     ax = fig.subplots()
@@ -265,6 +271,85 @@ def plot_qbar(frame: pd.DataFrame, x: str = "N1", *, title: str | None = None) -
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _has_patch_q(frame: pd.DataFrame) -> bool:
+    return _is_conv(frame) and ("sim.qbar_patches" in frame.columns or (
+        "rkgp.qbar" in frame.columns and frame["rkgp.qbar"].dropna().astype(str).str.startswith("[[").any()))
+
+
+def _matrix(value: Any) -> np.ndarray | None:
+    """A matrix cell of a collected table (JSON text or nested lists); None where absent."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    m = np.asarray(json.loads(value) if isinstance(value, str) else value, dtype=float)
+    return m if m.ndim == 2 else None
+
+
+def plot_patch_q(
+    panels: Sequence[tuple[str, Any]], *, title: str | None = None, image_grid: tuple[int, int] | None = None,
+    ncols: int | None = None,
+) -> Figure:
+    """Heat maps of a CNN's Ñ×Ñ order parameter Q over patch pairs, one panel each, drawn as Q − 1
+    (the identity 1 is the infinite-width value, so a blank map is the NNGP).
+
+    ``panels``: (label, Q) pairs, e.g. ``[("theory", conv_rkgp.qbar_), ("sampled", res.qbar_patches)]``.
+    All panels share one diverging colour scale centred on 0: blue/red read as patch pairs weakened/
+    strengthened by the finite width. ``image_grid=(rows, cols)``: the patches' layout on the image, drawn as grid lines
+    (patch i at row i // cols, as :class:`finwidth.convnet.ConvNetwork` numbers them). ``ncols``:
+    panels per row (default: all in one row).
+    """
+    if not panels:
+        raise ConfigError("plot_patch_q: no matrices to plot")
+    mats = []
+    for label, q in panels:
+        m = np.asarray(q, dtype=float)
+        if m.ndim != 2 or m.shape[0] != m.shape[1] or not np.isfinite(m).all():
+            raise ConfigError(f"plot_patch_q: {label!r} is not a finite square matrix (shape {m.shape})")
+        mats.append(m)
+    from matplotlib.colors import TwoSlopeNorm
+
+    mats = [m - np.eye(m.shape[0]) for m in mats]
+    span = max(float(np.max(np.abs(m))) for m in mats) or 1e-12
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
+    Figure = _figure_class()
+    ncols = min(ncols or len(mats), len(mats))
+    nrows = -(-len(mats) // ncols)
+    fig = Figure(figsize=(3.1 * ncols + 0.9, 3.1 * nrows + 0.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for ax in axes[len(mats):]:
+        ax.set_axis_off()
+    for ax, (label, _), m in zip(axes, panels, mats, strict=False):
+        im = ax.imshow(m, cmap="RdBu_r", norm=norm, interpolation="nearest")
+        ax.set_title(str(label), fontsize=9)
+        if m.shape[0] <= 16:  # patch numbers: all of them, or every fifth
+            ticks = [str(i) if m.shape[0] <= 8 or i % 5 == 0 else "" for i in range(m.shape[0])]
+            ax.set_xticks(range(m.shape[0]), ticks)
+            ax.set_yticks(range(m.shape[0]), ticks)
+        ax.set_xlabel("patch", fontsize=8)
+        ax.set_ylabel("patch", fontsize=8)
+        if image_grid is not None:
+            for k in range(image_grid[1], m.shape[0], image_grid[1]):
+                ax.axhline(k - 0.5, color="0.3", lw=0.5)
+                ax.axvline(k - 0.5, color="0.3", lw=0.5)
+    fig.colorbar(im, ax=list(axes), shrink=0.85, label=r"$Q_{ij} - \delta_{ij}$")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _plot_sweep_patch_q(frame: pd.DataFrame, x: str, title: str | None) -> Figure | None:
+    """Theory and sampled Q of each CNN task of a table (at most 4, the first along ``x``)."""
+    panels = []
+    for _, row in frame.sort_values(x).head(4).iterrows():
+        name = "C" if x == "N1" and _is_conv(frame) else x
+        tag = f"{name} = {row[x]:g}" if x in row and isinstance(row[x], (int, float, np.number)) else str(row["key"])[:8]
+        for col, what in (("rkgp.qbar", "theory"), ("sim.qbar_patches", "sampled")):
+            m = _matrix(row.get(col))
+            if m is not None:
+                panels.append((f"{what}, {tag}", m))
+    ncols = 2 if "sim.qbar_patches" in frame.columns and "rkgp.qbar" in frame.columns else 1
+    return plot_patch_q(panels, title=title, ncols=ncols) if panels else None
 
 
 def save_figure(fig: Figure, out: str | Path, formats: Sequence[str] | None = None, *, dpi: int = 150) -> list[Path]:
@@ -304,7 +389,9 @@ def plot_sweep(
 ) -> list[Path]:
     """The standard figures of a sweep: ε_g vs ``x`` (with bias/variance panels if
     ``decomposition``) saved as ``out.<fmt>``, and Q̄ vs ``x`` as ``out_qbar.<fmt>`` when the table
-    has order parameters. Returns the written paths.
+    has order parameters; for CNN tasks with the local readout also the Ñ×Ñ Q as heat maps
+    (theory and sampled, the first four tasks along ``x``) as ``out_patch_q.<fmt>``. Returns the
+    written paths.
 
     ``title``: default :func:`describe_task` of the table (data, P, T, activation); ``""`` for none.
     """
@@ -317,4 +404,8 @@ def plot_sweep(
         out = Path(out)
         stem = out.with_suffix("") if out.suffix.lstrip(".").lower() in _FORMATS else out
         paths += save_figure(plot_qbar(frame, x, title=title), stem.with_name(stem.name + "_qbar"), formats)
+        if _has_patch_q(frame):  # a CNN with the local readout: the Ñ×Ñ Q as heat maps
+            fig = _plot_sweep_patch_q(frame, x, title)
+            if fig is not None:
+                paths += save_figure(fig, stem.with_name(stem.name + "_patch_q"), formats)
     return paths
