@@ -51,6 +51,10 @@ os.environ.setdefault("FINWIDTH_DATA", str(REPO.parent / "shared" / "data"))
 CACHE = Path(os.environ.get("STUDY_CACHE", "/tmp/breakdown_study"))
 OUT = REPO / "docs" / "data" / "reproductions" / "breakdown"
 GAUSS_LABEL_SCALE = 0.2
+# mnist_s1: P images drawn (RandomState(1)) from training images 400..4399 of MNIST 0/1 in file order; the
+# calibration runs use the first P ≤ 400
+MNIST_POOL_START, MNIST_POOL_END = 400, 4400
+TEACHER_N0 = 10
 
 
 def dataset(name: str, P: int):
@@ -60,6 +64,12 @@ def dataset(name: str, P: int):
     if name == "gauss":
         d = teacher("sign", n_features=P // 2, n_train=P, n_test=1000, seed=1)
         return dataclasses.replace(d, y_train=GAUSS_LABEL_SCALE * d.y_train, y_test=GAUSS_LABEL_SCALE * d.y_test)
+    if name == "mnist_s1":  # another sample of MNIST 0/1 images, disjoint from every calibration training set
+        pool = load("mnist", classes=(0, 1), n_train=MNIST_POOL_END, n_test=1000, preset="paper")
+        idx = np.sort(np.random.RandomState(1).choice(np.arange(MNIST_POOL_START, MNIST_POOL_END), P, replace=False))
+        return dataclasses.replace(pool, X_train=pool.X_train[idx], y_train=pool.y_train[idx])
+    if name == "teacher_relu10":  # held-out teacher: low-dimensional Gaussian inputs, regression targets
+        return teacher("relu", n_features=TEACHER_N0, n_train=P, n_test=1000, seed=2)
     raise ValueError(name)
 
 
@@ -114,6 +124,25 @@ RUNS += [run_spec("heldout2", "cifar10", 100, 200, 1e-3, seed=1)]
 # calibration: Gaussian inputs at α = 2, P = 100, twice as long with another seed (R̂ 1.085 before)
 RUNS += [run_spec("rerun", "gauss", 100, 50, 1e-3, seed=3, time_total=2000.0)]
 
+# fourth round (held out, 2026-12-03 evening): settings the rule was not calibrated on, at widths on both
+# sides of its boundary (α_eff = 1): CIFAR-10 and relu at T = 1e-2, a relu teacher on N_0 = 10 Gaussian
+# inputs at two T, another sample of MNIST images; then CIFAR-10 and relu at T = 1e-4 (longest, last)
+RUNS += [run_spec("heldout3", "cifar10", 100, N1, 1e-2, seed=4, time_total=1000.0) for N1 in (50, 100)]
+RUNS += [run_spec("heldout3", "mnist", 100, N1, 1e-2, act="relu", step_factor=0.7, time_total=1330.0, seed=4)
+         for N1 in (50, 100)]
+RUNS += [run_spec("heldout3", "teacher_relu10", 100, N1, T, seed=4, time_total=t)
+         for T, t in ((1e-3, 2000.0), (1e-2, 1000.0)) for N1 in (25, 100)]
+RUNS += [run_spec("heldout3", "mnist_s1", 100, N1, 1e-3, seed=4, time_total=2000.0) for N1 in (50, 100)]
+RUNS += [run_spec("heldout3", "teacher_relu10", 100, 50, 1e-3, seed=4, time_total=2000.0),
+         run_spec("heldout3", "cifar10", 100, 25, 1e-2, seed=4, time_total=1000.0),
+         run_spec("heldout3", "mnist", 100, 25, 1e-2, act="relu", step_factor=0.7, time_total=1330.0, seed=4)]
+RUNS += [run_spec("heldout3_t1e4", "cifar10", 100, N1, 1e-4, seed=4) for N1 in (50, 100)]
+RUNS += [run_spec("heldout3_t1e4", "mnist", 100, N1, 1e-4, act="relu", step_factor=0.7, seed=4) for N1 in (50, 100)]
+# toward P = 800 at fixed α, at the temperature where chains mix fastest (T = 0.1: ESS 450-850 per Langevin
+# time 500 at P = 100, fig1a_breakdown_runs.csv part B), MNIST 0/1 erf
+RUNS += [run_spec("scale_t01", "mnist", P, int(P / a), 1e-1, seed=5, time_total=300.0)
+         for a, P in ((1, 200), (1, 400), (0.5, 200), (1, 800), (0.5, 400), (0.5, 800))]
+
 
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -145,7 +174,7 @@ def one(spec: dict) -> dict:
                                step_size=spec["h"], n_steps=spec["n_steps"], record_every=spec["record_every"],
                                replicas=spec["replicas"], X_test=d.X_test, y_test=d.y_test,
                                init="readout_conditional", seed=spec["seed"], checkpoint=ckpt,
-                               checkpoint_every=max(spec["n_steps"] // 10, 1))
+                               checkpoint_every=max(spec["n_steps"] // 50, 1))
     wall = time.perf_counter() - t0
     g, dg = res.generalization_error, res.diagnostics
     out = dict(spec)
