@@ -17,6 +17,11 @@ Parts (run them in this order; each run is cached, long runs checkpoint and resu
   step    step-size check: MNIST P = 200, α = 2 at half the step
   extra   held-out Gaussian-teacher cases for the validity diagnostic (α = 4 and 0.5 at P = 200)
   rerun   longer runs, another seed, where R̂ of the first run was above (or near) 1.1
+  heldout3       held-out settings at widths on both sides of the rule's boundary, P = 100: CIFAR-10
+                 and relu at T = 1e-2; a relu teacher on N_0 = 10 Gaussian inputs (`teacher_relu10`) at
+                 T = 1e-3, 1e-2; another sample of MNIST 0/1 images (`mnist_s1`) at T = 1e-3
+  heldout3_t1e4  CIFAR-10 and relu at T = 1e-4 (the longest chains of the round)
+  scale_t01      MNIST erf at T = 0.1, α = 1 and 0.5, P = 200, 400, 800 (toward the issue's P = 800)
 
 Step h = 0.1·sqrt(100/P) (the stiffness grows ∝ P; h = 0.1 at P = 100 was checked by halving in
 docs/reproductions.md), Langevin time 1000 at T = 1e-3 (≥ 5 relaxation times 1/sqrt(Tλ) of the
@@ -136,8 +141,11 @@ RUNS += [run_spec("heldout3", "mnist_s1", 100, N1, 1e-3, seed=4, time_total=2000
 RUNS += [run_spec("heldout3", "teacher_relu10", 100, 50, 1e-3, seed=4, time_total=2000.0),
          run_spec("heldout3", "cifar10", 100, 25, 1e-2, seed=4, time_total=1000.0),
          run_spec("heldout3", "mnist", 100, 25, 1e-2, act="relu", step_factor=0.7, time_total=1330.0, seed=4)]
-RUNS += [run_spec("heldout3_t1e4", "cifar10", 100, N1, 1e-4, seed=4) for N1 in (50, 100)]
-RUNS += [run_spec("heldout3_t1e4", "mnist", 100, N1, 1e-4, act="relu", step_factor=0.7, seed=4) for N1 in (50, 100)]
+RUNS += [run_spec("heldout3", "teacher_relu10", 100, 50, 1e-2, seed=4, time_total=1000.0),
+         run_spec("heldout3", "teacher_relu10", 100, 25, 1e-3, seed=5, time_total=8000.0)]  # R̂ 1.23 at t = 2000
+RUNS += [run_spec("heldout3_t1e4", "cifar10", 100, N1, 1e-4, seed=4, time_total=6000.0) for N1 in (50, 100)]
+RUNS += [run_spec("heldout3_t1e4", "mnist", 100, N1, 1e-4, act="relu", step_factor=0.7, seed=4, time_total=6000.0)
+         for N1 in (50, 100)]
 # toward P = 800 at fixed α, at the temperature where chains mix fastest (T = 0.1: ESS 450-850 per Langevin
 # time 500 at P = 100, fig1a_breakdown_runs.csv part B), MNIST 0/1 erf
 RUNS += [run_spec("scale_t01", "mnist", P, int(P / a), 1e-1, seed=5, time_total=300.0)
