@@ -142,13 +142,15 @@ RUNS += [run_spec("heldout3", "teacher_relu10", 100, 50, 1e-3, seed=4, time_tota
          run_spec("heldout3", "cifar10", 100, 25, 1e-2, seed=4, time_total=1000.0),
          run_spec("heldout3", "mnist", 100, 25, 1e-2, act="relu", step_factor=0.7, time_total=1330.0, seed=4)]
 RUNS += [run_spec("heldout3", "teacher_relu10", 100, 50, 1e-2, seed=4, time_total=1000.0),
-         run_spec("heldout3", "teacher_relu10", 100, 25, 1e-3, seed=5, time_total=8000.0)]  # R̂ 1.23 at t = 2000
+         run_spec("heldout3", "teacher_relu10", 100, 25, 1e-3, seed=5, time_total=8000.0),  # R̂ 1.23 at t = 2000
+         run_spec("heldout3", "teacher_relu10", 100, 25, 1e-3, seed=6, time_total=32000.0)]  # R̂ 1.10 at t = 8000
 RUNS += [run_spec("heldout3_t1e4", "cifar10", 100, N1, 1e-4, seed=4, time_total=6000.0) for N1 in (50, 100)]
 RUNS += [run_spec("heldout3_t1e4", "mnist", 100, N1, 1e-4, act="relu", step_factor=0.7, seed=4, time_total=6000.0)
          for N1 in (50, 100)]
 # toward P = 800 at fixed α, at the temperature where chains mix fastest (T = 0.1: ESS 450-850 per Langevin
-# time 500 at P = 100, fig1a_breakdown_runs.csv part B), MNIST 0/1 erf
-RUNS += [run_spec("scale_t01", "mnist", P, int(P / a), 1e-1, seed=5, time_total=300.0)
+# time 500 at P = 100, fig1a_breakdown_runs.csv part B), MNIST 0/1 erf; 4 replicas where N_1·P ≥ 320 000 (cost)
+RUNS += [run_spec("scale_t01", "mnist", P, int(P / a), 1e-1, seed=5, time_total=300.0,
+                  replicas=8 if P * P / a < 320_000 else 4)
          for a, P in ((1, 200), (1, 400), (0.5, 200), (1, 800), (0.5, 400), (0.5, 800))]
 
 
