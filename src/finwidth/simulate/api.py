@@ -103,8 +103,9 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         costs about P k instead of P r per hidden unit and step. The accuracy check
         (``result.input_truncation``, :class:`~finwidth.simulate.truncation.TruncationCheck`):
         the relative change of the NNGP kernel on the training points (and the test × train block);
-        above 1e-2 an :class:`~finwidth.simulate.truncation.InputTruncationWarning`. MNIST 0/1 at
-        P = 1000–4000: the kernel changes by about 0.7 × the dropped energy (docs/benchmarks.md).
+        above 1e-3 an :class:`~finwidth.simulate.truncation.InputTruncationWarning`. On MNIST 0/1 at
+        P = 1000–4000 the kernel changes by about 0.7 × the dropped energy and the theory's ε_g by
+        10–40 × the kernel change (docs/sampling.md, "Truncated input reduction").
     rao_blackwell : bool
         Use the readout's exact conditional posterior for test/train errors, predictions and
         Q̄_L (exact, lower variance). Raw estimates are always reported too. For the two-layer models

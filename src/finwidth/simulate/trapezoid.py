@@ -103,13 +103,18 @@ class LowerTrapezoid:
         fn(b"L", b"L", trans, b"N", ctypes.byref(m), ctypes.byref(n), ctypes.byref(one),
            self.fortran.data_ptr(), ctypes.byref(lda), buf.data_ptr(), ctypes.byref(ldb))
 
-    def right_mul_t(self, W: torch.Tensor) -> torch.Tensor:
-        """W Lᵀ: ``[..., N, r]`` → a new contiguous ``[..., N, P]``."""
+    def right_mul_t(self, W: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        """W Lᵀ: ``[..., N, r]`` → a contiguous ``[..., N, P]``: new, or ``out`` (contiguous, that
+        shape and dtype) when given."""
         if W.shape[-1] != self.r:
             raise ValueError(f"last axis of W must be r = {self.r}, got shape {tuple(W.shape)}")
+        shape = (*W.shape[:-1], self.P)
+        if out is not None and (tuple(out.shape) != shape or out.dtype != W.dtype or not out.is_contiguous()):
+            raise ValueError(f"out must be a contiguous {shape} tensor of dtype {W.dtype}, got {tuple(out.shape)}")
         if not self._blas_ok(W) or W.numel() == 0:
-            return torch.matmul(W, self.L.T)
-        out = torch.empty((*W.shape[:-1], self.P), dtype=W.dtype)
+            return torch.matmul(W, self.L.T) if out is None else torch.matmul(W, self.L.T, out=out)
+        if out is None:
+            out = torch.empty(shape, dtype=W.dtype)
         if self.P > self.r:
             out[..., self.r:] = torch.matmul(W, self.bottom_t)
         out[..., : self.r].copy_(W)
