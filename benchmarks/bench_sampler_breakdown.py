@@ -6,7 +6,8 @@ One replica group (4 replicas of N_1 = 500, MNIST 0/1 paper preset, float32) on 
 first layer's forward product W Lᵀ and backward product D L (``LowerTrapezoid``: r × r BLAS trmm
 plus the dense (P − r) × r block), erf and its derivative on the [4, N_1, P] activations, and the
 Gaussian noise of one step, each timed alone (best of 5), per chain-step; beside them the papers'
-single-chain loop (``bench_sampling.paper_loop_steps_per_second``) on the same thread, and the ratio
+single-chain loop (``bench_sampling.paper_loop_steps_per_second``) on the same thread (erf and σ'
+as the sampler computes them: in place and into a reused buffer), and the ratio
 of first-layer flops 2·2·N_1(P r − r²/2) to the papers' 2·2·N_1 P N_0. Then the whole gradient
 (``BatchedMLP.potential_and_grad`` of the group, what a step costs but the noise and the update)
 per chain-step for the exact reduction (r) and for truncated ones at the ranks k given after P.
@@ -53,7 +54,8 @@ def main() -> None:
     H = tz.right_mul_t(W)
     t_fwd = _best(lambda: tz.right_mul_t(W))
     t_bwd = _best(lambda: tz.right_mul(H.clone()))
-    t_act = _best(lambda: (torch.erf(H), torch.exp(-H * H)))
+    act, Hc, D = finwidth.Network([N], "erf").activation, H.clone(), torch.empty_like(H)
+    t_act = _best(lambda: act.torch_pair_into(Hc.copy_(H), D)) - _best(lambda: Hc.copy_(H))  # as the sampler does
     t_noise = _best(lambda: torch.randn(Rg, N, r))
     paper = bench_sampling.paper_loop_steps_per_second(X, ds.y_train, N, 1e-3, 1e-3, 10)
     flop_ours = 2 * 2 * N * (P * r - r * r / 2)
