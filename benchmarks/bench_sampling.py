@@ -12,7 +12,7 @@ A. Throughput: chain-steps per second at N_0 = 784, N_1 = 500, P = 500 (``--size
    at most TOL, with the RKGP theory's ε_g (T = 1e-3) on the full and on the projected inputs beside
    it; only Euler with the exact reduction is kept beside them (time).
 T. Accuracy of the truncated input reduction (``--parts t``, with ``--kernel-change``): at P = 300
-   (MNIST 0/1, N_1 = 500, T = 1e-2, 1000 test points) BAOAB chains (the suggested step, 60 time units)
+   (MNIST 0/1, N_1 = 500, T = 1e-2, 1000 test points) BAOAB chains (the suggested step, ``--time-units``)
    with the exact reduction and with the truncated one at each tolerance's rank, same seed and steps:
    ε_g (Rao–Blackwellised) and train MSE with their error bars, max R̂ and min ESS, beside the RKGP
    theory's ε_g on the full and the projected inputs.
@@ -368,7 +368,7 @@ def part_c(quick):
             "theory_eps_g": theory.total, "work_ratio": work_ratio}
 
 
-def part_t(quick, kernel_change, P=300, T=1e-2, time_units=60.0, R=8):
+def part_t(quick, kernel_change, P=300, T=1e-2, time_units=120.0, R=8):
     import warnings
 
     X, y, Xt, yt, src = mnist(P, 1000)
@@ -392,12 +392,15 @@ def part_t(quick, kernel_change, P=300, T=1e-2, time_units=60.0, R=8):
         chk = res.input_truncation
         row = {"tolerance": tol, "rank": k, "eps_g": float(eg), "eps_g_stderr": eg.stderr, "train": float(tr),
                "train_stderr": tr.stderr, "max_rhat": d.max_rhat, "min_ess": d.min_ess, "theory_eps_g": theory,
+               "rhat": dict(d.rhat), "ess": dict(d.ess),
                "kernel_change": None if chk is None else chk.kernel_change, "wall_s": d.wall_time,
                "warnings": sorted({type(w.message).__name__ for w in caught})}
         rows.append(row)
         print(f"  {'exact' if k is None else f'k = {k} (kernel change {chk.kernel_change:.2e})':34s} eps_g {float(eg):.5f} "
               f"+- {eg.stderr:.5f}, train {float(tr):.5f} +- {tr.stderr:.5f}, max rhat {d.max_rhat:.3f}, min ESS "
               f"{d.min_ess:.0f}, {d.wall_time:.0f} s; RKGP eps_g {theory:.5f}; warnings {row['warnings']}", flush=True)
+        print("    rhat " + ", ".join(f"{key} {v:.3f}" for key, v in d.rhat.items()) + "; ESS "
+              + ", ".join(f"{key} {v:.0f}" for key, v in d.ess.items()), flush=True)
     e0 = rows[0]
     for r in rows[1:]:
         diff, se = r["eps_g"] - e0["eps_g"], math.hypot(r["eps_g_stderr"], e0["eps_g_stderr"])
@@ -416,6 +419,7 @@ def main():
     ap.add_argument("--sizes", type=int, nargs="+", default=[500], help="part A: training set sizes P")
     ap.add_argument("--kernel-change", type=float, nargs="+", default=None,
                     help="part A: also the truncated input reduction at these NNGP kernel changes")
+    ap.add_argument("--time-units", type=float, default=120.0, help="part T: length of each chain (time units)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -424,7 +428,7 @@ def main():
         if p == "a":
             out[p] = {P: part_a(a.quick, a.threads, a.rounds, P, a.kernel_change) for P in a.sizes}
         elif p == "t":
-            out[p] = part_t(a.quick, a.kernel_change or [5e-4])
+            out[p] = part_t(a.quick, a.kernel_change or [5e-4], time_units=a.time_units)
         else:
             out[p] = {"b": part_b, "c": part_c}[p](a.quick)
     if a.json:
