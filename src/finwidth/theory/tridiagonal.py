@@ -11,8 +11,9 @@ half the cost of ``eigh`` with vectors and in the memory of K itself; then
   fractions of T (O(P) per evaluation, :class:`finwidth.theory.krylov.JacobiSet`), with no
   eigenvectors at all;
 * where the coordinates of other vectors are needed (the mean vector of the non-odd theory), Qᵀv
-  follows from the stored reflectors and Zᵀ(Qᵀv) from the eigenvectors Z of T (MRRR, O(P²) time;
-  memory: a second P×P matrix while they exist).
+  follows from the stored reflectors and Zᵀ(Qᵀv) from the eigenvectors Z of T, computed a block of
+  eigenvalues at a time (MRRR, LAPACK ``dstemr`` with an index range), each block applied and dropped:
+  O(P²) time and a block of ~P/8 eigenvectors in memory, never all of Z (:meth:`HouseholderSpectrum.coordinates`).
 
 Convention: K is symmetric positive semi-definite, float64, C-contiguous (finwidth's kernels are),
 and it is destroyed.
@@ -20,7 +21,9 @@ and it is destroyed.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import threading
 
 import numpy as np
 from scipy import linalg
@@ -28,7 +31,7 @@ from scipy.linalg import lapack
 
 from finwidth.errors import ConfigError
 
-__all__ = ["HouseholderSpectrum", "TridiagonalMeasure", "householder_spectrum", "rank_one_update"]
+__all__ = ["HouseholderSpectrum", "TridiagonalMeasure", "eigen_blocks", "householder_spectrum", "rank_one_update"]
 
 
 class HouseholderSpectrum:
@@ -77,20 +80,123 @@ class HouseholderSpectrum:
             rows[1:] -= np.outer(R[i, i + 2:], c)
         return V
 
-    def coordinates(self, V: np.ndarray) -> np.ndarray:
+    def coordinates(self, V: np.ndarray, *, block: int | None = None) -> np.ndarray:
         """Uᵀ V, the coordinates of V in K's eigenbasis (rows in the order of ``values``), shape (P, c).
 
-        Needs the eigenvectors Z of T (MRRR, O(P²) time; one more P×P matrix while they exist). Signs
-        of eigenvectors are arbitrary, as with ``eigh``.
+        The eigenvectors Z of T are computed ``block`` at a time (default ⌈P/8⌉, at least 256) by MRRR
+        on an index range, each block applied to the rotated V and dropped: memory ~block·P doubles, not
+        P². Blocks end at the largest gap between consecutive eigenvalues near their nominal end, and
+        never inside a cluster (gap below 1e-8 of the largest eigenvalue; the block grows instead), so
+        that vectors of different blocks, computed from different MRRR representations, are orthogonal
+        to rounding (their angle errors scale like ε‖T‖/gap). Parseval's identity is checked on the
+        result (‖(UᵀV)ᵀ(UᵀV) − VᵀV‖ ≤ 1e-10 ‖V‖²); if it fails, or a block fails, all of Z is computed
+        at once (one more P×P matrix while it exists). Signs of eigenvectors are arbitrary, as with ``eigh``.
         """
         W = self.rotate(V)
         if self.size == 1:
             return W
+        P = self.size
+        block = max(256, -(-P // 8)) if block is None else int(block)
+        if block < 1:
+            raise ConfigError(f"block must be a positive number of eigenvectors, got {block}")
+        out = np.empty_like(W)
+        if block < P and _stemr() is not None:
+            try:
+                for a, b in eigen_blocks(self.values, block):
+                    out[a:b] = _eigenvector_rows(self.diagonal, self.offdiagonal, a, b) @ W
+                gram, ref = out.T @ out, W.T @ W
+                if np.max(np.abs(gram - ref)) <= 1e-10 * max(float(np.max(np.diag(ref))), np.finfo(float).tiny):
+                    return out
+            except linalg.LinAlgError:
+                pass
+        # one run over all eigenvectors (the previous path; also the fallback)
         try:
             _, Z = linalg.eigh_tridiagonal(self.diagonal, self.offdiagonal, lapack_driver="stemr")
         except linalg.LinAlgError:  # MRRR can fail on tight clusters; implicit QL does not
             _, Z = linalg.eigh_tridiagonal(self.diagonal, self.offdiagonal, lapack_driver="stev")
         return Z.T @ W
+
+
+def eigen_blocks(values: np.ndarray, block: int, *, min_gap: float = 1e-8) -> list[tuple[int, int]]:
+    """Consecutive index ranges [a, b) of ascending ``values``, about ``block`` long, for blockwise eigenvectors.
+
+    Each range ends at the largest gap values[b] − values[b−1] among b in [a + ¾block, a + 1¼block]; a gap
+    below ``min_gap``·max|values| never ends a range (the window is extended until one is larger, or to
+    the end): a cluster of close eigenvalues stays in one range.
+    """
+    P = int(values.size)
+    if P == 0:
+        return []
+    gap = np.diff(values)
+    floor = min_gap * float(np.max(np.abs(values)))
+    bounds = [0]
+    while P - bounds[-1] > block + block // 4:
+        lo = bounds[-1] + max(1, block - block // 4)
+        hi = min(bounds[-1] + block + block // 4, P - 1)
+        while True:
+            j = lo + int(np.argmax(gap[lo - 1:hi]))  # a range may end before index j: the gap values[j] − values[j−1]
+            if gap[j - 1] > floor or hi >= P - 1:
+                break
+            lo, hi = hi + 1, min(hi + block, P - 1)
+        if gap[j - 1] <= floor:
+            break
+        bounds.append(j)
+    bounds.append(P)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+_STEMR: list = []
+_STEMR_LOCK = threading.Lock()
+
+
+def _stemr():
+    """LAPACK dstemr through scipy's Cython LAPACK table (scipy's own wrapper always allocates an n×n Z)."""
+    with _STEMR_LOCK:
+        if not _STEMR:
+            fn = None
+            try:
+                import scipy.linalg.cython_lapack as cl
+
+                cap = cl.__pyx_capi__["dstemr"]
+                api = ctypes.pythonapi
+                api.PyCapsule_GetName.restype = ctypes.c_char_p
+                api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+                api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+                api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+                ptr = api.PyCapsule_GetPointer(cap, api.PyCapsule_GetName(cap))
+                c, i, p = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
+                # dstemr(jobz, range, n, d, e, vl, vu, il, iu, m, w, z, ldz, nzc, isuppz, tryrac, work, lwork,
+                #        iwork, liwork, info): every argument by reference (Fortran)
+                fn = ctypes.CFUNCTYPE(None, c, c, i, p, p, p, p, i, i, i, p, p, i, i, p, i, p, i, p, i, i)(ptr)
+            except (ImportError, KeyError, AttributeError, ValueError, OSError):  # pragma: no cover - no Cython LAPACK
+                fn = None
+            _STEMR.append(fn)
+        return _STEMR[0]
+
+
+def _eigenvector_rows(d: np.ndarray, e: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Eigenvectors a..b−1 (ascending order, 0-based) of tridiag(e, d, e) as the rows of a (b − a, P) array."""
+    n, k = int(d.size), b - a
+    dd = np.array(d, dtype=np.float64)  # dstemr overwrites d and e
+    ee = np.zeros(n)
+    ee[:n - 1] = e
+    Zt = np.empty((k, n))  # Fortran (n, k) with ldz = n: the rows are the eigenvectors
+    w = np.empty(n)
+    isuppz = np.empty(2 * k, dtype=np.int32)
+    lwork, liwork = 18 * n, 10 * n
+    work, iwork = np.empty(lwork), np.empty(liwork, dtype=np.int32)
+    m, info, tryrac = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(1)
+    vl, vu = ctypes.c_double(0.0), ctypes.c_double(0.0)
+
+    def ref(x: int):
+        return ctypes.byref(ctypes.c_int(x))
+
+    _stemr()(b"V", b"I", ref(n), dd.ctypes.data, ee.ctypes.data, ctypes.byref(vl), ctypes.byref(vu), ref(a + 1),
+             ref(b), ctypes.byref(m), w.ctypes.data, Zt.ctypes.data, ref(n), ref(k), isuppz.ctypes.data,
+             ctypes.byref(tryrac), work.ctypes.data, ref(lwork), iwork.ctypes.data, ref(liwork), ctypes.byref(info))
+    if info.value != 0 or m.value != k:
+        raise linalg.LinAlgError(f"dstemr failed (info {info.value}, {m.value} of {k} eigenvectors)")
+    return Zt
 
 
 def householder_spectrum(K: np.ndarray, y: np.ndarray | None = None) -> HouseholderSpectrum:
