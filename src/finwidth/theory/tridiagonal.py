@@ -31,7 +31,11 @@ from scipy.linalg import lapack
 
 from finwidth.errors import ConfigError
 
-__all__ = ["HouseholderSpectrum", "TridiagonalMeasure", "eigen_blocks", "householder_spectrum", "rank_one_update"]
+#: fewest eigenvectors of T per block in :meth:`HouseholderSpectrum.coordinates` (the default block is
+#: max(BLOCK_MIN, ⌈P/8⌉))
+BLOCK_MIN = 256
+
+__all__ = ["BLOCK_MIN", "HouseholderSpectrum", "TridiagonalMeasure", "eigen_blocks", "householder_spectrum", "rank_one_update"]
 
 
 class HouseholderSpectrum:
@@ -83,7 +87,7 @@ class HouseholderSpectrum:
     def coordinates(self, V: np.ndarray, *, block: int | None = None) -> np.ndarray:
         """Uᵀ V, the coordinates of V in K's eigenbasis (rows in the order of ``values``), shape (P, c).
 
-        The eigenvectors Z of T are computed ``block`` at a time (default ⌈P/8⌉, at least 256) by MRRR
+        The eigenvectors Z of T are computed ``block`` at a time (default ⌈P/8⌉, at least ``BLOCK_MIN``) by MRRR
         on an index range, each block applied to the rotated V and dropped: memory ~block·P doubles, not
         P². Blocks end at the largest gap between consecutive eigenvalues near their nominal end, and
         never inside a cluster (gap below 1e-8 of the largest eigenvalue; the block grows instead), so
@@ -96,7 +100,7 @@ class HouseholderSpectrum:
         if self.size == 1:
             return W
         P = self.size
-        block = max(256, -(-P // 8)) if block is None else int(block)
+        block = max(BLOCK_MIN, -(-P // 8)) if block is None else int(block)
         if block < 1:
             raise ConfigError(f"block must be a positive number of eigenvectors, got {block}")
         out = np.empty_like(W)
