@@ -122,7 +122,6 @@ def test_blockwise_coordinates_on_clustered_spectra_match_eigh(block, monkeypatc
     V = np.stack([y, m], axis=1)
     ref = U.T @ V
     hs = tridiagonal.householder_spectrum(K.copy(), y)
-    assert len(tridiagonal.eigen_blocks(hs.values, block)) > 3  # the blocks are exercised, not one run
 
     def no_full_run(*args, **kwargs):  # the fallback (all of Z at once) must not be what is tested
         raise AssertionError("fell back to the full eigenvector matrix")
@@ -140,26 +139,18 @@ def test_blockwise_coordinates_on_clustered_spectra_match_eigh(block, monkeypatc
                                    atol=1e-12 * scale / s)
 
 
-def test_eigenvector_blocks_are_orthonormal_and_accurate():
+@pytest.mark.parametrize("block", [7, 30])
+def test_eigenvector_ranges_are_orthonormal_and_accurate(block):
+    """The ranges of one MRRR run are orthogonal to each other, also across exact and near-exact clusters
+    (multiplicities 25 and 12 > 7, a run spaced 1e-13, 20 null modes), and their residuals are at rounding."""
     K, y, _ = _clustered_kernel(P=120, seed=4)
     hs = tridiagonal.householder_spectrum(K, y)
-    blocks = tridiagonal.eigen_blocks(hs.values, 10)
-    Z = np.vstack([tridiagonal._eigenvector_rows(hs.diagonal, hs.offdiagonal, a, b) for a, b in blocks])
+    mrrr = tridiagonal._MRRR(hs.diagonal, hs.offdiagonal)
+    Z = np.vstack([mrrr.vector_rows(a, min(a + block, 120)) for a in range(0, 120, block)])[mrrr.order]
     assert Z.shape == (120, 120)
     np.testing.assert_allclose(Z @ Z.T, np.eye(120), rtol=0, atol=1e-13)
     T = np.diag(hs.diagonal) + np.diag(hs.offdiagonal, 1) + np.diag(hs.offdiagonal, -1)
     np.testing.assert_allclose(Z @ T, hs.values[:, None] * Z, rtol=0, atol=1e-13 * hs.values[-1])
-
-
-def test_eigen_blocks_cover_and_never_split_a_cluster():
-    values = np.concatenate([np.linspace(0, 1, 50), np.full(30, 2.0), np.linspace(3, 4, 50)])
-    blocks = tridiagonal.eigen_blocks(values, 20)
-    assert blocks[0][0] == 0 and blocks[-1][1] == values.size
-    assert all(b == c for (_, b), (c, _) in zip(blocks[:-1], blocks[1:]))
-    for _, b in blocks[:-1]:
-        assert values[b] - values[b - 1] > 1e-8 * 4.0  # every block ends at a gap
-    assert any(b - a >= 30 for a, b in blocks)  # the cluster of 30 is in one block, longer than 20
-    assert tridiagonal.eigen_blocks(np.ones(7), 2) == [(0, 7)]
     with pytest.raises(ConfigError, match="block"):
         tridiagonal.householder_spectrum(np.eye(3), np.ones(3)).coordinates(np.ones(3), block=0)
 

@@ -11,9 +11,9 @@ half the cost of ``eigh`` with vectors and in the memory of K itself; then
   fractions of T (O(P) per evaluation, :class:`finwidth.theory.krylov.JacobiSet`), with no
   eigenvectors at all;
 * where the coordinates of other vectors are needed (the mean vector of the non-odd theory), Qᵀv
-  follows from the stored reflectors and Zᵀ(Qᵀv) from the eigenvectors Z of T, computed a block of
-  eigenvalues at a time (MRRR, LAPACK ``dstemr`` with an index range), each block applied and dropped:
-  O(P²) time and a block of ~P/8 eigenvectors in memory, never all of Z (:meth:`HouseholderSpectrum.coordinates`).
+  follows from the stored reflectors and Zᵀ(Qᵀv) from the eigenvectors Z of T, computed by one MRRR
+  run a range of ~P/8 vectors at a time, each range applied and dropped: O(P²) time, never all of Z in
+  memory (:meth:`HouseholderSpectrum.coordinates`).
 
 Convention: K is symmetric positive semi-definite, float64, C-contiguous (finwidth's kernels are),
 and it is destroyed.
@@ -35,7 +35,7 @@ from finwidth.errors import ConfigError
 #: max(BLOCK_MIN, ⌈P/8⌉))
 BLOCK_MIN = 256
 
-__all__ = ["BLOCK_MIN", "HouseholderSpectrum", "TridiagonalMeasure", "eigen_blocks", "householder_spectrum", "rank_one_update"]
+__all__ = ["BLOCK_MIN", "HouseholderSpectrum", "TridiagonalMeasure", "householder_spectrum", "rank_one_update"]
 
 
 class HouseholderSpectrum:
@@ -87,14 +87,15 @@ class HouseholderSpectrum:
     def coordinates(self, V: np.ndarray, *, block: int | None = None) -> np.ndarray:
         """Uᵀ V, the coordinates of V in K's eigenbasis (rows in the order of ``values``), shape (P, c).
 
-        The eigenvectors Z of T are computed ``block`` at a time (default ⌈P/8⌉, at least ``BLOCK_MIN``) by MRRR
-        on an index range, each block applied to the rotated V and dropped: memory ~block·P doubles, not
-        P². Blocks end at the largest gap between consecutive eigenvalues near their nominal end, and
-        never inside a cluster (gap below 1e-8 of the largest eigenvalue; the block grows instead), so
-        that vectors of different blocks, computed from different MRRR representations, are orthogonal
-        to rounding (their angle errors scale like ε‖T‖/gap). Parseval's identity is checked on the
-        result (‖(UᵀV)ᵀ(UᵀV) − VᵀV‖ ≤ 1e-10 ‖V‖²); if it fails, or a block fails, all of Z is computed
-        at once (one more P×P matrix while it exists). Signs of eigenvectors are arbitrary, as with ``eigh``.
+        The eigenvectors Z of T come from one MRRR run (LAPACK's ``dstemr`` split into its two stages:
+        ``dlarre`` once for all eigenvalues and root representations, then ``dlarrv`` on index ranges of
+        ``block`` vectors, default max(``BLOCK_MIN``, ⌈P/8⌉)); each block is applied to the rotated V and
+        dropped, so memory is ~block·P doubles, not P². All blocks share the representation tree, so they
+        are the vectors of a single ``dstemr`` call (orthogonal across blocks, clusters included: the
+        range interface is the one ScaLAPACK's parallel MRRR uses). Parseval's identity is checked on the
+        result (‖(UᵀV)ᵀ(UᵀV) − VᵀV‖ ≤ 1e-10 ‖V‖²); if it fails, or LAPACK reports a failure, all of Z is
+        computed at once (one more P×P matrix while it exists). Signs of eigenvectors are arbitrary, as
+        with ``eigh``.
         """
         W = self.rotate(V)
         if self.size == 1:
@@ -103,11 +104,14 @@ class HouseholderSpectrum:
         block = max(BLOCK_MIN, -(-P // 8)) if block is None else int(block)
         if block < 1:
             raise ConfigError(f"block must be a positive number of eigenvectors, got {block}")
-        out = np.empty_like(W)
-        if block < P and _stemr() is not None:
+        if block < P and P > 2:
             try:
-                for a, b in eigen_blocks(self.values, block):
-                    out[a:b] = _eigenvector_rows(self.diagonal, self.offdiagonal, a, b) @ W
+                mrrr = _MRRR(self.diagonal, self.offdiagonal)
+                out = np.empty_like(W)
+                for a in range(0, P, block):
+                    b = min(a + block, P)
+                    out[a:b] = mrrr.vector_rows(a, b) @ W
+                out = out[mrrr.order]  # LAPACK's order (by split block) → ascending, the order of ``values``
                 gram, ref = out.T @ out, W.T @ W
                 if np.max(np.abs(gram - ref)) <= 1e-10 * max(float(np.max(np.diag(ref))), np.finfo(float).tiny):
                     return out
@@ -121,86 +125,111 @@ class HouseholderSpectrum:
         return Z.T @ W
 
 
-def eigen_blocks(values: np.ndarray, block: int, *, min_gap: float = 1e-8) -> list[tuple[int, int]]:
-    """Consecutive index ranges [a, b) of ascending ``values``, about ``block`` long, for blockwise eigenvectors.
-
-    Each range ends at the largest gap values[b] − values[b−1] among b in [a + ¾block, a + 1¼block]; a gap
-    below ``min_gap``·max|values| never ends a range (the window is extended until one is larger, or to
-    the end): a cluster of close eigenvalues stays in one range.
-    """
-    P = int(values.size)
-    if P == 0:
-        return []
-    gap = np.diff(values)
-    floor = min_gap * float(np.max(np.abs(values)))
-    bounds = [0]
-    while P - bounds[-1] > block + block // 4:
-        lo = bounds[-1] + max(1, block - block // 4)
-        hi = min(bounds[-1] + block + block // 4, P - 1)
-        while True:
-            j = lo + int(np.argmax(gap[lo - 1:hi]))  # a range may end before index j: the gap values[j] − values[j−1]
-            if gap[j - 1] > floor or hi >= P - 1:
-                break
-            lo, hi = hi + 1, min(hi + block, P - 1)
-        if gap[j - 1] <= floor:
-            break
-        bounds.append(j)
-    bounds.append(P)
-    return list(zip(bounds[:-1], bounds[1:]))
+_LAPACK: dict = {}
+_LAPACK_LOCK = threading.Lock()
+_c, _i, _p = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
+# Fortran prototypes (every argument by reference)
+_PROTOTYPES = {
+    "dlarrr": (_i, _p, _p, _i),  # n, d, e, info
+    # range, n, vl, vu, il, iu, d, e, e2, rtol1, rtol2, spltol, nsplit, isplit, m, w, werr, wgap, iblock,
+    # indexw, gers, pivmin, work, iwork, info
+    "dlarre": (_c, _i, _p, _p, _i, _i, _p, _p, _p, _p, _p, _p, _i, _p, _i, _p, _p, _p, _p, _p, _p, _p, _p, _p, _i),
+    # n, vl, vu, d, l, pivmin, isplit, m, dol, dou, minrgp, rtol1, rtol2, w, werr, wgap, iblock, indexw, gers,
+    # z, ldz, isuppz, work, iwork, info
+    "dlarrv": (_i, _p, _p, _p, _p, _p, _p, _i, _i, _i, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _i, _p, _p, _p, _i),
+}
 
 
-_STEMR: list = []
-_STEMR_LOCK = threading.Lock()
+def _lapack(name: str):
+    """A LAPACK routine from scipy's Cython LAPACK table, through ctypes (scipy wraps these auxiliaries
+    nowhere else; its ``dstemr`` wrapper always allocates an n×n Z)."""
+    with _LAPACK_LOCK:
+        if name not in _LAPACK:
+            import scipy.linalg.cython_lapack as cl
+
+            cap = cl.__pyx_capi__[name]
+            api = ctypes.pythonapi
+            api.PyCapsule_GetName.restype = ctypes.c_char_p
+            api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+            api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+            api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+            ptr = api.PyCapsule_GetPointer(cap, api.PyCapsule_GetName(cap))
+            _LAPACK[name] = ctypes.CFUNCTYPE(None, *_PROTOTYPES[name])(ptr)
+        return _LAPACK[name]
 
 
-def _stemr():
-    """LAPACK dstemr through scipy's Cython LAPACK table (scipy's own wrapper always allocates an n×n Z)."""
-    with _STEMR_LOCK:
-        if not _STEMR:
-            fn = None
-            try:
-                import scipy.linalg.cython_lapack as cl
-
-                cap = cl.__pyx_capi__["dstemr"]
-                api = ctypes.pythonapi
-                api.PyCapsule_GetName.restype = ctypes.c_char_p
-                api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-                api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-                api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-                ptr = api.PyCapsule_GetPointer(cap, api.PyCapsule_GetName(cap))
-                c, i, p = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
-                # dstemr(jobz, range, n, d, e, vl, vu, il, iu, m, w, z, ldz, nzc, isuppz, tryrac, work, lwork,
-                #        iwork, liwork, info): every argument by reference (Fortran)
-                fn = ctypes.CFUNCTYPE(None, c, c, i, p, p, p, p, i, i, i, p, p, i, i, p, i, p, i, p, i, i)(ptr)
-            except (ImportError, KeyError, AttributeError, ValueError, OSError):  # pragma: no cover - no Cython LAPACK
-                fn = None
-            _STEMR.append(fn)
-        return _STEMR[0]
+def _int(x: int):
+    return ctypes.byref(ctypes.c_int(x))
 
 
-def _eigenvector_rows(d: np.ndarray, e: np.ndarray, a: int, b: int) -> np.ndarray:
-    """Eigenvectors a..b−1 (ascending order, 0-based) of tridiag(e, d, e) as the rows of a (b − a, P) array."""
-    n, k = int(d.size), b - a
-    dd = np.array(d, dtype=np.float64)  # dstemr overwrites d and e
-    ee = np.zeros(n)
-    ee[:n - 1] = e
-    Zt = np.empty((k, n))  # Fortran (n, k) with ldz = n: the rows are the eigenvectors
-    w = np.empty(n)
-    isuppz = np.empty(2 * k, dtype=np.int32)
-    lwork, liwork = 18 * n, 10 * n
-    work, iwork = np.empty(lwork), np.empty(liwork, dtype=np.int32)
-    m, info, tryrac = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(1)
-    vl, vu = ctypes.c_double(0.0), ctypes.c_double(0.0)
+def _dbl(x: float):
+    return ctypes.byref(ctypes.c_double(x))
 
-    def ref(x: int):
-        return ctypes.byref(ctypes.c_int(x))
 
-    _stemr()(b"V", b"I", ref(n), dd.ctypes.data, ee.ctypes.data, ctypes.byref(vl), ctypes.byref(vu), ref(a + 1),
-             ref(b), ctypes.byref(m), w.ctypes.data, Zt.ctypes.data, ref(n), ref(k), isuppz.ctypes.data,
-             ctypes.byref(tryrac), work.ctypes.data, ref(lwork), iwork.ctypes.data, ref(liwork), ctypes.byref(info))
-    if info.value != 0 or m.value != k:
-        raise linalg.LinAlgError(f"dstemr failed (info {info.value}, {m.value} of {k} eigenvectors)")
-    return Zt
+class _MRRR:
+    """LAPACK ``dstemr`` (JOBZ='V', RANGE='A') in its two stages, so that its eigenvectors can be taken a range
+    at a time: ``dlarre`` (eigenvalues by dqds, root representations) once, then ``dlarrv`` with DOL:DOU on
+    fresh copies of its inputs for each range. The driver's steps are those of ``dstemr``: scaling into the
+    safe range, the relative-accuracy test (``dlarrr``), the bisection tolerances and MINRGP = 1e-3."""
+
+    def __init__(self, d: np.ndarray, e: np.ndarray):
+        n = int(d.size)
+        eps = np.finfo(np.float64).eps  # LAPACK's dlamch('Precision')
+        tiny = np.finfo(np.float64).tiny
+        rmin = math.sqrt(tiny / eps)
+        rmax = min(math.sqrt(eps / tiny), 1.0 / math.sqrt(math.sqrt(tiny)))
+        dd = np.array(d, dtype=np.float64)
+        ee = np.zeros(n)
+        ee[:n - 1] = e
+        tnrm = float(max(np.max(np.abs(dd)), np.max(np.abs(ee))))
+        scale = rmin / tnrm if 0 < tnrm < rmin else rmax / tnrm if tnrm > rmax else 1.0
+        if scale != 1.0:
+            dd *= scale
+            ee *= scale
+        info = ctypes.c_int(0)
+        _lapack("dlarrr")(_int(n), dd.ctypes.data, ee.ctypes.data, ctypes.byref(info))
+        spltol = eps if info.value == 0 else -eps  # relative splitting only where T allows relative accuracy
+        self.rtol1, self.rtol2 = math.sqrt(eps), max(math.sqrt(eps) * 5e-3, 4 * eps)
+        e2 = ee * ee
+        nsplit, m, pivmin = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_double(0.0)
+        vl, vu = ctypes.c_double(0.0), ctypes.c_double(0.0)
+        self.isplit, self.iblock, self.indexw = (np.zeros(n, np.int32) for _ in range(3))
+        self.w, self.werr, self.wgap = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.gers = np.zeros(2 * n)
+        work, iwork = np.zeros(6 * n), np.zeros(5 * n, np.int32)
+        _lapack("dlarre")(b"A", _int(n), ctypes.byref(vl), ctypes.byref(vu), _int(0), _int(0), dd.ctypes.data,
+                          ee.ctypes.data, e2.ctypes.data, _dbl(self.rtol1), _dbl(self.rtol2), _dbl(spltol),
+                          ctypes.byref(nsplit), self.isplit.ctypes.data, ctypes.byref(m), self.w.ctypes.data,
+                          self.werr.ctypes.data, self.wgap.ctypes.data, self.iblock.ctypes.data,
+                          self.indexw.ctypes.data, self.gers.ctypes.data, ctypes.byref(pivmin), work.ctypes.data,
+                          iwork.ctypes.data, ctypes.byref(info))
+        if info.value != 0 or m.value != n:
+            raise linalg.LinAlgError(f"dlarre failed (info {info.value}, {m.value} of {n} eigenvalues)")
+        self.n, self.vl, self.vu, self.pivmin = n, vl.value, vu.value, pivmin.value
+        self.d, self.l = dd, ee  # the root representations L D Lᵀ of the split blocks; ee[isplit−1]: their shifts
+        # eigenvalues in LAPACK's order (split block by split block): root value + the block's shift
+        values = self.w + ee[self.isplit[self.iblock - 1] - 1]
+        self.order = np.argsort(values, kind="stable")
+
+    def vector_rows(self, a: int, b: int) -> np.ndarray:
+        """Eigenvectors a..b−1 (0-based, LAPACK's order) as the rows of a (b − a, n) array."""
+        n = self.n
+        # dlarrv writes Z's columns DOL−1..DOU+1 only (the outer two keep child representations): a buffer for
+        # those columns, passed as the address of column 1 (Fortran reads and writes nothing else)
+        lo, hi = max(a, 1), min(b + 1, n)  # 1-based columns DOL−1 and DOU+1, with DOL = a + 1, DOU = b
+        buf = np.zeros((hi - lo + 1, n))  # C order: row j is Fortran column lo + j
+        z = ctypes.c_void_p(buf.ctypes.data - (lo - 1) * n * buf.itemsize)
+        d, l, w, werr, wgap = (x.copy() for x in (self.d, self.l, self.w, self.werr, self.wgap))  # dlarrv overwrites
+        isuppz, work, iwork = np.zeros(2 * n, np.int32), np.zeros(12 * n), np.zeros(7 * n, np.int32)
+        info = ctypes.c_int(0)
+        _lapack("dlarrv")(_int(n), _dbl(self.vl), _dbl(self.vu), d.ctypes.data, l.ctypes.data, _dbl(self.pivmin),
+                          self.isplit.ctypes.data, _int(n), _int(a + 1), _int(b), _dbl(1e-3), _dbl(self.rtol1),
+                          _dbl(self.rtol2), w.ctypes.data, werr.ctypes.data, wgap.ctypes.data,
+                          self.iblock.ctypes.data, self.indexw.ctypes.data, self.gers.ctypes.data, z, _int(n),
+                          isuppz.ctypes.data, work.ctypes.data, iwork.ctypes.data, ctypes.byref(info))
+        if info.value != 0:
+            raise linalg.LinAlgError(f"dlarrv failed (info {info.value})")
+        return buf[a + 1 - lo:b + 1 - lo]
 
 
 def householder_spectrum(K: np.ndarray, y: np.ndarray | None = None) -> HouseholderSpectrum:
