@@ -12,7 +12,7 @@ half the cost of ``eigh`` with vectors and in the memory of K itself; then
   eigenvectors at all;
 * where the coordinates of other vectors are needed (the mean vector of the non-odd theory), Qᵀv
   follows from the stored reflectors and Zᵀ(Qᵀv) from the eigenvectors Z of T, computed by one MRRR
-  run a range of ~P/8 vectors at a time, each range applied and dropped: O(P²) time, never all of Z in
+  run a range of ~P/4 vectors at a time, each range applied and dropped: O(P²) time, never all of Z in
   memory (:meth:`HouseholderSpectrum.coordinates`).
 
 Convention: K is symmetric positive semi-definite, float64, C-contiguous (finwidth's kernels are),
@@ -32,7 +32,7 @@ from scipy.linalg import lapack
 from finwidth.errors import ConfigError
 
 #: fewest eigenvectors of T per block in :meth:`HouseholderSpectrum.coordinates` (the default block is
-#: max(BLOCK_MIN, ⌈P/8⌉))
+#: max(BLOCK_MIN, ⌈P/4⌉))
 BLOCK_MIN = 256
 
 __all__ = ["BLOCK_MIN", "HouseholderSpectrum", "TridiagonalMeasure", "householder_spectrum", "rank_one_update"]
@@ -89,7 +89,7 @@ class HouseholderSpectrum:
 
         The eigenvectors Z of T come from one MRRR run (LAPACK's ``dstemr`` split into its two stages:
         ``dlarre`` once for all eigenvalues and root representations, then ``dlarrv`` on index ranges of
-        ``block`` vectors, default max(``BLOCK_MIN``, ⌈P/8⌉)); each block is applied to the rotated V and
+        ``block`` vectors, default max(``BLOCK_MIN``, ⌈P/4⌉)); each block is applied to the rotated V and
         dropped, so memory is ~block·P doubles, not P². All blocks share the representation tree, so they
         are the vectors of a single ``dstemr`` call (orthogonal across blocks, clusters included: the
         range interface is the one ScaLAPACK's parallel MRRR uses). Parseval's identity is checked on the
@@ -101,7 +101,7 @@ class HouseholderSpectrum:
         if self.size == 1:
             return W
         P = self.size
-        block = max(BLOCK_MIN, -(-P // 8)) if block is None else int(block)
+        block = max(BLOCK_MIN, -(-P // 4)) if block is None else int(block)
         if block < 1:
             raise ConfigError(f"block must be a positive number of eigenvectors, got {block}")
         if block < P and P > 2:
