@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import ctypes
 import math
-import threading
 
 import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
 from finwidth.errors import ConfigError
+from finwidth.scipy_ctypes import cython_function
 
 #: fewest eigenvectors of T per block in :meth:`HouseholderSpectrum.coordinates` (the default block is
 #: max(BLOCK_MIN, ⌈P/4⌉))
@@ -125,8 +125,6 @@ class HouseholderSpectrum:
         return Z.T @ W
 
 
-_LAPACK: dict = {}
-_LAPACK_LOCK = threading.Lock()
 _c, _i, _p = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
 # Fortran prototypes (every argument by reference)
 _PROTOTYPES = {
@@ -141,21 +139,11 @@ _PROTOTYPES = {
 
 
 def _lapack(name: str):
-    """A LAPACK routine from scipy's Cython LAPACK table, through ctypes (scipy wraps these auxiliaries
-    nowhere else; its ``dstemr`` wrapper always allocates an n×n Z)."""
-    with _LAPACK_LOCK:
-        if name not in _LAPACK:
-            import scipy.linalg.cython_lapack as cl
-
-            cap = cl.__pyx_capi__[name]
-            api = ctypes.pythonapi
-            api.PyCapsule_GetName.restype = ctypes.c_char_p
-            api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-            api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-            api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-            ptr = api.PyCapsule_GetPointer(cap, api.PyCapsule_GetName(cap))
-            _LAPACK[name] = ctypes.CFUNCTYPE(None, *_PROTOTYPES[name])(ptr)
-        return _LAPACK[name]
+    """A LAPACK routine scipy does not wrap (``dlarrr``, ``dlarre``, ``dlarrv``), from its Cython table."""
+    try:
+        return cython_function("lapack", name, _PROTOTYPES[name])
+    except (ImportError, KeyError, AttributeError) as err:  # pragma: no cover - scipy without Cython LAPACK
+        raise linalg.LinAlgError(f"LAPACK {name} is not available from scipy: {err}") from None
 
 
 def _int(x: int):
