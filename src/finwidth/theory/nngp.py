@@ -110,7 +110,9 @@ class NNGP(Estimator):
         yv = validate_targets(y, Xa.shape[0], multi_output=True)
         blocks = nngp(self.network, Xa, block_size=self.block_size)
         K = blocks.train  # type: ignore[union-attr]
-        fit = gp_fit(K, yv, self.temperature, rtol=self.rtol, packed=True)
+        # the kernel is ours (built just now): the factor may share its array when LAPACK can work in it
+        packed = isinstance(K, np.ndarray) and K.dtype == np.float64 and K.flags.c_contiguous and K.flags.writeable
+        fit = gp_fit(K, yv, self.temperature, rtol=self.rtol, packed=packed)
         self.X_train_ = Xa
         self.y_train_ = yv
         self._kernel = None if fit.kernel is not None else K  # else K lives in fit.kernel
