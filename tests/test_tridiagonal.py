@@ -183,3 +183,22 @@ def test_nonodd_fit_with_blocks_equals_the_full_eigenvector_path(T, dup, monkeyp
     assert b.validity_.degrees_of_freedom == pytest.approx(a.validity_.degrees_of_freedom, rel=1e-12)
     np.testing.assert_allclose(mb, ma, rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(vb, va, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.filterwarnings("ignore::finwidth.errors.ValidityWarning")
+def test_product_fit_with_a_large_null_space_in_ranges_equals_the_full_path(monkeypatch):
+    """A linear network with P = 200 > N_0 = 10: 190 numerically-null modes, one cluster spread over many
+    ranges of 25 vectors; the product fit (labels' coordinates from the ranges) equals the previous path."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(200, 10))
+    y = X[:, 0] + 0.3 * rng.normal(size=200)
+    net = Network([100], "linear")
+    fits = []
+    for block in (10**6, 25):
+        monkeypatch.setattr(tridiagonal, "BLOCK_MIN", block)
+        if block == 25:  # no fallback to the full eigenvector matrix
+            monkeypatch.setattr(tridiagonal.linalg, "eigh_tridiagonal", None)
+        fits.append(RKGP(net, 1e-2).fit(X, y))
+    assert fits[1].kind_ == "product"
+    np.testing.assert_allclose(fits[1].qbar_, fits[0].qbar_, rtol=1e-13)
+    assert fits[1].action_ == pytest.approx(fits[0].action_, rel=1e-13)
