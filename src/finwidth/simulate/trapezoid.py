@@ -28,6 +28,8 @@ import threading
 
 import torch
 
+from finwidth.scipy_ctypes import cython_function
+
 __all__ = ["LowerTrapezoid", "blas_trmm_available"]
 
 _lock = threading.Lock()
@@ -42,24 +44,12 @@ def _load_trmm(dtype: torch.dtype):
             return _BLAS[dtype]
         fn = None
         try:
-            import scipy.linalg.cython_blas as cb
-
             prefix, ctype = {torch.float32: ("s", ctypes.c_float), torch.float64: ("d", ctypes.c_double)}[dtype]
-            api = ctypes.pythonapi
-            api.PyCapsule_GetName.restype = ctypes.c_char_p
-            api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-            api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-            api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-
-            def ptr(name):
-                cap = cb.__pyx_capi__[prefix + name]
-                return api.PyCapsule_GetPointer(cap, api.PyCapsule_GetName(cap))
-
             c, i, v, x = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p, ctypes.POINTER(ctype)
             # trmm(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb), all by reference (Fortran)
-            trmm = ctypes.CFUNCTYPE(None, c, c, c, c, i, i, x, v, i, v, i)(ptr("trmm"))
+            trmm = cython_function("blas", prefix + "trmm", (c, c, c, c, i, i, x, v, i, v, i))
             # gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-            gemm = ctypes.CFUNCTYPE(None, c, c, i, i, i, x, v, i, v, i, x, v, i)(ptr("gemm"))
+            gemm = cython_function("blas", prefix + "gemm", (c, c, i, i, i, x, v, i, v, i, x, v, i))
             fn = (trmm, gemm, ctype)
         except (ImportError, KeyError, AttributeError, ValueError, OSError):  # pragma: no cover - no scipy BLAS
             fn = None
