@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -174,8 +175,6 @@ class BatchedMLP:
         """A buffer of this thread (replica groups run on threads) kept between gradient calls: a
         fresh [R, N, P] tensor is page-faulted in on every step (large allocations are mapped anew),
         which at P = 4000 costs about as much as erf itself. Contents are garbage."""
-        import threading
-
         key = (threading.get_ident(), name)
         buf = self._work.get(key)
         if buf is None or buf.shape != shape:
@@ -232,7 +231,7 @@ class BatchedMLP:
         if b is not None:
             f = f + (b if self.n_outputs == 1 else b.unsqueeze(-2))
         if keep:
-            return f, {"acts": acts, "dacts": dacts, "scratch": scratch}
+            return f, {"acts": acts, "dacts": dacts}
         return f
 
     def readout_features(self, params: Sequence[torch.Tensor], A0: torch.Tensor,
@@ -294,8 +293,8 @@ class BatchedMLP:
                         delta.mul_(dacts[l - 1])
             else:  # the input is shared by all replicas; δ is not needed afterwards
                 lower = self._lower_for(A0)
-                if lower is not None:  # δ may be a scratch buffer: the gradient must not live in it
-                    grads[0] = lower.right_mul(delta, overwrite=L > 0 and not cache.get("scratch"))
+                if lower is not None:  # a new tensor: δ may be a scratch buffer, reused by the next call
+                    grads[0] = lower.right_mul(delta)
                 else:
                     grads[0] = torch.matmul(delta, A0).mul_(s)
         for g, p, lam in zip(grads, params, self.precisions):
