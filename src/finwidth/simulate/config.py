@@ -178,7 +178,8 @@ def is_two_layer(network, scaling: str) -> bool:
     return isinstance(network, ConvNetwork) or scaling == "mean_field"
 
 
-OPTION_KEYS = ("friction", "init", "input_reduction", "rao_blackwell", "checkpoint_every", "scaling")
+OPTION_KEYS = ("friction", "init", "input_reduction", "rao_blackwell", "checkpoint_every", "scaling", "input_rank",
+               "input_tolerance")
 """Options of :func:`finwidth.sample_posterior` that a sweep spec passes through ``simulation.options``."""
 
 
