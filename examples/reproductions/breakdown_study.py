@@ -28,6 +28,8 @@ docs/reproductions.md), Langevin time 1000 at T = 1e-3 (≥ 5 relaxation times 1
 prior-dominated modes; the α = 2 chains settle by t ≈ 200), scaled as 1/sqrt(T) for other T.
 
 Run:  nice -n 10 python examples/reproductions/breakdown_study.py run mnist [--only KEY]
+      (an interrupted run resumes from its checkpoint, written every n_steps/50 steps, when its part
+      is run again; kill it right after a checkpoint write to lose nothing)
       python examples/reproductions/breakdown_study.py list
 Cache: $STUDY_CACHE (default /tmp/breakdown_study): <key>.json, <key>.npz, <key>.ckpt while running.
 The finished JSON/NPZ files are copied to docs/data/reproductions/breakdown/ by `collect`.
