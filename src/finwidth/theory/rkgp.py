@@ -164,9 +164,11 @@ class RKGP(MultiOutputMixin, Estimator):
         Whether the mean term was used (``mean_correction`` resolved).
     solver_ : str
         "dense" or "krylov" (``solver`` resolved).
-    qbar_stderr_, qbar_quadrature_error_ : ndarray, shape (L,)
-        Accuracy of Q̄ on the matrix-free path: standard error from the stochastic trace and bound
-        from the quadrature (zeros on the dense path). ``log_evidence_stderr_`` likewise.
+    qbar_stderr_, qbar_quadrature_error_, qbar_product_error_ : ndarray, shape (L,)
+        Accuracy of Q̄ on the matrix-free path: standard error from the stochastic trace, bound from
+        the quadrature, and estimated effect of float32 products (zeros on the dense path).
+        ``log_evidence_stderr_`` likewise. With D outputs: ``renormalization_stderr_`` and
+        ``renormalization_quadrature_error_`` (D, D), :class:`MultiOutputMixin`.
     correction_ : object or None
         The fitted correction (``KernelShape`` or ``QbarMixture``), None without one.
     validity_ : finwidth.theory.validity.Validity or None
@@ -270,7 +272,7 @@ class RKGP(MultiOutputMixin, Estimator):
         if self.solver_ == "krylov":
             scalable.fit_rkgp(self, X, y)
             return self
-        self.qbar_stderr_ = self.qbar_quadrature_error_ = np.zeros(L)
+        self.qbar_stderr_ = self.qbar_quadrature_error_ = self.qbar_product_error_ = np.zeros(L)
         self.log_evidence_stderr_ = 0.0
         # only the output layer is kept as a P×P matrix; the lower layers enter through their diagonals
         # (the nested form keeps the input kernel too, and builds K_out from it)
