@@ -178,6 +178,21 @@ class KernelOperator:
             return as_numpy((t @ Vt).double())
         return np.asarray(t @ (V.astype(np.float32) if t.dtype == np.float32 else V), dtype=np.float64)
 
+    def _tile_chunks(self) -> list[list[tuple[int, int]]]:
+        """The stored tiles split into ``threads`` lists of about equal area (cached)."""
+        if getattr(self, "_chunks", None) is None:
+            sizes = np.diff(self._edges)
+            pairs = [(i, j) for i in range(self.n_blocks) for j in range(i, self.n_blocks)]
+            pairs.sort(key=lambda ij: -int(sizes[ij[0]] * sizes[ij[1]] * (2 if ij[1] > ij[0] else 1)))
+            chunks: list[list[tuple[int, int]]] = [[] for _ in range(min(self.threads, len(pairs)))]
+            load = np.zeros(len(chunks))
+            for i, j in pairs:  # largest first onto the least loaded thread
+                k = int(np.argmin(load))
+                chunks[k].append((i, j))
+                load[k] += sizes[i] * sizes[j] * (2 if j > i else 1)
+            self._chunks = [sorted(c) for c in chunks]
+        return self._chunks
+
     # ------------------------------------------------------------------------------------------
     @property
     def n_blocks(self) -> int:
@@ -256,20 +271,27 @@ class KernelOperator:
                     if j > i:
                         out[rj] += t.T @ Vm[ri]
         else:
-            # float32 tiles multiply a float32 copy of V (BLAS sgemm: no per-pass conversion of the tiles);
-            # the products of the tiles are summed in float64
+            # float32 tiles multiply a float32 copy of V (BLAS sgemm: no per-pass conversion of the tiles).
+            # Each stored tile is read once per product and serves both of its blocks (t V_j and tᵀ V_i,
+            # the second while t is still in cache); each thread sums its tiles' products into its own
+            # float64 buffer, and the buffers are added at the end.
             Vw = Vm.astype(np.float32) if self.storage == "float32" else Vm
+            chunks = self._tile_chunks()
 
-            # one task per output block: no two tasks write the same rows
-            def row(i: int) -> None:
-                ri = self._block(i)
-                acc = out[ri]
-                for j in range(self.n_blocks):
-                    rj = self._block(j)
-                    t = self._tiles[(i, j)] if i <= j else self._tiles[(j, i)]
-                    acc += (t if i <= j else t.T) @ Vw[rj]
+            def work(pairs: list[tuple[int, int]]) -> np.ndarray:
+                acc = np.zeros((self.shape[0], Vm.shape[1]))
+                for i, j in pairs:
+                    t = self._tiles[(i, j)]
+                    ri, rj = self._block(i), self._block(j)
+                    acc[ri] += t @ Vw[rj]
+                    if j > i:
+                        acc[rj] += t.T @ Vw[ri]
+                return acc
 
-            self._map(row, list(range(self.n_blocks)))
+            parts = self._map(work, chunks)
+            out = parts[0]
+            for part in parts[1:]:
+                out += part
         return out[:, 0] if one else out
 
     __matmul__ = matmat
