@@ -251,10 +251,7 @@ class RKGP(MultiOutputMixin, Estimator):
         if is_conv:
             return self._fit_conv(X, y)
         if y.ndim == 2:
-            if self.solver == "krylov":
-                raise ConfigError("solver='krylov' covers one output; with several outputs use solver='dense' or 'auto'")
-            self.solver_ = "dense"
-            return self._fit_multioutput(X, y)
+            return self._fit_multioutput(X, y)  # chooses its solver (dense or krylov) after its own checks
         net = self.network
         P = X.shape[0]
         L = net.depth
