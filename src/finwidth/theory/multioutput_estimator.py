@@ -67,6 +67,7 @@ class MultiOutputMixin:
         self.renormalization_quadrature_error_ = np.zeros((D, D))
         self.renormalization_product_error_ = np.zeros((D, D))
         self.qbar_stderr_ = np.zeros((net.depth, D, D))
+        self.log_evidence_stderr_ = 0.0
         K_out = np.asarray(kernels.nngp(net, X).train, dtype=np.float64)
         basis = spectral.eigenbasis(K_out)
         Y_t = basis.project(Y)
@@ -257,6 +258,7 @@ def fit_multioutput_krylov(model, X: np.ndarray, Y: np.ndarray):
     model.roots_ = sol.roots
     model.action_ = sol.action
     model.log_evidence_ = -0.5 * sol.action - 0.5 * P * D * math.log(2 * math.pi)
+    model.log_evidence_stderr_ = 0.5 * sol.action_stderr
     model.krylov_ = sol
     model._operator = op
     model._multi = sol

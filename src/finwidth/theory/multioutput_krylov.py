@@ -55,6 +55,8 @@ class MultiOutputKrylovSaddle(MultiOutputSaddle):
         entry of 𝒬 (module docstring).
     qbar_stderr : ndarray, shape (L, D, D)
         Standard error of each entry of each Q_l.
+    action_stderr : float
+        Standard error of the action S (the probes' estimates of log det A).
     n_probes, label_steps, n_products : int
     probe_steps : ndarray of int
     """
@@ -63,6 +65,7 @@ class MultiOutputKrylovSaddle(MultiOutputSaddle):
     renormalization_quadrature_error: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     renormalization_product_error: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     qbar_stderr: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    action_stderr: float = 0.0
     n_probes: int = 0
     label_steps: int = 0
     probe_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
@@ -323,12 +326,14 @@ def solve_multioutput_krylov(
     except ConvergenceError:
         pass
     final = solve_from_starts(action, starts)
+    logdets = [w @ np.sum(np.log(T + th[:, None] * final.pi[None, :]), axis=1) for th, w in probe_rules]
+    action_se = float(np.std(logdets, ddof=1) / math.sqrt(len(logdets)))
     qbar_se = np.std(_layer_errors(action, final.qbar[action.narrowest], dQ), axis=0, ddof=1) / math.sqrt(dQ.shape[0])
     return MultiOutputKrylovSaddle(
         qbar=final.qbar, renormalization=final.renormalization, pi=final.pi, vectors=final.vectors,
         action=final.action, residual=final.residual, roots=final.roots, n_evaluations=final.n_evaluations,
         method="minimize_spd (Lanczos quadrature)", min_curvature=final.min_curvature,
         renormalization_stderr=se, renormalization_quadrature_error=quad, renormalization_product_error=prod,
-        qbar_stderr=qbar_se, n_probes=spec.n_probes, label_steps=spec.label.n_steps,
+        qbar_stderr=qbar_se, action_stderr=action_se, n_probes=spec.n_probes, label_steps=spec.label.n_steps,
         probe_steps=np.concatenate([b.n_steps for b in spec.batches]), n_products=spec.n_products,
     )
