@@ -16,6 +16,11 @@ Cases, each in its own subprocess so that its peak resident memory (``ru_maxrss`
 * ``krylov``: ``RKGP(net, T, solver="krylov", solver_options={"rtol": ..., "storage": ...}).fit``: Q̄ with its
   standard error (Hutchinson probes) and quadrature bound, probes, Lanczos steps, products K V.
 
+``--outputs 10``: all ten digits, one-hot targets, the D = 10 theory (``RKGP.fit`` with Y of shape (P, 10)); the
+row's Q̄ column is then tr 𝒬/D, its error the root-sum-square of the diagonal standard errors over D.
+``--probes``: the first batch of Hutchinson probes. The worker streams the solver's progress lines to stderr
+(steps, probes, current estimate, seconds per product), so a run stopped by a timeout shows how far it got.
+
 Reported: wall time, peak RSS, Q̄, and for the Krylov path |Q̄ − Q̄_dense| in units of its standard error
 where both ran. Cases run one after the other in the same session (the machine's load is printed).
 """
@@ -85,7 +90,8 @@ def _worker(case: str, P: int, args: dict) -> dict:
                    products=s.n_products, storage=m._operator.storage, tiles_mib=m._operator.nbytes / 2**20,
                    product_error=m._operator.product_error)
         if y.ndim == 2:
-            out.update(outputs=y.shape[1], renormalization=m.renormalization_.tolist(),
+            out.update(outputs=y.shape[1], renormalization_eigenvalues=np.linalg.eigvalsh(m.renormalization_).tolist(),
+                       renormalization=m.renormalization_.tolist(),
                        renormalization_stderr=m.renormalization_stderr_.tolist(),
                        renormalization_quadrature_error=m.renormalization_quadrature_error_.tolist(),
                        qbar=float(np.trace(m.renormalization_)) / y.shape[1],

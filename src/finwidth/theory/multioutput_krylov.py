@@ -33,6 +33,7 @@ raises :class:`~finwidth.errors.ConvergenceError` with the estimate reached and 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,9 +93,19 @@ class _Spectrum:
         if n >= 1:
             self.batches.append(krylov.ScalarLanczos(krylov.rademacher(self.P, n, self.rng)))
 
-    def advance(self, steps: int) -> None:
+    def advance(self, steps: int, progress=None) -> None:
         probes = [(b, np.arange(b.n)) for b in self.batches]
-        self.n_products += krylov.run_lanczos(self.matmat, steps, block=self.label, probes=probes)
+        chunk = 10 if progress is not None else steps  # a line every 10 products for long runs
+        while steps > 0:
+            t0 = time.perf_counter()
+            done = krylov.run_lanczos(self.matmat, min(chunk, steps), block=self.label, probes=probes)
+            self.n_products += done
+            steps -= min(chunk, steps)
+            if progress is not None and done:
+                progress(f"step {self.label.n_steps}: {done} products K V with {self.label.D + self.n_probes} "
+                         f"columns, {(time.perf_counter() - t0) / done:.2f} s each")
+            if not done:
+                break
 
     def probe_rules(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each probe's Gauss rule (θ, w) with Σ_j w_j f(θ_j) ≈ zᵀ f(K) z (an estimate of tr f(K))."""
@@ -235,7 +246,7 @@ def solve_multioutput_krylov(
     while True:
         step = check_every if steps_done else 2 * check_every
         step = max(step, steps_done // 8)  # the block rule's eigendecomposition grows like (mD)³
-        spec.advance(step)
+        spec.advance(step, progress if spec.P >= 20000 else None)
         steps_done += step
         label_rule = spec.label.rule()
         probe_rules = spec.probe_rules()
