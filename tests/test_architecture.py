@@ -12,7 +12,7 @@ import pytest
 import finwidth
 
 ROOT = Path(finwidth.__file__).parent
-GROUND = ["errors.py", "inputs.py", "network.py", "convnet.py", "conv_kernels.py", "activations.py", "kernels.py"]
+GROUND = ["errors.py", "inputs.py", "scipy_ctypes.py", "network.py", "convnet.py", "conv_kernels.py", "activations.py", "kernels.py"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -164,6 +164,62 @@ def test_shared_helpers_directly():
         generalization_error([0.0], [0.0], [-1.0])
 
 
+def test_packed_fit_is_the_unpacked_fit_in_one_array():
+    """gp_fit(packed=True): the factor shares K's array and every number is that of the unpacked fit;
+    K itself is kept exactly (strict upper triangle and saved diagonal)."""
+    rng = np.random.default_rng(11)
+    A = rng.standard_normal((700, 40))  # > one row block of the 1-norm
+    K = A @ A.T / 40
+    Y = rng.standard_normal((700, 2))
+    Ks, kd = rng.standard_normal((4, 40)) @ A.T / 40, np.full(4, 3.0)
+    Kt = np.full((4, 4), 0.5) + 3.0 * np.eye(4)
+    ref = gp_fit(K, Y, 0.05)
+    work = K.copy()
+    fit = gp_fit(work, Y, 0.05, packed=True)
+    assert fit.kernel is not None and np.shares_memory(fit.factor._chol, work)
+    np.testing.assert_array_equal(fit.alpha, ref.alpha)  # the same LAPACK factorisation of the same numbers
+    assert fit.log_evidence == ref.log_evidence
+    for a, b in zip(gp_predict(fit, Ks, kd, K_test=Kt, return_var=True, return_cov=True),
+                    gp_predict(ref, Ks, kd, K_test=Kt, return_var=True, return_cov=True)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fit.kernel.full(), K)
+    np.testing.assert_allclose(fit.kernel.matmul(Y), K @ Y, rtol=1e-13, atol=1e-13 * np.abs(K @ Y).max())
+    assert fit.kernel.norm1() == pytest.approx(np.abs(K).sum(axis=0).max(), rel=1e-14)
+    np.testing.assert_array_equal(fit.kernel.restore(), K)
+    with pytest.raises(ConfigError, match="C-contiguous"):
+        gp_fit(np.asfortranarray(K + 0.01 * np.triu(np.ones_like(K), 1)), Y, 0.05, packed=True)
+
+
+def test_packed_fit_falls_back_when_cholesky_fails():
+    """Cholesky fails (rank 3 at a negligible T): K is restored in place and the eigh path runs as unpacked."""
+    rng = np.random.default_rng(12)
+    B = rng.standard_normal((30, 3))
+    K = B @ B.T
+    y = B @ rng.standard_normal(3)
+    ref = gp_fit(K, y, 1e-300)
+    work = K.copy()
+    fit = gp_fit(work, y, 1e-300, packed=True)
+    assert fit.kernel is None and fit.factor.method == "eigh" and ref.factor.method == "eigh"
+    np.testing.assert_array_equal(work, K)
+    np.testing.assert_array_equal(fit.alpha, ref.alpha)
+
+
+def test_nngp_keeps_one_matrix_and_kernel_is_rebuilt():
+    X, y, Xt, _ = _data(P=30, Pt=4)
+    gp = NNGP(Network([5], "erf"), 0.1).fit(X, y)
+    K = nngp(Network([5], "erf"), X).train
+    assert gp.fit_.kernel is not None and gp._kernel is None
+    np.testing.assert_array_equal(gp.kernel_, K)
+    assert gp.kernel_ is not gp.kernel_  # a new array per access, documented
+    ref = gp_fit(K, y, 0.1)
+    Ks, kd, _ = gp.test_kernels(Xt)
+    np.testing.assert_array_equal(gp.predict(Xt, return_var=True), gp_predict(ref, Ks, kd, return_var=True))
+    assert not hasattr(NNGP(Network([5], "erf"), 0.1), "kernel_")
+    gp0 = NNGP(Network([5], "erf"), 0.0).fit(X, y)  # T = 0: eigh path, the kernel kept as it is
+    assert gp0.fit_.kernel is None
+    np.testing.assert_array_equal(gp0.kernel_, K)
+
+
 def test_validation_errors():
     X, y, Xt, yt = _data(P=10, Pt=3)
     net = Network([5], "erf")

@@ -280,3 +280,47 @@ def test_a_stuck_chain_warns_with_step_size_advice():
                                         n_steps=300, record_every=5, X_test=Xt, y_test=yt, replicas=3)
     assert res.diagnostics.acceptance < 0.05 and not res.diagnostics.converged
     assert any("split-R̂ above" in p for p in res.diagnostics.problems)
+
+
+@pytest.mark.filterwarnings("ignore::finwidth.errors.NotConvergedWarning")  # 60 steps: the bookkeeping, not a result
+def test_resume_true_continues_a_matching_checkpoint_and_refuses_another_run(tmp_path):
+    """sample_posterior(..., checkpoint=p, resume=True): with no file, an ordinary run; with the file of
+    an interrupted run of the same call, the continuation (records equal to the uninterrupted run's);
+    with the file of another run (other data, options or network), a ConfigError naming the difference."""
+    from finwidth.simulate.config import run_config
+    from finwidth.simulate.loop import build_run
+
+    X, y, Xt, yt = _data(P=8, N0=12, Pt=6)
+    net = Network([10], "erf")
+    kw = dict(temperature=0.1, sampler="baoab", step_size=0.1, n_steps=60, record_every=2, X_test=Xt, y_test=yt,
+              replicas=2, seed=4, progress=False)
+    ck = tmp_path / "r.ckpt"
+    full = finwidth.sample_posterior(net, X, y, **kw)
+    fresh = finwidth.sample_posterior(net, X, y, checkpoint=ck, checkpoint_every=20, resume=True, **kw)
+    np.testing.assert_array_equal(fresh.traces["energy"], full.traces["energy"])
+
+    ck.unlink()
+    cfg, data = run_config(net, X, y, checkpoint=ck, checkpoint_every=20,
+                           **{k: v for k, v in kw.items() if k != "progress"})
+    half = build_run(net, data, cfg)
+    half.initialize()
+    half.cfg = cfg.replace(n_steps=20)  # interrupted after its first checkpoint
+    half.run()
+    payload = finwidth.simulate.checkpoint.load_checkpoint(ck)
+    payload["cfg"]["n_steps"] = 60
+    finwidth.simulate.checkpoint.save_checkpoint(ck, payload)
+    cont = finwidth.sample_posterior(net, X, y, checkpoint=ck, checkpoint_every=20, resume=True, **kw)
+    for k in full.traces:
+        np.testing.assert_array_equal(cont.traces[k], full.traces[k], err_msg=k)
+
+    with pytest.raises(ConfigError, match="other data.*'y'"):
+        finwidth.sample_posterior(net, X, -y, checkpoint=ck, checkpoint_every=20, resume=True, **kw)
+    with pytest.raises(ConfigError, match="step_size: 0.1 there, 0.05 here"):
+        finwidth.sample_posterior(net, X, y, checkpoint=ck, checkpoint_every=20, resume=True,
+                                  **{**kw, "step_size": 0.05})
+    with pytest.raises(ConfigError, match="another network"):
+        finwidth.sample_posterior(Network([11], "erf"), X, y, checkpoint=ck, checkpoint_every=20, resume=True, **kw)
+    with pytest.raises(ConfigError, match="resume=True needs checkpoint"):
+        finwidth.sample_posterior(net, X, y, resume=True, **kw)
+    with pytest.raises(ConfigError, match="resume must be True or False"):
+        finwidth.sample_posterior(net, X, y, checkpoint=ck, resume="yes", **kw)

@@ -93,3 +93,112 @@ def test_product_fit_matches_eigh_solver(T, act):
     np.testing.assert_allclose(mean, kt @ np.linalg.solve(A, y), rtol=1e-7, atol=1e-9)
     ref_var = ref.pi * blocks.test_diag - np.einsum("ij,ji->i", kt, np.linalg.solve(A, kt.T))
     np.testing.assert_allclose(var, np.maximum(ref_var, 0), rtol=1e-6, atol=1e-9)
+
+
+# --- coordinates from blocks of T's eigenvectors (no P×P matrix of eigenvectors) -----------------------
+
+def _clustered_kernel(P=150, seed=1):
+    """K = Q diag(k) Qᵀ with exact clusters (multiplicities 25 and 12 > the blocks used below), a
+    near-degenerate run (relative spacing 1e-13), 20 null modes and isolated values; y and m generic."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.normal(size=(P, P)))
+    k = np.concatenate([np.zeros(20), np.full(25, 0.3), np.full(12, 2.0), 5.0 * (1 + 1e-13 * np.arange(10)),
+                        np.linspace(0.01, 40.0, P - 67)])
+    K = (Q * k) @ Q.T
+    K = 0.5 * (K + K.T)
+    return K, rng.normal(size=P), rng.normal(size=P) + 1.0
+
+
+def _cluster_invariants(values, C, tol):
+    """Per cluster of equal eigenvalues (gaps ≤ tol): the Gram matrix CᵀC of the coordinates over it."""
+    cuts = np.flatnonzero(np.diff(values) > tol) + 1
+    return [C[a:b].T @ C[a:b] for a, b in zip(np.r_[0, cuts], np.r_[cuts, values.size])]
+
+
+@pytest.mark.parametrize("block", [8, 16, 40])
+def test_blockwise_coordinates_on_clustered_spectra_match_eigh(block, monkeypatch):
+    K, y, m = _clustered_kernel()
+    w, U = np.linalg.eigh(K)
+    V = np.stack([y, m], axis=1)
+    ref = U.T @ V
+    hs = tridiagonal.householder_spectrum(K.copy(), y)
+
+    def no_full_run(*args, **kwargs):  # the fallback (all of Z at once) must not be what is tested
+        raise AssertionError("fell back to the full eigenvector matrix")
+
+    monkeypatch.setattr(tridiagonal.linalg, "eigh_tridiagonal", no_full_run)
+    got = hs.coordinates(V, block=block)
+    scale = float(np.max(np.abs(V.T @ V)))
+    # the coordinates are defined up to a rotation inside each cluster: compare what is invariant
+    tol = 1e-9 * w[-1]
+    for g, r in zip(_cluster_invariants(hs.values, got, tol), _cluster_invariants(w, ref, tol), strict=True):
+        np.testing.assert_allclose(g, r, rtol=0, atol=1e-12 * scale)
+    for s in (1e-3, 0.5, 10.0):  # the sums the fits take: Σ f(k_i) a_i b_i
+        f = 1.0 / (s + np.maximum(w, 0))
+        np.testing.assert_allclose((got * f[:, None]).T @ got, (ref * f[:, None]).T @ ref, rtol=0,
+                                   atol=1e-12 * scale / s)
+
+
+@pytest.mark.parametrize("block", [7, 30])
+def test_eigenvector_ranges_are_orthonormal_and_accurate(block):
+    """The ranges of one MRRR run are orthogonal to each other, also across exact and near-exact clusters
+    (multiplicities 25 and 12 > 7, a run spaced 1e-13, 20 null modes), and their residuals are at rounding."""
+    K, y, _ = _clustered_kernel(P=120, seed=4)
+    hs = tridiagonal.householder_spectrum(K, y)
+    mrrr = tridiagonal._MRRR(hs.diagonal, hs.offdiagonal)
+    Z = np.vstack([mrrr.vector_rows(a, min(a + block, 120)) for a in range(0, 120, block)])[mrrr.order]
+    assert Z.shape == (120, 120)
+    np.testing.assert_allclose(Z @ Z.T, np.eye(120), rtol=0, atol=1e-13)
+    T = np.diag(hs.diagonal) + np.diag(hs.offdiagonal, 1) + np.diag(hs.offdiagonal, -1)
+    np.testing.assert_allclose(Z @ T, hs.values[:, None] * Z, rtol=0, atol=1e-13 * hs.values[-1])
+    with pytest.raises(ConfigError, match="block"):
+        tridiagonal.householder_spectrum(np.eye(3), np.ones(3)).coordinates(np.ones(3), block=0)
+
+
+@pytest.mark.filterwarnings("ignore::finwidth.errors.ValidityWarning")
+@pytest.mark.parametrize("T,dup", [(1e-2, False), (0.2, True)])
+def test_nonodd_fit_with_blocks_equals_the_full_eigenvector_path(T, dup, monkeypatch):
+    """The non-odd fit (Q̄, Q, action, validity, predictions) with blocks of 8 eigenvectors against the previous
+    path (all of Z at once: a block of P); ``dup`` repeats inputs (numerically-null kernel modes)."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(90, 6))
+    if dup:
+        X[60:] = X[:30]
+    y = np.tanh(X[:, 0]) + 0.1 * rng.normal(size=90)
+    Xt = rng.normal(size=(5, 6))
+    net = Network([40], "relu")
+    assert spectral.checked_spectrum(np.linalg.eigvalsh(kernels.nngp(net, X).train))[1] == (30 if dup else 0)
+    fits = {}
+    for name, block in (("full", 10**6), ("blocks", 8)):
+        monkeypatch.setattr(tridiagonal, "BLOCK_MIN", block)
+        if name == "blocks":  # no fallback to the full eigenvector matrix
+            monkeypatch.setattr(tridiagonal.linalg, "eigh_tridiagonal", None)
+        m = RKGP(net, T).fit(X, y)
+        assert m.kind_ == "nonodd"
+        fits[name] = (m, m.predict(Xt, return_var=True))
+    (a, (ma, va)), (b, (mb, vb)) = fits["full"], fits["blocks"]
+    np.testing.assert_allclose(b.qbar_, a.qbar_, rtol=1e-12)
+    np.testing.assert_allclose(b.q_, a.q_, rtol=1e-12)
+    assert b.action_ == pytest.approx(a.action_, rel=1e-12)
+    assert b.validity_.degrees_of_freedom == pytest.approx(a.validity_.degrees_of_freedom, rel=1e-12)
+    np.testing.assert_allclose(mb, ma, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(vb, va, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.filterwarnings("ignore::finwidth.errors.ValidityWarning")
+def test_product_fit_with_a_large_null_space_in_ranges_equals_the_full_path(monkeypatch):
+    """A linear network with P = 200 > N_0 = 10: 190 numerically-null modes, one cluster spread over many
+    ranges of 25 vectors; the product fit (labels' coordinates from the ranges) equals the previous path."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(200, 10))
+    y = X[:, 0] + 0.3 * rng.normal(size=200)
+    net = Network([100], "linear")
+    fits = []
+    for block in (10**6, 25):
+        monkeypatch.setattr(tridiagonal, "BLOCK_MIN", block)
+        if block == 25:  # no fallback to the full eigenvector matrix
+            monkeypatch.setattr(tridiagonal.linalg, "eigh_tridiagonal", None)
+        fits.append(RKGP(net, 1e-2).fit(X, y))
+    assert fits[1].kind_ == "product"
+    np.testing.assert_allclose(fits[1].qbar_, fits[0].qbar_, rtol=1e-13)
+    assert fits[1].action_ == pytest.approx(fits[0].action_, rel=1e-13)

@@ -29,7 +29,7 @@ import numpy as np
 from finwidth import data
 from finwidth.convnet import ConvNetwork
 from finwidth.errors import NotConvergedWarning
-from finwidth.simulate import resume, sample_posterior, suggest_step_size
+from finwidth.simulate import sample_posterior, suggest_step_size
 from finwidth.theory.conv import ConvRKGP
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "data" / "reproductions" / "cnn"
@@ -61,12 +61,9 @@ def sample(net, d, h: float, n_steps: int, ck: Path, seed: int):  # noqa: ANN001
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NotConvergedWarning)
-        if ck.exists():
-            res = resume(ck, progress=False)
-        else:
-            res = sample_posterior(net, d.X_train, d.y_train, temperature=T, step_size=h, n_steps=n_steps, replicas=8,
-                                   X_test=d.X_test, y_test=d.y_test, init="readout_conditional", seed=seed,
-                                   checkpoint=ck, progress=False)
+        res = sample_posterior(net, d.X_train, d.y_train, temperature=T, step_size=h, n_steps=n_steps, replicas=8,
+                               X_test=d.X_test, y_test=d.y_test, init="readout_conditional", seed=seed,
+                               checkpoint=ck, resume=True, progress=False)
     dg = res.diagnostics
     return res, {"eg": float(res.generalization_error.total), "eg_stderr": res.generalization_error.total.stderr,
                  "qbar": float(res.qbar_readout), "qbar_stderr": res.qbar_readout.stderr,

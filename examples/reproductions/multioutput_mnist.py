@@ -33,7 +33,7 @@ import numpy as np
 from finwidth import NNGP, RKGP, Network, data
 from finwidth.errors import NotConvergedWarning
 from finwidth.experiments.verdicts import converged
-from finwidth.simulate import resume, sample_posterior, suggest_step_size
+from finwidth.simulate import sample_posterior, suggest_step_size
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "docs" / "data" / "reproductions" / "multioutput"
@@ -67,12 +67,9 @@ def run(D: int, N: int, n_steps: int, ckpt_dir: Path, step_factor: float = 1.0) 
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NotConvergedWarning)
-        if ck.exists():
-            res = resume(ck, progress=False)
-        else:
-            res = sample_posterior(net, d.X_train, d.y_train, temperature=T, step_size=h, n_steps=n_steps, replicas=8,
-                                   X_test=d.X_test, y_test=d.y_test, init="readout_conditional", seed=10 * D + N,
-                                   checkpoint=ck, progress=False)
+        res = sample_posterior(net, d.X_train, d.y_train, temperature=T, step_size=h, n_steps=n_steps, replicas=8,
+                               X_test=d.X_test, y_test=d.y_test, init="readout_conditional", seed=10 * D + N,
+                               checkpoint=ck, resume=True, progress=False)
     dg, err = res.diagnostics, res.generalization_error
     rhat, ess = dg.rhat.get("test_mse_rb", dg.max_rhat), dg.ess.get("test_mse_rb", dg.min_ess)
     a, b = _offdiag_max(corr_th)

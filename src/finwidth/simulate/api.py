@@ -9,8 +9,10 @@ See docs/sampling.md for which sampler to use, step sizes, the diagnostics and t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from finwidth.errors import ConfigError, DataError
@@ -20,7 +22,7 @@ from finwidth.simulate.checkpoint import load_checkpoint, remove_stale_temporari
 from finwidth.simulate.config import RunConfig, is_two_layer, run_config
 from finwidth.simulate.guidance import default_friction, step_size_guidance, stiffness
 from finwidth.simulate.loop import build_run, check_progress
-from finwidth.simulate.models import build_model, network_from_dict
+from finwidth.simulate.models import build_model, network_from_dict, network_kind
 from finwidth.simulate.results import PosteriorSamples
 
 __all__ = ["resume", "sample_posterior", "suggest_step_size"]
@@ -30,7 +32,7 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
                      replicas=8, record_every=None, X_test=None, y_test=None, seed=0, device="cpu",
                      dtype="float32", checkpoint=None, checkpoint_every=None, friction=None, init="normal",
                      input_reduction="auto", rao_blackwell=True, progress="auto",
-                     scaling="standard", observers=None) -> PosteriorSamples:
+                     scaling="standard", observers=None, resume=False) -> PosteriorSamples:
     """Sample the Bayesian posterior of a finite-width network and measure ε_g, Q̄_L and more.
 
     Target: p(θ|D) ∝ exp[−(1/2T) Σ_μ (y^μ − f(x^μ))² − Σ_l λ_l ‖W^(l)‖²/2] (docs/conventions.md), full batch,
@@ -119,6 +121,13 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
         replica for 8 time groups (memory 64·R·size bytes per observer); checkpoints keep them, and
         :func:`resume` needs the same observers. Example: the hidden-feature kernel,
         ``{"K": lambda s: s.features @ s.features.transpose(1, 2) / s.features.shape[-1]}``.
+    resume : bool
+        With ``checkpoint``: when that file exists, continue the run it holds (as :func:`resume`)
+        instead of starting anew, so that a script rerun after an interruption picks up where it
+        stopped and a finished run just returns its result. The checkpoint must have been written
+        by this same call: the network, the data and every option are compared, and a mismatch
+        raises ``ConfigError`` naming what differs (delete the file, or change ``checkpoint``, to
+        start afresh). Without the file, the run starts as usual.
 
     Returns
     -------
@@ -151,6 +160,14 @@ def sample_posterior(network, X, y, *, temperature, sampler="baoab", step_size=N
                            input_reduction=input_reduction, rao_blackwell=rao_blackwell, scaling=scaling)
     observers = _check_observers(observers)
     check_progress(progress)
+    if not isinstance(resume, bool):
+        raise ConfigError(f"resume must be True or False, got {resume!r}")
+    if resume and cfg.checkpoint is None:
+        raise ConfigError("resume=True needs checkpoint=<path>: the file a previous run of this call wrote")
+    if resume and Path(cfg.checkpoint).exists():
+        state = load_checkpoint(cfg.checkpoint)
+        _check_same_run(state, network, cfg, data)
+        return _continue(state, cfg.checkpoint, progress, observers)
     if cfg.checkpoint is not None:
         remove_stale_temporaries(cfg.checkpoint)
     run = build_run(network, data, cfg, observers=observers)
@@ -180,12 +197,46 @@ def resume(checkpoint_path, *, progress="auto", observers=None) -> PosteriorSamp
     :func:`sample_posterior`; ``observers``: the same as the interrupted run's.
     """
     check_progress(progress)
-    state = load_checkpoint(checkpoint_path)
+    return _continue(load_checkpoint(checkpoint_path), checkpoint_path, progress, _check_observers(observers))
+
+
+def _check_same_run(state: dict, network, cfg: RunConfig, data: dict) -> None:
+    """Raise ConfigError unless the checkpointed run was started with this network, data and options."""
+    where = f"checkpoint {str(cfg.checkpoint)!r}"
+    try:
+        saved_kind, saved_net, saved_cfg, saved_data = (state["network_kind"], state["network"], dict(state["cfg"]),
+                                                         state["data"])
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{where} is incomplete or inconsistent ({exc})") from exc
+    try:
+        saved_network = network_from_dict(saved_kind, saved_net)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where} is incomplete or inconsistent ({exc})") from exc
+    if saved_kind != network_kind(network) or saved_network != network:
+        raise ConfigError(f"{where} holds a run of another network ({saved_network}); "
+                          "delete it or choose another checkpoint path to start afresh")
+    saved_cfg.pop("checkpoint", None)
+    here = {k: v for k, v in cfg.to_dict().items() if k != "checkpoint"}
+    differ = sorted(k for k in set(saved_cfg) | set(here) if saved_cfg.get(k) != here.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {saved_cfg.get(k)!r} there, {here.get(k)!r} here" for k in differ)
+        raise ConfigError(f"{where} holds a run with other options ({shown}); "
+                          "delete it or choose another checkpoint path to start afresh")
+    for k in sorted(set(saved_data) | set(data)):
+        a, b = saved_data.get(k), data.get(k)
+        same = (a is None and b is None) or (a is not None and b is not None and np.array_equal(np.asarray(a), np.asarray(b)))
+        if not same:
+            raise ConfigError(f"{where} holds a run on other data ({k!r} differs); "
+                              "delete it or choose another checkpoint path to start afresh")
+
+
+def _continue(state: dict, checkpoint_path, progress, observers) -> PosteriorSamples:
+    """Rebuild the run saved in ``state`` (read from ``checkpoint_path``) and run it to its end."""
     remove_stale_temporaries(checkpoint_path)
     try:
         net = network_from_dict(state["network_kind"], state["network"])
         cfg = RunConfig.from_dict(state["cfg"]).replace(checkpoint=str(checkpoint_path))
-        run = build_run(net, state["data"], cfg, observers=_check_observers(observers))
+        run = build_run(net, state["data"], cfg, observers=observers)
         run.load_state(state["run"])
     except ConfigError:
         raise

@@ -12,6 +12,8 @@ the observation noise is *not* added to the variance (docs/conventions.md).
 Linear algebra: one Cholesky of A when T > 0 (never an explicit inverse). At T = 0, or if the
 Cholesky fails because A is singular to working precision, one symmetric eigendecomposition;
 eigenvalues below ``rtol · λ_max`` are treated as exact zeros and A⁻¹ becomes the pseudo-inverse.
+``gp_fit(..., packed=True)`` keeps K and the Cholesky factor of A in one P×P array
+(:class:`PackedKernel`): one matrix instead of two.
 For a positive semi-definite joint kernel the test rows K(x*, X) lie in range(K), so the
 pseudo-inverse predictor is exactly the T → 0⁺ limit of the noisy one (minimum-norm interpolation).
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from scipy import linalg
+from scipy.linalg import blas, lapack
 
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.inputs import validate_targets
@@ -34,6 +37,7 @@ __all__ = [
     "accuracy",
     "GPFactor",
     "GPFit",
+    "PackedKernel",
     "factorize",
     "generalization_error",
     "gp_fit",
@@ -249,6 +253,62 @@ def _fortran_view(A: np.ndarray) -> np.ndarray:
     return A.T if A.flags.c_contiguous and not A.flags.f_contiguous else A
 
 
+class PackedKernel:
+    """A symmetric kernel K that shares one P×P array with the Cholesky factor of K + T·I.
+
+    The C-ordered ``array`` holds K in its strict upper triangle and the factor U (K + T·I = Uᵀ U, upper
+    triangular in LAPACK's Fortran view of the array, i.e. the C-order lower triangle) in the rest;
+    ``diagonal`` keeps K's diagonal. Built by :func:`gp_fit` with ``packed=True``; products and norms read
+    only the kernel's triangle (BLAS ``dsymv``), :meth:`full` rebuilds K as a new array.
+    """
+
+    def __init__(self, array: np.ndarray, diagonal: np.ndarray):
+        self.array = array
+        self.diagonal = diagonal
+        self.shape = array.shape
+
+    def matmul(self, B: np.ndarray) -> np.ndarray:
+        """K B for B of shape (P,) or (P, D), without a second P×P array."""
+        A = _fortran_view(self.array)  # its lower triangle (C-order upper) is K off the diagonal
+        fix = self.diagonal - np.diagonal(A)  # symv reads the factor's diagonal: replace it by K's
+        cols = B.reshape(B.shape[0], -1)
+        out = np.empty(cols.shape)
+        for j in range(cols.shape[1]):
+            b = np.ascontiguousarray(cols[:, j])
+            out[:, j] = blas.dsymv(1.0, A, b, lower=1) + fix * b
+        return out.reshape(B.shape)
+
+    def norm1(self) -> float:
+        """‖K‖₁ (largest absolute column sum), in row blocks of ~2 MB."""
+        n = self.shape[0]
+        rows = max(1, (1 << 18) // max(n, 1))
+        col = np.abs(self.diagonal)
+        for i0 in range(0, n, rows):
+            blk = np.abs(self.array[i0:i0 + rows])
+            blk[np.tril_indices(blk.shape[0], k=i0, m=n)] = 0.0  # keep the strict upper triangle (column j > row i)
+            col += blk.sum(axis=0)  # K_ij, j > i, counted in column j ...
+            col[i0:i0 + rows] += blk.sum(axis=1)  # ... and, by symmetry, in column i
+        return float(col.max()) if col.size else 0.0
+
+    def full(self) -> np.ndarray:
+        """K as a new symmetric (P, P) array."""
+        K = np.triu(self.array, 1)
+        K += K.T
+        K.flat[:: self.shape[0] + 1] = self.diagonal
+        return K
+
+    def restore(self) -> np.ndarray:
+        """Rebuild K in ``array`` itself (mirroring the kept triangle over the factor) and return it."""
+        K, n = self.array, self.shape[0]
+        rows = max(1, (1 << 18) // max(n, 1))
+        for i0 in range(0, n, rows):
+            K[i0:i0 + rows, :i0] = K[:i0, i0:i0 + rows].T
+            blk = K[i0:i0 + rows, i0:i0 + rows]
+            blk[np.tril_indices(blk.shape[0], -1)] = blk.T[np.tril_indices(blk.shape[0], -1)]
+        K.flat[:: n + 1] = self.diagonal
+        return K
+
+
 @dataclass
 class GPFit:
     """The training-side solution of GP regression.
@@ -265,19 +325,29 @@ class GPFit:
         (relative residual ≤ 1e-6), and −inf when it does not.
     noise : float
         T.
+    kernel : PackedKernel or None
+        K, when it shares its array with the factor (``gp_fit(..., packed=True)``); None otherwise.
     """
 
     factor: GPFactor
     alpha: np.ndarray
     log_evidence: float
     noise: float
+    kernel: PackedKernel | None = None
 
 
-def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite: bool = False) -> GPFit:
+def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite: bool = False,
+           packed: bool = False) -> GPFit:
     """Factorise K + T·I, solve for α and compute the log evidence; checks the solve.
 
     ``y`` of shape (P, D) holds D outputs with the same kernel (independent GPs): α is (P, D) and the log
     evidence the sum over the outputs.
+
+    With ``packed=True`` and T > 0, K (a C-contiguous float64 array) is **overwritten**: the Cholesky
+    factor goes into its lower triangle and K stays in the strict upper one (:class:`PackedKernel`, returned
+    as ``GPFit.kernel``), so the fit holds one P×P matrix, not two; the factor, α, the evidence and every
+    prediction are those of the unpacked fit (the same LAPACK call on the same numbers). If that Cholesky
+    fails, K is restored in place and the eigendecomposition path runs as without ``packed``.
 
     Raises
     ------
@@ -289,12 +359,20 @@ def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite
     K = _check_square(K, "the kernel")
     yv = validate_targets(y, K.shape[0], multi_output=True)  # (P, D): D independent outputs, one factorisation
     noise = validate_noise(noise, "noise")
-    # keep K for the residual check unless told we may destroy it
-    fac = factorize(K, noise, rtol=rtol, overwrite=overwrite)
+    kernel = _packed_cholesky(K, noise) if packed and noise > 0 and not overwrite else None
+    if kernel is not None:
+        fac = GPFactor("cholesky", K.shape[0], chol=_fortran_view(kernel.array))
+    else:
+        # keep K for the residual check unless told we may destroy it
+        fac = factorize(K, noise, rtol=rtol, overwrite=overwrite)
     alpha = fac.solve(yv)
     if not overwrite and fac.full_rank:
-        r = K @ alpha + noise * alpha - yv
-        scale = _norm1(K) * np.linalg.norm(alpha, 1) + noise * np.linalg.norm(alpha, 1) + np.linalg.norm(yv, 1)
+        if kernel is not None:
+            r, norm1 = kernel.matmul(alpha), kernel.norm1()
+        else:
+            r, norm1 = K @ alpha, _norm1(K)
+        r += noise * alpha - yv
+        scale = norm1 * np.linalg.norm(alpha, 1) + noise * np.linalg.norm(alpha, 1) + np.linalg.norm(yv, 1)
         backward = float(np.linalg.norm(r, 1)) / scale if scale > 0 else 0.0
         if not backward <= _BACKWARD_TOL:
             raise ConvergenceError(
@@ -310,7 +388,25 @@ def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite
         logev = -math.inf
     else:
         logev = -0.5 * quad - 0.5 * D * fac.logdet - 0.5 * fac.rank * D * math.log(2 * math.pi)
-    return GPFit(factor=fac, alpha=alpha, log_evidence=logev, noise=noise)
+    return GPFit(factor=fac, alpha=alpha, log_evidence=logev, noise=noise, kernel=kernel)
+
+
+def _packed_cholesky(K: np.ndarray, noise: float) -> PackedKernel | None:
+    """Cholesky of K + noise·I in K's lower triangle, K kept in the upper one; None (K intact) if it fails."""
+    if not (isinstance(K, np.ndarray) and K.flags.c_contiguous and K.flags.writeable and K.dtype == np.float64):
+        raise ConfigError("gp_fit(packed=True) needs a writeable C-contiguous float64 kernel (it is overwritten)")
+    n = K.shape[0]
+    packed = PackedKernel(K, np.diagonal(K).copy())
+    K.flat[:: n + 1] += noise
+    # dpotrf on the Fortran view writes U (uplo='U') there, i.e. the C-order lower triangle; clean=0 keeps
+    # the other triangle (K)
+    c, info = lapack.dpotrf(_fortran_view(K), lower=0, clean=0, overwrite_a=1)
+    if not np.shares_memory(c, K):  # pragma: no cover - LAPACK contract
+        raise RuntimeError("dpotrf did not work in place")
+    if info != 0:
+        packed.restore()
+        return None
+    return packed
 
 
 def gp_predict(

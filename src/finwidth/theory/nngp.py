@@ -48,7 +48,9 @@ class NNGP(Estimator):
     Attributes
     ----------
     kernel_ : numpy.ndarray, shape (P, P)
-        K_L on the training inputs.
+        K_L on the training inputs. At T > 0 the fit keeps K_L and the Cholesky factor of K_L + T I in
+        one P×P array (``fit_.kernel``, :class:`finwidth.theory.gp.PackedKernel`); ``kernel_`` rebuilds the
+        symmetric matrix from it as a new array at each access.
     alpha_ : numpy.ndarray, shape (P,) or (P, D)
         (K_L + T I)⁻¹ y; D columns for targets of shape (P, D), D ≥ 2 (independent outputs with the
         same kernel: the infinite-width limit of the multi-output theory, 𝒬 = 1).
@@ -96,6 +98,9 @@ class NNGP(Estimator):
     def fit(self, X: Any, y: Any) -> NNGP:
         """Build K_L on X, factorise K_L + T I once (Cholesky, or eigh at T = 0) and solve.
 
+        At T > 0 the Cholesky factor is written into the kernel's own array (K_L kept in the other
+        triangle): the fit holds one P×P matrix (docs/large-p.md).
+
         Returns
         -------
         self
@@ -105,10 +110,12 @@ class NNGP(Estimator):
         yv = validate_targets(y, Xa.shape[0], multi_output=True)
         blocks = nngp(self.network, Xa, block_size=self.block_size)
         K = blocks.train  # type: ignore[union-attr]
-        fit = gp_fit(K, yv, self.temperature, rtol=self.rtol)
+        # the kernel is ours (built just now): the factor may share its array when LAPACK can work in it
+        packed = isinstance(K, np.ndarray) and K.dtype == np.float64 and K.flags.c_contiguous and K.flags.writeable
+        fit = gp_fit(K, yv, self.temperature, rtol=self.rtol, packed=packed)
         self.X_train_ = Xa
         self.y_train_ = yv
-        self.kernel_ = K
+        self._kernel = None if fit.kernel is not None else K  # else K lives in fit.kernel
         # a ConvNetwork's test blocks need the patches, not layer diagonals
         self.train_diags_ = None if type(self.network).__name__ == "ConvNetwork" else layer_diagonals(self.network, Xa)
         self.fit_: GPFit = fit
@@ -117,6 +124,14 @@ class NNGP(Estimator):
         self.rank_ = fit.factor.rank
         self.n_outputs_ = 1 if yv.ndim == 1 else yv.shape[1]
         return self
+
+    @property
+    def kernel_(self) -> np.ndarray:
+        """K_L on the training inputs, shape (P, P) (rebuilt from the packed storage at T > 0: a new array)."""
+        fit = self.__dict__.get("fit_")
+        if fit is None:
+            raise AttributeError("kernel_: this NNGP is not fitted yet")
+        return fit.kernel.full() if fit.kernel is not None else self._kernel
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "fit_"):

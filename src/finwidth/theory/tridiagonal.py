@@ -11,8 +11,9 @@ half the cost of ``eigh`` with vectors and in the memory of K itself; then
   fractions of T (O(P) per evaluation, :class:`finwidth.theory.krylov.JacobiSet`), with no
   eigenvectors at all;
 * where the coordinates of other vectors are needed (the mean vector of the non-odd theory), Qᵀv
-  follows from the stored reflectors and Zᵀ(Qᵀv) from the eigenvectors Z of T (MRRR, O(P²) time;
-  memory: a second P×P matrix while they exist).
+  follows from the stored reflectors and Zᵀ(Qᵀv) from the eigenvectors Z of T, computed by one MRRR
+  run a range of ~P/4 vectors at a time, each range applied and dropped: O(P²) time, never all of Z in
+  memory (:meth:`HouseholderSpectrum.coordinates`).
 
 Convention: K is symmetric positive semi-definite, float64, C-contiguous (finwidth's kernels are),
 and it is destroyed.
@@ -20,6 +21,7 @@ and it is destroyed.
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import numpy as np
@@ -27,8 +29,13 @@ from scipy import linalg
 from scipy.linalg import lapack
 
 from finwidth.errors import ConfigError
+from finwidth.scipy_ctypes import cython_function
 
-__all__ = ["HouseholderSpectrum", "TridiagonalMeasure", "householder_spectrum", "rank_one_update"]
+#: fewest eigenvectors of T per block in :meth:`HouseholderSpectrum.coordinates` (the default block is
+#: max(BLOCK_MIN, ⌈P/4⌉))
+BLOCK_MIN = 256
+
+__all__ = ["BLOCK_MIN", "HouseholderSpectrum", "TridiagonalMeasure", "householder_spectrum", "rank_one_update"]
 
 
 class HouseholderSpectrum:
@@ -77,20 +84,140 @@ class HouseholderSpectrum:
             rows[1:] -= np.outer(R[i, i + 2:], c)
         return V
 
-    def coordinates(self, V: np.ndarray) -> np.ndarray:
+    def coordinates(self, V: np.ndarray, *, block: int | None = None) -> np.ndarray:
         """Uᵀ V, the coordinates of V in K's eigenbasis (rows in the order of ``values``), shape (P, c).
 
-        Needs the eigenvectors Z of T (MRRR, O(P²) time; one more P×P matrix while they exist). Signs
-        of eigenvectors are arbitrary, as with ``eigh``.
+        The eigenvectors Z of T come from one MRRR run (LAPACK's ``dstemr`` split into its two stages:
+        ``dlarre`` once for all eigenvalues and root representations, then ``dlarrv`` on index ranges of
+        ``block`` vectors, default max(``BLOCK_MIN``, ⌈P/4⌉)); each block is applied to the rotated V and
+        dropped, so memory is ~block·P doubles, not P². All blocks share the representation tree, so they
+        are the vectors of a single ``dstemr`` call (orthogonal across blocks, clusters included: the
+        range interface is the one ScaLAPACK's parallel MRRR uses). Parseval's identity is checked on the
+        result (‖(UᵀV)ᵀ(UᵀV) − VᵀV‖ ≤ 1e-10 ‖V‖²); if it fails, or LAPACK reports a failure, all of Z is
+        computed at once (one more P×P matrix while it exists). Signs of eigenvectors are arbitrary, as
+        with ``eigh``.
         """
         W = self.rotate(V)
         if self.size == 1:
             return W
+        P = self.size
+        block = max(BLOCK_MIN, -(-P // 4)) if block is None else int(block)
+        if block < 1:
+            raise ConfigError(f"block must be a positive number of eigenvectors, got {block}")
+        if block < P and P > 2:
+            try:
+                mrrr = _MRRR(self.diagonal, self.offdiagonal)
+                out = np.empty_like(W)
+                for a in range(0, P, block):
+                    b = min(a + block, P)
+                    out[a:b] = mrrr.vector_rows(a, b) @ W
+                out = out[mrrr.order]  # LAPACK's order (by split block) → ascending, the order of ``values``
+                gram, ref = out.T @ out, W.T @ W
+                if np.max(np.abs(gram - ref)) <= 1e-10 * max(float(np.max(np.diag(ref))), np.finfo(float).tiny):
+                    return out
+            except (linalg.LinAlgError, ImportError, KeyError, AttributeError):
+                pass  # LAPACK's failure, or a scipy that does not export the MRRR stages: the full run below
+        # one run over all eigenvectors (the previous path; also the fallback)
         try:
             _, Z = linalg.eigh_tridiagonal(self.diagonal, self.offdiagonal, lapack_driver="stemr")
         except linalg.LinAlgError:  # MRRR can fail on tight clusters; implicit QL does not
             _, Z = linalg.eigh_tridiagonal(self.diagonal, self.offdiagonal, lapack_driver="stev")
         return Z.T @ W
+
+
+_c, _i, _p = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
+# Fortran prototypes (every argument by reference)
+_PROTOTYPES = {
+    "dlarrr": (_i, _p, _p, _i),  # n, d, e, info
+    # range, n, vl, vu, il, iu, d, e, e2, rtol1, rtol2, spltol, nsplit, isplit, m, w, werr, wgap, iblock,
+    # indexw, gers, pivmin, work, iwork, info
+    "dlarre": (_c, _i, _p, _p, _i, _i, _p, _p, _p, _p, _p, _p, _i, _p, _i, _p, _p, _p, _p, _p, _p, _p, _p, _p, _i),
+    # n, vl, vu, d, l, pivmin, isplit, m, dol, dou, minrgp, rtol1, rtol2, w, werr, wgap, iblock, indexw, gers,
+    # z, ldz, isuppz, work, iwork, info
+    "dlarrv": (_i, _p, _p, _p, _p, _p, _p, _i, _i, _i, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _i, _p, _p, _p, _i),
+}
+
+
+def _lapack(name: str):
+    """A LAPACK routine scipy does not wrap (``dlarrr``, ``dlarre``, ``dlarrv``), from its Cython table."""
+    try:
+        return cython_function("lapack", name, _PROTOTYPES[name])
+    except (ImportError, KeyError, AttributeError) as err:  # pragma: no cover - scipy without Cython LAPACK
+        raise linalg.LinAlgError(f"LAPACK {name} is not available from scipy: {err}") from None
+
+
+def _int(x: int):
+    return ctypes.byref(ctypes.c_int(x))
+
+
+def _dbl(x: float):
+    return ctypes.byref(ctypes.c_double(x))
+
+
+class _MRRR:
+    """LAPACK ``dstemr`` (JOBZ='V', RANGE='A') in its two stages, so that its eigenvectors can be taken a range
+    at a time: ``dlarre`` (eigenvalues by dqds, root representations) once, then ``dlarrv`` with DOL:DOU on
+    fresh copies of its inputs for each range. The driver's steps are those of ``dstemr``: scaling into the
+    safe range, the relative-accuracy test (``dlarrr``), the bisection tolerances and MINRGP = 1e-3."""
+
+    def __init__(self, d: np.ndarray, e: np.ndarray):
+        n = int(d.size)
+        eps = np.finfo(np.float64).eps  # LAPACK's dlamch('Precision')
+        tiny = np.finfo(np.float64).tiny
+        rmin = math.sqrt(tiny / eps)
+        rmax = min(math.sqrt(eps / tiny), 1.0 / math.sqrt(math.sqrt(tiny)))
+        dd = np.array(d, dtype=np.float64)
+        ee = np.zeros(n)
+        ee[:n - 1] = e
+        tnrm = float(max(np.max(np.abs(dd)), np.max(np.abs(ee))))
+        scale = rmin / tnrm if 0 < tnrm < rmin else rmax / tnrm if tnrm > rmax else 1.0
+        if scale != 1.0:
+            dd *= scale
+            ee *= scale
+        info = ctypes.c_int(0)
+        _lapack("dlarrr")(_int(n), dd.ctypes.data, ee.ctypes.data, ctypes.byref(info))
+        spltol = eps if info.value == 0 else -eps  # relative splitting only where T allows relative accuracy
+        self.rtol1, self.rtol2 = math.sqrt(eps), max(math.sqrt(eps) * 5e-3, 4 * eps)
+        e2 = ee * ee
+        nsplit, m, pivmin = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_double(0.0)
+        vl, vu = ctypes.c_double(0.0), ctypes.c_double(0.0)
+        self.isplit, self.iblock, self.indexw = (np.zeros(n, np.int32) for _ in range(3))
+        self.w, self.werr, self.wgap = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.gers = np.zeros(2 * n)
+        work, iwork = np.zeros(6 * n), np.zeros(5 * n, np.int32)
+        _lapack("dlarre")(b"A", _int(n), ctypes.byref(vl), ctypes.byref(vu), _int(0), _int(0), dd.ctypes.data,
+                          ee.ctypes.data, e2.ctypes.data, _dbl(self.rtol1), _dbl(self.rtol2), _dbl(spltol),
+                          ctypes.byref(nsplit), self.isplit.ctypes.data, ctypes.byref(m), self.w.ctypes.data,
+                          self.werr.ctypes.data, self.wgap.ctypes.data, self.iblock.ctypes.data,
+                          self.indexw.ctypes.data, self.gers.ctypes.data, ctypes.byref(pivmin), work.ctypes.data,
+                          iwork.ctypes.data, ctypes.byref(info))
+        if info.value != 0 or m.value != n:
+            raise linalg.LinAlgError(f"dlarre failed (info {info.value}, {m.value} of {n} eigenvalues)")
+        self.n, self.vl, self.vu, self.pivmin = n, vl.value, vu.value, pivmin.value
+        self.d, self.l = dd, ee  # the root representations L D Lᵀ of the split blocks; ee[isplit−1]: their shifts
+        # eigenvalues in LAPACK's order (split block by split block): root value + the block's shift
+        values = self.w + ee[self.isplit[self.iblock - 1] - 1]
+        self.order = np.argsort(values, kind="stable")
+
+    def vector_rows(self, a: int, b: int) -> np.ndarray:
+        """Eigenvectors a..b−1 (0-based, LAPACK's order) as the rows of a (b − a, n) array."""
+        n = self.n
+        # dlarrv writes Z's columns DOL−1..DOU+1 only (the outer two keep child representations): a buffer for
+        # those columns, passed as the address of column 1 (Fortran reads and writes nothing else)
+        lo, hi = max(a, 1), min(b + 1, n)  # 1-based columns DOL−1 and DOU+1, with DOL = a + 1, DOU = b
+        buf = np.zeros((hi - lo + 1, n))  # C order: row j is Fortran column lo + j
+        z = ctypes.c_void_p(buf.ctypes.data - (lo - 1) * n * buf.itemsize)
+        d, l, w, werr, wgap = (x.copy() for x in (self.d, self.l, self.w, self.werr, self.wgap))  # dlarrv overwrites
+        isuppz, work, iwork = np.zeros(2 * n, np.int32), np.zeros(12 * n), np.zeros(7 * n, np.int32)
+        info = ctypes.c_int(0)
+        _lapack("dlarrv")(_int(n), _dbl(self.vl), _dbl(self.vu), d.ctypes.data, l.ctypes.data, _dbl(self.pivmin),
+                          self.isplit.ctypes.data, _int(n), _int(a + 1), _int(b), _dbl(1e-3), _dbl(self.rtol1),
+                          _dbl(self.rtol2), w.ctypes.data, werr.ctypes.data, wgap.ctypes.data,
+                          self.iblock.ctypes.data, self.indexw.ctypes.data, self.gers.ctypes.data, z, _int(n),
+                          isuppz.ctypes.data, work.ctypes.data, iwork.ctypes.data, ctypes.byref(info))
+        if info.value != 0:
+            raise linalg.LinAlgError(f"dlarrv failed (info {info.value})")
+        return buf[a + 1 - lo:b + 1 - lo]
 
 
 def householder_spectrum(K: np.ndarray, y: np.ndarray | None = None) -> HouseholderSpectrum:
