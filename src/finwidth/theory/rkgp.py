@@ -124,9 +124,11 @@ class RKGP(MultiOutputMixin, Estimator):
     solver : {"auto", "dense", "krylov"}
         ``"dense"``: one eigendecomposition of the P×P output kernel (exact). ``"krylov"``: matrix-free
         Lanczos quadrature on a tiled kernel (:mod:`finwidth.theory.scalable`; product form and one
-        hidden layer without the mean term, T > 0), with error bars ``qbar_stderr_`` and
-        ``qbar_quadrature_error_``. ``"auto"``: krylov above
-        :data:`finwidth.theory.scalable.KRYLOV_ABOVE_P` training points where it applies.
+        hidden layer without the mean term, T > 0), with error bars ``qbar_stderr_``,
+        ``qbar_quadrature_error_`` and ``qbar_product_error_``; with D outputs
+        :mod:`finwidth.theory.multioutput_krylov` (error bars ``renormalization_stderr_`` …).
+        ``"auto"``: krylov above :data:`finwidth.theory.scalable.KRYLOV_ABOVE_P` training points
+        where it applies (docs/large-p.md).
     solver_options : dict or None
         Options of the matrix-free path (:data:`finwidth.theory.scalable.SOLVER_OPTIONS`): target
         accuracy ``rtol`` (default 1e-3, relative on Q̄), probes, storage of the kernel tiles, …
