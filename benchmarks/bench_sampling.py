@@ -1,10 +1,21 @@
 """Sampling benchmarks (docs/benchmarks.md, "Sampling"): everything is measured side by side in one run.
 
-    .venv/bin/python benchmarks/bench_sampling.py [--threads 2] [--parts abc] [--rounds 5] [--sizes 500] [--quick] [--json out.json]
+    .venv/bin/python benchmarks/bench_sampling.py [--threads 2] [--parts abc] [--rounds 5] [--sizes 500]
+        [--kernel-change 5e-4 1e-2] [--quick] [--json out.json]
 
 A. Throughput: chain-steps per second at N_0 = 784, N_1 = 500, P = 500 (``--sizes``), R = 8, float32, CPU, for
    finwidth's batched samplers against a faithful single-chain loop of the papers' update (one
-   replica at a time: an ``nn.Module``, autograd, an optimiser step per iteration).
+   replica at a time: an ``nn.Module``, autograd, an optimiser step per iteration). With
+   ``--kernel-change TOL ...`` also Euler with the truncated input reduction (``input_rank=k``, an
+   approximation) at, for each TOL, the fewest directions k whose NNGP kernel change
+   (``simulate.truncation``, the worse of the train and test × train blocks on 1000 test points) is
+   at most TOL, with the RKGP theory's ε_g (T = 1e-3) on the full and on the projected inputs beside
+   it; only Euler with the exact reduction is kept beside them (time).
+T. Accuracy of the truncated input reduction (``--parts t``, with ``--kernel-change``): at P = 300
+   (MNIST 0/1, N_1 = 500, T = 1e-2, 1000 test points) BAOAB chains (the suggested step, ``--time-units``)
+   with the exact reduction and with the truncated one at each tolerance's rank, same seed and steps:
+   ε_g (Rao–Blackwellised) and train MSE with their error bars, max R̂ and min ESS, beside the RKGP
+   theory's ε_g on the full and the projected inputs.
 B. Accuracy versus step: the papers' figure-1a setting (1HL erf, MNIST 0/1 "paper" preset,
    P = 100, N_1 = 500, T = 1e-3). Discretisation bias of the raw train error (the observable most
    sensitive to the stiff, data-dominated directions) for Euler and BAOAB at several steps against
@@ -98,6 +109,41 @@ def paper_loop_steps_per_second(X, y, n1, T, lr, n_steps, lam=(1.0, 1.0)):
     return n_steps / (time.perf_counter() - t0)
 
 
+def truncation_rank(X, Xt, n1, tol):
+    """The fewest input directions k whose NNGP kernel change is at most ``tol`` (bisection; the
+    change decreases with k), and its TruncationCheck."""
+    import warnings
+
+    from finwidth.inputs import InputReduction
+    from finwidth.simulate.truncation import truncation_check
+
+    net = Network([n1], "erf")
+    r = InputReduction.from_inputs(X).rank
+
+    def check(k):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return truncation_check(net, X, InputReduction.from_inputs(X, rank=k), Xt, warn=False)
+
+    lo, hi = 1, r  # check(hi) passes (exact)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if check(mid).worst <= tol:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo, check(lo)
+
+
+def theory_eps(X, y, Xt, yt, n1, T, k=None):
+    """RKGP ε_g (float64) of the 1HL erf network on X, or on the projected inputs X V_k V_kᵀ (the
+    posterior a truncated run samples), at the full test inputs."""
+    from finwidth.inputs import InputReduction
+
+    Xk = X if k is None else InputReduction.from_inputs(X, rank=k).project(X)
+    return finwidth.RKGP(Network([n1], "erf"), T).fit(Xk, y).generalization_error(Xt, yt).total
+
+
 def ours_steps_per_second(X, y, n1, T, sampler, h, n_steps, R, **kw):
     """Chain-steps/s of ``sample_posterior``'s run loop (energy checks every 50 steps and one record
     included; the record without Rao–Blackwellisation, whose float64 eigendecompositions are a cost
@@ -117,36 +163,73 @@ _A_CASES = [
 _A_BASE = "paper loop (1 chain at a time, autograd + optimiser)"
 
 
-def part_a_round(quick, threads, P=500):
+def _a_cases(ranks=None):
+    if not ranks:
+        return _A_CASES
+    return [c for c in _A_CASES if c[0] == "finwidth euler, input reduction"] + [
+        (f"finwidth euler, truncated input reduction (k = {k})", "euler", 1e-3, {"input_rank": k}) for k in ranks]
+
+
+def part_a_round(quick, threads, P=500, ranks=None):
     """One round of part A in this process: the papers' loop and each finwidth case, alternated."""
+    import warnings
+
+    warnings.simplefilter("ignore")  # short chains (NotConvergedWarning); the truncation is checked by the parent
     torch.set_num_threads(threads)
     X, y, _, _, src = mnist(P, 10)
     n = 30 if quick else max(30, 150000 // P)  # 300 steps at P = 500
     T, R = 1e-3, 8
-    rows = {_A_BASE: [], **{c[0]: [] for c in _A_CASES}}
+    cases = _a_cases(ranks)
+    rows = {_A_BASE: [], **{c[0]: [] for c in cases}}
     for _ in range(2):
         rows[_A_BASE].append(paper_loop_steps_per_second(X, y, 500, T, 1e-3, n))
-        for name, sampler, h, kw in _A_CASES:
+        for name, sampler, h, kw in cases:
             rows[name].append(ours_steps_per_second(X, y, 500, T, sampler, h, n, R, **kw))
     return {"data": src, "rows": {k: max(v) for k, v in rows.items()}}
 
 
-def part_a(quick, threads=2, rounds=5, P=500):
+def part_a(quick, threads=2, rounds=5, P=500, kernel_change=None):
     """Rounds in fresh processes: one process's memory layout can slow the papers' loop by 1.5x
     for its whole life (seen: 90-95 vs 135-147 steps/s on the same machine), so one process is
     not a measurement. Reported: medians over rounds, and the ratio to the fastest baseline round."""
     import subprocess
     import sys
 
+    ranks, accuracy = [], []
+    if kernel_change:
+        import warnings
+
+        X, y, Xt, yt, _ = mnist(P, 1000)
+        T = 1e-3
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the theory's ValidityWarning at this load
+            e_full = theory_eps(X, y, Xt, yt, 500, T)
+        for tol in kernel_change:
+            rank, chk = truncation_rank(X, Xt, 500, tol)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                e_trunc = theory_eps(X, y, Xt, yt, 500, T, rank)
+            ranks.append(rank)
+            accuracy.append({"tolerance": tol, "rank": rank, "full_rank": chk.full_rank,
+                             "dropped_energy": chk.dropped_energy, "kernel_change": chk.kernel_change,
+                             "cross_kernel_change": chk.cross_kernel_change, "theory_eps_full": e_full,
+                             "theory_eps_truncated": e_trunc})
+            print(f"  P={P}: kernel change <= {tol:g} needs k = {rank} of r = {chk.full_rank} input directions "
+                  f"(dropped energy {chk.dropped_energy:.2e}; kernel change train {chk.kernel_change:.2e}, test x "
+                  f"train {chk.cross_kernel_change:.2e}); RKGP eps_g (T={T:g}, 1000 test points) {e_full:.5f} full, "
+                  f"{e_trunc:.5f} truncated ({100 * (e_trunc / e_full - 1):+.2f}%)", flush=True)
     per_round = []
     for i in range(rounds):
         code = (f"import sys, json; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-                f"import bench_sampling as b; print('JSON' + json.dumps(b.part_a_round({quick}, {threads}, {P})))")
+                f"import bench_sampling as b; "
+                f"print('JSON' + json.dumps(b.part_a_round({quick}, {threads}, {P}, {ranks})))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         per_round.append(json.loads(out.split("JSON", 1)[1]))
         r = per_round[-1]["rows"]
         print(f"  round {i + 1}: " + ", ".join(f"{k.split(',')[0].split(' (')[0]}"
-                                              f"{' (no red.)' if 'no input' in k else ''} {v:.0f}" for k, v in r.items()))
+                                              f"{' (no red.)' if 'no input' in k else ''}"
+                                              f"{' (trunc.)' if 'truncated' in k else ''} {v:.3g}" for k, v in r.items()),
+              flush=True)
     names = list(per_round[0]["rows"])
     med = {k: float(np.median([r["rows"][k] for r in per_round])) for k in names}
     best_base = max(r["rows"][_A_BASE] for r in per_round)
@@ -155,10 +238,11 @@ def part_a(quick, threads=2, rounds=5, P=500):
           f"{threads}, {rounds} rounds in fresh processes (best of 2 alternations per round)")
     print(f"  {'':55s} {'median':>9s}   {'median/median':>13s}   {'median/best baseline':>20s}   per-round ratios")
     for k in names:
-        print(f"  {k:55s} {med[k]:9.1f}   {med[k] / med[_A_BASE]:12.2f}x   {med[k] / best_base:19.2f}x   "
+        print(f"  {k:55s} {med[k]:9.2f}   {med[k] / med[_A_BASE]:12.2f}x   {med[k] / best_base:19.2f}x   "
               + " ".join(f"{x:.2f}" for x in ratios[k]))
+    print(f"  load average {os.getloadavg()[0]:.1f}", flush=True)
     return {"data": per_round[0]["data"], "median_chain_steps_per_s": med, "best_baseline": best_base,
-            "rounds": per_round}
+            "rounds": per_round, "truncation": accuracy}
 
 
 def _fig1a():
@@ -284,6 +368,48 @@ def part_c(quick):
             "theory_eps_g": theory.total, "work_ratio": work_ratio}
 
 
+def part_t(quick, kernel_change, P=300, T=1e-2, time_units=120.0, R=8):
+    import warnings
+
+    X, y, Xt, yt, src = mnist(P, 1000)
+    net = Network([500], "erf")
+    from finwidth.simulate import suggest_step_size
+
+    h = suggest_step_size(net, X, y, temperature=T)["baoab"]
+    n = 400 if quick else int(round(time_units / h))
+    print(f"\nT. truncated input reduction vs exact, {src}, P={P}, N1=500, T={T:g}, BAOAB h={h:.3g} "
+          f"(the suggestion), {n} steps x R={R}, init readout_conditional", flush=True)
+    rows = []
+    for tol in [None, *kernel_change]:
+        k = None if tol is None else truncation_rank(X, Xt, 500, tol)[0]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = finwidth.sample_posterior(net, X, y, temperature=T, sampler="baoab", step_size=h, n_steps=n,
+                                            replicas=R, X_test=Xt, y_test=yt, seed=11, init="readout_conditional",
+                                            input_rank=k)
+            theory = theory_eps(X, y, Xt, yt, 500, T, k)
+        eg, tr, d = res.generalization_error.total, res.train_error, res.diagnostics
+        chk = res.input_truncation
+        row = {"tolerance": tol, "rank": k, "eps_g": float(eg), "eps_g_stderr": eg.stderr, "train": float(tr),
+               "train_stderr": tr.stderr, "max_rhat": d.max_rhat, "min_ess": d.min_ess, "theory_eps_g": theory,
+               "rhat": dict(d.rhat), "ess": dict(d.ess),
+               "kernel_change": None if chk is None else chk.kernel_change, "wall_s": d.wall_time,
+               "warnings": sorted({type(w.message).__name__ for w in caught})}
+        rows.append(row)
+        print(f"  {'exact' if k is None else f'k = {k} (kernel change {chk.kernel_change:.2e})':34s} eps_g {float(eg):.5f} "
+              f"+- {eg.stderr:.5f}, train {float(tr):.5f} +- {tr.stderr:.5f}, max rhat {d.max_rhat:.3f}, min ESS "
+              f"{d.min_ess:.0f}, {d.wall_time:.0f} s; RKGP eps_g {theory:.5f}; warnings {row['warnings']}", flush=True)
+        print("    rhat " + ", ".join(f"{key} {v:.3f}" for key, v in d.rhat.items()) + "; ESS "
+              + ", ".join(f"{key} {v:.0f}" for key, v in d.ess.items()), flush=True)
+    e0 = rows[0]
+    for r in rows[1:]:
+        diff, se = r["eps_g"] - e0["eps_g"], math.hypot(r["eps_g_stderr"], e0["eps_g_stderr"])
+        print(f"  k = {r['rank']}: sampled eps_g change {100 * diff / e0['eps_g']:+.2f}% ({diff / se:+.1f} se); "
+              f"theory {100 * (r['theory_eps_g'] / e0['theory_eps_g'] - 1):+.2f}%")
+    print(f"  load average {os.getloadavg()[0]:.1f}")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -291,13 +417,18 @@ def main():
     ap.add_argument("--parts", default="abc")
     ap.add_argument("--rounds", type=int, default=5, help="part A: rounds, each in a fresh process")
     ap.add_argument("--sizes", type=int, nargs="+", default=[500], help="part A: training set sizes P")
+    ap.add_argument("--kernel-change", type=float, nargs="+", default=None,
+                    help="part A: also the truncated input reduction at these NNGP kernel changes")
+    ap.add_argument("--time-units", type=float, default=120.0, help="part T: length of each chain (time units)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = {"threads": a.threads, "torch": torch.__version__}
     for p in a.parts:
         if p == "a":
-            out[p] = {P: part_a(a.quick, a.threads, a.rounds, P) for P in a.sizes}
+            out[p] = {P: part_a(a.quick, a.threads, a.rounds, P, a.kernel_change) for P in a.sizes}
+        elif p == "t":
+            out[p] = part_t(a.quick, a.kernel_change or [5e-4], time_units=a.time_units)
         else:
             out[p] = {"b": part_b, "c": part_c}[p](a.quick)
     if a.json:

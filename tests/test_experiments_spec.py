@@ -230,6 +230,9 @@ def test_network_keys_are_validated_by_the_network_itself():
     (lambda r: r["simulation"].update(options={"rao_blackwell": "yes"}), "options.rao_blackwell must be True or False"),
     (lambda r: r["network"].update(depth=2) or r["simulation"].update(options={"scaling": "mean_field"}),
      "needs one hidden layer"),
+    (lambda r: r["simulation"].update(options={"input_rank": 0}), "options.input_rank must be"),
+    (lambda r: r["simulation"].update(options={"input_tolerance": 1.5}), "options.input_tolerance must be a number"),
+    (lambda r: r["simulation"].update(options={"input_rank": 5, "input_tolerance": 0.01}), "at most one of input_rank"),
 ])
 def test_specs_fail_at_load_with_the_key_named(mutate, fragment):
     """What sample_posterior or the data loaders would reject fails when the spec is read, not when a

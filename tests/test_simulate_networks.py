@@ -153,3 +153,31 @@ def test_readout_conditional_with_several_outputs_is_one_conditional_per_output(
     torch.testing.assert_close(rc.norm2, norm, rtol=1e-10, atol=1e-12)
     a, b = sample_readout_conditional(Phi, Y, 1.3, 0.2, torch.Generator().manual_seed(0), bv)
     assert a.shape == (2, 3, N) and (b is None) == (bv == 0) and (b is None or b.shape == (2, 3))
+
+
+def test_gradients_do_not_share_the_reused_scratch_buffers():
+    """The gradient's forward pass keeps σ' and the first pre-activation in per-thread buffers
+    reused by the next call (erf in place: no page faults per step); what a call returns must not
+    live in them (MALA holds the current gradient while it evaluates the proposal's)."""
+    rng = np.random.default_rng(1)
+    P, N0, N1 = 30, 12, 7
+    X, y = rng.standard_normal((P, N0)), rng.standard_normal(P)
+    red = InputReduction.from_inputs(X)
+    model = BatchedMLP(Network([N1], "erf"), N0, 0.5, first_layer_inputs=red.rank, dtype=torch.float64)
+    A0 = model.prepare_inputs(red.train_lower)
+    model.use_lower_inputs(A0)
+    yt = torch.tensor(y)
+    p1 = model.init_params(3, torch.Generator().manual_seed(0), "prior")
+    p2 = model.init_params(3, torch.Generator().manual_seed(1), "prior")
+    _, g1, _ = model.potential_and_grad(p1, A0, yt)
+    kept = [g.clone() for g in g1]
+    _, g2, _ = model.potential_and_grad(p2, A0, yt)
+    for a, b in zip(g1, kept):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # and the scratch path gives autograd's gradient
+    params = [p.clone().requires_grad_(True) for p in p2]
+    f = model.forward(params, A0)
+    U = 0.5 * ((f - yt) ** 2).sum() + 0.5 * 0.5 * sum((p ** 2).sum() * lam for p, lam in zip(params, model.precisions))
+    U.backward()
+    for g, p in zip(g2, params):
+        torch.testing.assert_close(g, p.grad)

@@ -9,6 +9,12 @@ Input reduction (exact; docs/sampling.md, "Exact cost cuts"): when the training 
 dimensions (always when P < N_0), write W^(0) = W_span Bᵀ + W_perp with B (N_0 × r) an orthonormal
 basis of the row span of X. The likelihood only sees W_span; W_perp is independent of the data and stays
 at its prior. The theories use the same basis to work in r instead of N_0 dimensions.
+
+Truncated input reduction (an approximation, opt-in: ``InputReduction.from_inputs(X, rank=k)`` or
+``tolerance=...``): keep only the k leading right singular directions V_k of X. Sampling with this
+basis is exact sampling of the posterior of the network trained on the projected inputs
+X_k = X V_k V_kᵀ (the dropped directions then carry no data, so their weights stay at the prior);
+``dropped_energy`` = ‖X − X_k‖_F²/‖X‖_F² says how much of the inputs was left out.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from finwidth.errors import ConfigError
 __all__ = [
     "InputReduction",
     "as_inputs",
+    "check_truncation",
     "as_list",
     "float_sequence",
     "positive_float",
@@ -162,47 +169,113 @@ def validate_targets(y: Any, n: int | None = None, what: str = "y", *, multi_out
 
 
 # ------------------------------------------------------------------------------------ input reduction
+def check_truncation(rank: Any = None, tolerance: Any = None, n_features: int | None = None) -> tuple[int | None, float | None]:
+    """Validate the truncation options of the input reduction: at most one of ``rank`` (an integer
+    k with 1 ≤ k ≤ N_0 = ``n_features``) and ``tolerance`` (the largest fraction of the inputs'
+    energy ‖X‖_F² that may be dropped, strictly between 0 and 1). Returns them cleaned; ConfigError
+    naming the problem otherwise."""
+    if rank is not None and tolerance is not None:
+        raise ConfigError(f"give at most one of input_rank ({rank!r}) and input_tolerance ({tolerance!r}): "
+                          "the rank is fixed by either")
+    if rank is not None:
+        rank = positive_int(rank, "input_rank")
+        if n_features is not None and rank > n_features:
+            raise ConfigError(f"input_rank={rank} exceeds the number of input features N_0 = {n_features}")
+    if tolerance is not None:
+        ok = isinstance(tolerance, numbers.Real) and not isinstance(tolerance, bool) and 0 < tolerance < 1
+        if not ok:
+            raise ConfigError(f"input_tolerance must be a number strictly between 0 and 1 (the fraction of "
+                              f"the inputs' energy ‖X‖² that may be dropped), got {tolerance!r}")
+        tolerance = float(tolerance)
+    return rank, tolerance
+
+
+def _kept_rank(s: np.ndarray, r: int, rank: int | None, tolerance: float | None) -> int:
+    """k: ``rank`` (at most the numerical rank r), or the fewest leading directions whose dropped
+    energy Σ_{i>k} s_i² / Σ s_i² is at most ``tolerance``; r when neither is given."""
+    if rank is not None:
+        return min(rank, r)
+    if tolerance is None:
+        return r
+    e = s[:r] ** 2
+    dropped = 1.0 - np.cumsum(e) / e.sum()  # dropped[k - 1]: energy outside the first k directions
+    return min(int(np.argmax(dropped <= tolerance)) + 1, r)
+
+
 @dataclass
 class InputReduction:
-    """Orthonormal basis of the training inputs' row span (see the module docstring).
+    """Orthonormal basis of the training inputs' row span (see the module docstring), or of its k
+    leading singular directions when truncated.
 
     Attributes
     ----------
     basis : np.ndarray
-        B, shape (N_0, r), float64, orthonormal columns.
+        B, shape (N_0, k), float64, orthonormal columns.
     rank : int
-        r, the numerical rank of X (singular values above ``1e-10 · s_max · max(P, N_0)``).
+        k, the number of kept directions: the numerical rank r of X (singular values above
+        ``1e-10 · s_max · max(P, N_0)``) for the exact reduction, fewer when truncated.
     train_lower : np.ndarray or None
         With ``form="lower"``: the training inputs in this basis, X B, which is lower trapezoidal
-        (P × r, zero above the diagonal; the exact zeros are set), so the first layer's products
-        cost about half (:class:`finwidth.simulate.trapezoid.LowerTrapezoid`).
+        (P × k, zero above the diagonal, nonnegative diagonal; the exact zeros are set), so the first
+        layer's products cost about half (:class:`finwidth.simulate.trapezoid.LowerTrapezoid`).
+    full_rank : int or None
+        r, the numerical rank of X (None: equal to ``rank``, the exact reduction).
+    dropped_energy : float
+        ‖X − X B Bᵀ‖_F² / ‖X‖_F², the fraction of the inputs' energy outside the kept span
+        (0 for the exact reduction, up to rounding).
     """
 
     basis: np.ndarray
     rank: int
     train_lower: np.ndarray | None = None
+    full_rank: int | None = None
+    dropped_energy: float = 0.0
+
+    @property
+    def truncated(self) -> bool:
+        """True when directions of the inputs' span were dropped (an approximation)."""
+        return self.full_rank is not None and self.rank < self.full_rank
 
     @classmethod
-    def from_inputs(cls, X: np.ndarray, form: str = "lower") -> InputReduction:
-        """Basis of the span of the rows of X: ``form="lower"`` (X B lower trapezoidal, an LQ
-        decomposition) or ``"svd"`` (right singular vectors)."""
+    def from_inputs(cls, X: np.ndarray, form: str = "lower", *, rank: int | None = None,
+                    tolerance: float | None = None) -> InputReduction:
+        """Basis of the span of the rows of X: ``form="lower"`` (X B lower trapezoidal with a
+        nonnegative diagonal, an LQ decomposition) or ``"svd"`` (right singular vectors).
+
+        ``rank`` (k ≥ 1; values above the numerical rank r keep all r) or ``tolerance`` (the largest
+        dropped fraction of ‖X‖_F², in (0, 1)) truncates the basis to the k leading right singular
+        directions: the reduction is then that of the projected inputs X V_k V_kᵀ, not of X (see
+        the module docstring). Without either the reduction is exact.
+        """
         if form not in ("lower", "svd"):
             raise ConfigError(f"input basis form must be 'lower' or 'svd', got {form!r}")
         X = np.asarray(X, dtype=np.float64)
+        rank, tolerance = check_truncation(rank, tolerance, X.shape[1])
         _, s, vt = np.linalg.svd(X, full_matrices=False)
         tol = (s[0] if s.size else 0.0) * 1e-10 * max(X.shape)
         r = max(int(np.sum(s > tol)), 1)
-        basis = vt[:r].T
+        k = _kept_rank(s, r, rank, tolerance)
+        total = float(np.sum(s ** 2))
+        dropped = float(np.sum(s[k:] ** 2) / total) if total > 0 else 0.0
+        extra = {} if rank is None and tolerance is None else {"full_rank": r, "dropped_energy": dropped}
+        basis = vt[:k].T
         if form == "svd":
-            return cls(basis=basis.copy(), rank=r)
+            return cls(basis=basis.copy(), rank=k, **extra)
         # (X V)ᵀ = Q R  =>  X (V Q) = Rᵀ, lower trapezoidal; any orthonormal basis of the span
-        # gives the same sampled distribution (the prior and the noise are isotropic)
+        # gives the same sampled distribution (the prior and the noise are isotropic). Signs are
+        # fixed (diagonal ≥ 0) so that the same span and rows give the same basis whatever the SVD.
         q, rt = np.linalg.qr((X @ basis).T)
-        return cls(basis=np.ascontiguousarray(basis @ q), rank=r, train_lower=np.tril(rt.T))
+        sign = np.where(np.diag(rt) < 0, -1.0, 1.0)
+        q, rt = q * sign, rt * sign[:, None]
+        return cls(basis=np.ascontiguousarray(basis @ q), rank=k, train_lower=np.tril(rt.T), **extra)
 
     def reduce(self, X: np.ndarray) -> np.ndarray:
         """X B, the coordinates of the inputs in the span (shape (n, r))."""
         return np.asarray(X, dtype=np.float64) @ self.basis
+
+    def project(self, X: np.ndarray) -> np.ndarray:
+        """X B Bᵀ, the inputs projected on the kept span (shape (n, N_0))."""
+        return self.reduce(X) @ self.basis.T
 
     def perp_factor(self, X: np.ndarray) -> np.ndarray:
         """A matrix F (n × k) with F Fᵀ = X_perp X_perpᵀ, X_perp = X (1 − B Bᵀ).

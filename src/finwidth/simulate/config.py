@@ -18,6 +18,7 @@ from finwidth.errors import ConfigError
 from finwidth.inputs import (
     InputReduction,
     as_inputs,
+    check_truncation,
     positive_float,
     positive_int,
     validate_targets,
@@ -42,7 +43,9 @@ class RunConfig:
     from the estimates (``burn_in=None``: the MSER rule of :mod:`finwidth.simulate.estimates`).
     ``input_basis`` (``"lower"``: triangular reduced inputs, or ``"svd"``) and ``noise_streams``
     (``"replica"``: one random stream per replica, CPU; ``"single"``: one for all, other devices)
-    choose implementations that sample the same law.
+    choose implementations that sample the same law. ``input_rank`` (None: exact) is the number of
+    input directions a truncated input reduction keeps, resolved from ``input_rank`` or
+    ``input_tolerance`` of :func:`finwidth.sample_posterior` (an approximation, docs/sampling.md).
     """
 
     temperature: float
@@ -65,6 +68,7 @@ class RunConfig:
     input_basis: str = "lower"
     noise_streams: str = "replica"
     record_start: int | None = None
+    input_rank: int | None = None
 
     @property
     def first_record(self) -> int:
@@ -174,13 +178,14 @@ def is_two_layer(network, scaling: str) -> bool:
     return isinstance(network, ConvNetwork) or scaling == "mean_field"
 
 
-OPTION_KEYS = ("friction", "init", "input_reduction", "rao_blackwell", "checkpoint_every", "scaling")
+OPTION_KEYS = ("friction", "init", "input_reduction", "rao_blackwell", "checkpoint_every", "scaling", "input_rank",
+               "input_tolerance")
 """Options of :func:`finwidth.sample_posterior` that a sweep spec passes through ``simulation.options``."""
 
 
 def check_options(*, sampler="baoab", step_size=None, n_steps, burn_in=None, replicas=8, record_every=None, seed=0,
                   dtype="float32", friction=None, init="normal", input_reduction="auto", rao_blackwell=True,
-                  scaling="standard", checkpoint_every=None) -> dict[str, Any]:
+                  scaling="standard", checkpoint_every=None, input_rank=None, input_tolerance=None) -> dict[str, Any]:
     """Validate the options of a run that do not depend on the data (names and meanings as in
     :func:`finwidth.sample_posterior`): types, ranges, and the rules between them. Returns them
     cleaned. Used by :func:`run_config` and by the sweep specs at load time (no torch needed)."""
@@ -208,6 +213,10 @@ def check_options(*, sampler="baoab", step_size=None, n_steps, burn_in=None, rep
         raise ConfigError(f"init must be 'normal', 'prior' or 'readout_conditional', got {init!r}")
     if not (isinstance(input_reduction, bool) or input_reduction == "auto"):
         raise ConfigError(f"input_reduction must be True, False or 'auto', got {input_reduction!r}")
+    input_rank, input_tolerance = check_truncation(input_rank, input_tolerance)
+    if input_reduction is False and (input_rank is not None or input_tolerance is not None):
+        raise ConfigError("input_rank/input_tolerance truncate the input reduction; they need "
+                          "input_reduction=True or 'auto', not False")
     if not isinstance(rao_blackwell, bool):
         raise ConfigError(f"rao_blackwell must be True or False, got {rao_blackwell!r}")
     scaling = check_scaling(scaling)
@@ -220,13 +229,14 @@ def check_options(*, sampler="baoab", step_size=None, n_steps, burn_in=None, rep
     return dict(sampler=sampler, step_size=step_size, n_steps=n_steps, burn_in=burn_in, replicas=replicas,
                 record_every=record_every, seed=seed, dtype=dtype, friction=friction, init=init,
                 input_reduction=input_reduction, rao_blackwell=rao_blackwell, scaling=scaling,
-                checkpoint_every=checkpoint_every)
+                checkpoint_every=checkpoint_every, input_rank=input_rank, input_tolerance=input_tolerance)
 
 
 def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n_steps, burn_in=None, replicas=8,
                record_every=None, X_test=None, y_test=None, seed=0, device="cpu", dtype="float32",
                checkpoint=None, checkpoint_every=None, friction=None, init="normal", input_reduction="auto",
-               rao_blackwell=True, scaling="standard") -> tuple[RunConfig, dict[str, np.ndarray | None]]:
+               rao_blackwell=True, scaling="standard", input_rank=None,
+               input_tolerance=None) -> tuple[RunConfig, dict[str, np.ndarray | None]]:
     """Validate the arguments of :func:`finwidth.sample_posterior` (same names and meanings) and
     resolve their defaults. Returns the config and the data ``{"X", "y", "X_test", "y_test"}``
     (float64). Raises :class:`ConfigError` naming the bad argument."""
@@ -240,7 +250,8 @@ def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n
     o = check_options(sampler=sampler, step_size=step_size, n_steps=n_steps, burn_in=burn_in, replicas=replicas,
                       record_every=record_every, seed=seed, dtype=dtype, friction=friction, init=init,
                       input_reduction=input_reduction, rao_blackwell=rao_blackwell, scaling=scaling,
-                      checkpoint_every=checkpoint_every)
+                      checkpoint_every=checkpoint_every, input_rank=input_rank, input_tolerance=input_tolerance)
+    truncate = o["input_rank"] is not None or o["input_tolerance"] is not None
     sampler, scaling, input_reduction, n_steps = o["sampler"], o["scaling"], o["input_reduction"], o["n_steps"]
     two_layer = is_two_layer(network, scaling)
     X = as_inputs(X, "X")
@@ -268,6 +279,8 @@ def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n
         if input_reduction is True:
             raise ConfigError(f"input_reduction=True is not available for {what} (the two-layer models simulate "
                               f"the full first layer); use input_reduction='auto' or False")
+        if truncate:
+            raise ConfigError(f"input_rank/input_tolerance are not available for {what} (no input reduction)")
         input_reduction = False
         if sampler == "gibbs":
             raise ConfigError(f"sampler='gibbs' is not available for {what}; for a linear mean-field FCN, sample "
@@ -276,9 +289,9 @@ def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n
             raise ConfigError(f"{what} has one output; y must be a vector (or one column), got shape {y.shape}")
         network.readout_spec(scaling)  # a readout the network defines in this scaling
     elif input_reduction is not False:
-        red = InputReduction.from_inputs(X)
+        red = InputReduction.from_inputs(X, rank=o["input_rank"], tolerance=o["input_tolerance"])
         if input_reduction == "auto":
-            input_reduction = bool(red.rank < N0)
+            input_reduction = truncate or bool(red.rank < N0)
     if sampler == "gibbs":
         if not network.activation.identity or network.bias is not None:
             raise ConfigError("sampler='gibbs' is exact only for linear networks without biases, got activation "
@@ -302,5 +315,6 @@ def run_config(network, X, y, *, temperature, sampler="baoab", step_size=None, n
                     device=str(device), dtype=o["dtype"], checkpoint=None if checkpoint is None else str(checkpoint),
                     checkpoint_every=checkpoint_every, friction=friction, init=o["init"],
                     input_reduction=bool(input_reduction), rao_blackwell=o["rao_blackwell"], scaling=scaling,
-                    input_basis="lower", noise_streams="replica" if dev.type == "cpu" and sampler != "gibbs" else "single")
+                    input_basis="lower", input_rank=red.rank if truncate else None,
+                    noise_streams="replica" if dev.type == "cpu" and sampler != "gibbs" else "single")
     return cfg, {"X": X, "y": y, "X_test": Xt, "y_test": yt}

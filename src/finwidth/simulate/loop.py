@@ -59,7 +59,7 @@ _BLOWUP = 1e4  # energy above this multiple of its reference scale counts as div
 def build_run(network, data: dict, cfg: RunConfig, *, observables=(), observers=None) -> Run:
     """A :class:`Run` of the model of ``network`` (:func:`finwidth.simulate.models.build_model`)."""
     X = data["X"]
-    red = InputReduction.from_inputs(X, cfg.input_basis) if cfg.input_reduction else None
+    red = InputReduction.from_inputs(X, cfg.input_basis, rank=cfg.input_rank) if cfg.input_reduction else None
     dtype = torch.float64 if cfg.sampler == "gibbs" else as_torch_dtype(cfg.dtype)
     y = data["y"]
     model = build_model(network, X.shape[1], cfg.temperature, cfg.scaling,
@@ -92,7 +92,7 @@ class Run:
         X, y, Xt, yt = data["X"], data["y"], data.get("X_test"), data.get("y_test")
         red = reduction
         if cfg.input_reduction and red is None:
-            red = InputReduction.from_inputs(X, cfg.input_basis)
+            red = InputReduction.from_inputs(X, cfg.input_basis, rank=cfg.input_rank)
         self.red = red
         if red is None:
             A0 = X

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -102,6 +103,7 @@ class BatchedMLP:
         self.depth = network.depth
         self.n_layers = network.depth + 1
         self.act = network.activation.torch_pair
+        self.act_into = network.activation.torch_pair_into
         self.linear = network.activation.identity
         fan_in = [self.n_inputs, *network.widths]
         self.scales = [1.0 / math.sqrt(n) for n in fan_in]
@@ -116,6 +118,7 @@ class BatchedMLP:
         self.readout = dataclasses.replace(network.readout_spec("standard"), outputs=self.n_outputs)
         self.readout_bias_var = float(bias_var[self.depth])
         self._lower = None  # (declared training inputs, their LowerTrapezoid): see use_lower_inputs
+        self._work: dict = {}  # per-thread scratch buffers of the gradient's forward pass (_scratch)
 
     # ---------------------------------------------------------------- parameters
     def n_params(self) -> list[int]:
@@ -168,8 +171,18 @@ class BatchedMLP:
     def _lower_for(self, A0: torch.Tensor):
         return self._lower[1] if self._lower is not None and self._lower[0] is A0 else None
 
+    def _scratch(self, name, shape) -> torch.Tensor:
+        """A buffer of this thread (replica groups run on threads) kept between gradient calls: a
+        fresh [R, N, P] tensor is page-faulted in on every step (large allocations are mapped anew),
+        which at P = 4000 costs about as much as erf itself. Contents are garbage."""
+        key = (threading.get_ident(), name)
+        buf = self._work.get(key)
+        if buf is None or buf.shape != shape:
+            buf = self._work[key] = torch.empty(shape, dtype=self.dtype, device=self.device)
+        return buf
+
     def forward(self, params: Sequence[torch.Tensor], A0: torch.Tensor, extra_h1: torch.Tensor | None = None,
-                *, keep: bool = False, derivatives: bool = False):
+                *, keep: bool = False, derivatives: bool = False, scratch: bool = False):
         """Outputs f, shape ``[R, n]`` (``[R, n, D]`` with D outputs), on inputs ``A0`` (``[n, N_0]`` or
         reduced ``[n, r]``).
 
@@ -177,8 +190,11 @@ class BatchedMLP:
         With ``keep=True`` also returns the cache: hidden activations (and, with
         ``derivatives=True``, σ' for the backward pass) stored feature-major, ``[R, N_l, n]`` (the
         layout in which every layer is one batched product); Φ = σ(h^(L)) is
-        ``cache["acts"][-1].transpose(-1, -2)``.
+        ``cache["acts"][-1].transpose(-1, -2)``. With ``scratch=True`` (the gradient's own pass on
+        CPU) the first pre-activation and every σ' live in per-thread buffers reused by the next
+        call: the cache is valid only until then.
         """
+        scratch = scratch and derivatives and keep and not self.linear and self.device.type == "cpu"
         a = A0
         acts, dacts = [A0], []
         lower = self._lower_for(A0)
@@ -187,7 +203,8 @@ class BatchedMLP:
             if l > 0:
                 h = torch.matmul(W, a)
             elif lower is not None:
-                h = lower.right_mul_t(W)  # scale included
+                out = self._scratch("h0", (*W.shape[:-1], lower.P)) if scratch else None
+                h = lower.right_mul_t(W, out=out)  # scale included
             else:
                 h = torch.matmul(W, A0.transpose(-1, -2))
             if self.scales[l] != 1.0 and not (l == 0 and lower is not None):
@@ -199,6 +216,8 @@ class BatchedMLP:
                 h = h + b.unsqueeze(-1)
             if self.linear:
                 a, d = h, None
+            elif scratch:  # h is a temporary here: σ over it, σ' into a kept buffer
+                a, d = self.act_into(h, self._scratch(f"d{l}", h.shape))
             else:
                 a, d = self.act(h, derivatives)
             acts.append(a)
@@ -244,7 +263,7 @@ class BatchedMLP:
         """
         T = self.temperature
         if need_grad:
-            f, cache = self.forward(params, A0, keep=True, derivatives=True)
+            f, cache = self.forward(params, A0, keep=True, derivatives=True, scratch=True)
         else:
             f = self.forward(params, A0)
         resid = f - y  # [R, P] or [R, P, D]
@@ -274,8 +293,8 @@ class BatchedMLP:
                         delta.mul_(dacts[l - 1])
             else:  # the input is shared by all replicas; δ is not needed afterwards
                 lower = self._lower_for(A0)
-                if lower is not None:
-                    grads[0] = lower.right_mul(delta, overwrite=L > 0)  # scale included
+                if lower is not None:  # a new tensor: δ may be a scratch buffer, reused by the next call
+                    grads[0] = lower.right_mul(delta)
                 else:
                     grads[0] = torch.matmul(delta, A0).mul_(s)
         for g, p, lam in zip(grads, params, self.precisions):

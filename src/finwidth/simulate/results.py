@@ -9,6 +9,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from finwidth.simulate.config import RunConfig
+    from finwidth.simulate.truncation import TruncationCheck
 
 __all__ = ["Diagnostics", "ErrorEstimate", "Estimate", "Observed", "PosteriorSamples"]
 
@@ -195,6 +196,10 @@ class PosteriorSamples:
         points (the theory's ``output_covariance(X_test).mean(0)``).
     output_correlation, output_correlation_stderr : np.ndarray (D, D)
         Its correlation matrix (the theory's ``output_correlation(X_test, average=True)``).
+    input_truncation : TruncationCheck or None
+        With ``input_rank``/``input_tolerance`` (an approximation): the directions kept, the dropped
+        energy of the inputs and the relative change of the NNGP kernel
+        (:class:`finwidth.simulate.truncation.TruncationCheck`); None for exact runs.
     """
 
     generalization_error: ErrorEstimate | None
@@ -225,6 +230,7 @@ class PosteriorSamples:
     output_covariance_stderr: np.ndarray | None = None
     output_correlation: np.ndarray | None = None
     output_correlation_stderr: np.ndarray | None = None
+    input_truncation: TruncationCheck | None = None
 
     @property
     def n_outputs(self) -> int:

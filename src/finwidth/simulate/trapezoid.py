@@ -9,9 +9,11 @@ j > p. The first layer then needs, per step and for all replicas at once,
 
 and the triangular top block L[:r] costs half a dense product; the P − r rows below it (P > r when
 there are more data points than input dimensions) are a dense block, one ordinary product. On CPU
-this uses BLAS ``?trmm``
+this uses BLAS ``?trmm`` and ``?gemm``
 from ``scipy.linalg.cython_blas`` (a documented C interface; called through ctypes, which releases
-the GIL so replica groups run in parallel threads). Elsewhere (CUDA, other dtypes, inputs that
+the GIL so replica groups run in parallel threads); ``?gemm`` reads and writes the dense block in
+place through the leading dimension, so no part of a ``[R, N, P]`` tensor is copied (at P ≫ r the
+copies cost as much as the block's product). Elsewhere (CUDA, other dtypes, inputs that
 require autograd) the dense product is used: same numbers up to rounding, full cost.
 
 BLAS layout: a row-major ``[R, N, P]`` tensor is, for Fortran, the column-major P × (R·N) matrix
@@ -26,36 +28,32 @@ import threading
 
 import torch
 
+from finwidth.scipy_ctypes import cython_function
+
 __all__ = ["LowerTrapezoid", "blas_trmm_available"]
 
 _lock = threading.Lock()
-_TRMM: dict[torch.dtype, object] = {}
+_BLAS: dict[torch.dtype, object] = {}
 
 
 def _load_trmm(dtype: torch.dtype):
-    """ctypes handle of BLAS s/dtrmm from scipy's Cython BLAS table (None if unavailable)."""
+    """ctypes handles ``(trmm, gemm, ctype)`` of BLAS s/d trmm and gemm from scipy's Cython BLAS
+    table (None if unavailable)."""
     with _lock:
-        if dtype in _TRMM:
-            return _TRMM[dtype]
+        if dtype in _BLAS:
+            return _BLAS[dtype]
         fn = None
         try:
-            import scipy.linalg.cython_blas as cb
-
-            name, ctype = {torch.float32: ("strmm", ctypes.c_float), torch.float64: ("dtrmm", ctypes.c_double)}[dtype]
-            cap = cb.__pyx_capi__[name]
-            api = ctypes.pythonapi
-            api.PyCapsule_GetName.restype = ctypes.c_char_p
-            api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-            api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-            api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-            ptr = api.PyCapsule_GetPointer(cap, api.PyCapsule_GetName(cap))
-            c, i, v = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
+            prefix, ctype = {torch.float32: ("s", ctypes.c_float), torch.float64: ("d", ctypes.c_double)}[dtype]
+            c, i, v, x = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p, ctypes.POINTER(ctype)
             # trmm(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb), all by reference (Fortran)
-            proto = ctypes.CFUNCTYPE(None, c, c, c, c, i, i, ctypes.POINTER(ctype), v, i, v, i)
-            fn = (proto(ptr), ctype)
+            trmm = cython_function("blas", prefix + "trmm", (c, c, c, c, i, i, x, v, i, v, i))
+            # gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            gemm = cython_function("blas", prefix + "gemm", (c, c, i, i, i, x, v, i, v, i, x, v, i))
+            fn = (trmm, gemm, ctype)
         except (ImportError, KeyError, AttributeError, ValueError, OSError):  # pragma: no cover - no scipy BLAS
             fn = None
-        _TRMM[dtype] = fn
+        _BLAS[dtype] = fn
         return fn
 
 
@@ -85,7 +83,6 @@ class LowerTrapezoid:
             # the r × r triangle by trmm, the (P − r) × r rows below it by a dense product
             self.fortran = L[: self.r].T.contiguous()  # row-major of L_topᵀ is column-major L_top
             self.bottom = L[self.r:].contiguous()  # [P − r, r]
-            self.bottom_t = self.bottom.T.contiguous()
 
     def _blas_ok(self, *tensors: torch.Tensor) -> bool:
         return self._fn is not None and all(
@@ -95,7 +92,7 @@ class LowerTrapezoid:
         """In place on a contiguous ``[..., n]`` buffer (n = P or r): its first r entries along the
         last axis, as the column-major r × (numel/n) matrix B with leading dimension n, become
         op(L_top) B."""
-        fn, ctype = self._fn
+        fn, _, ctype = self._fn
         ld = buf.shape[-1]
         m, n = ctypes.c_int(self.r), ctypes.c_int(buf.numel() // ld)
         lda, ldb = ctypes.c_int(self.r), ctypes.c_int(ld)
@@ -103,33 +100,48 @@ class LowerTrapezoid:
         fn(b"L", b"L", trans, b"N", ctypes.byref(m), ctypes.byref(n), ctypes.byref(one),
            self.fortran.data_ptr(), ctypes.byref(lda), buf.data_ptr(), ctypes.byref(ldb))
 
-    def right_mul_t(self, W: torch.Tensor) -> torch.Tensor:
-        """W Lᵀ: ``[..., N, r]`` → a new contiguous ``[..., N, P]``."""
+    def right_mul_t(self, W: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        """W Lᵀ: ``[..., N, r]`` → a contiguous ``[..., N, P]``: new, or ``out`` (contiguous, that
+        shape and dtype) when given."""
         if W.shape[-1] != self.r:
             raise ValueError(f"last axis of W must be r = {self.r}, got shape {tuple(W.shape)}")
+        shape = (*W.shape[:-1], self.P)
+        if out is not None and (tuple(out.shape) != shape or out.dtype != W.dtype or not out.is_contiguous()):
+            raise ValueError(f"out must be a contiguous {shape} tensor of dtype {W.dtype}, got {tuple(out.shape)}")
         if not self._blas_ok(W) or W.numel() == 0:
-            return torch.matmul(W, self.L.T)
-        out = torch.empty((*W.shape[:-1], self.P), dtype=W.dtype)
-        if self.P > self.r:
-            out[..., self.r:] = torch.matmul(W, self.bottom_t)
+            return torch.matmul(W, self.L.T) if out is None else torch.matmul(W, self.L.T, out=out)
+        if out is None:
+            out = torch.empty(shape, dtype=W.dtype)
+        W = W.contiguous()
+        if self.P > self.r:  # rows r.. of the column-major P × n output: L_bottom W_colmajor, in place
+            self._gemm(b"T", self.P - self.r, W.numel() // self.r, self.r, self.bottom, self.r, W, 0,
+                       self.r, out, self.r, self.P, beta=0.0)
         out[..., : self.r].copy_(W)
         self._trmm(b"N", out)
         return out
 
+    def _gemm(self, transa: bytes, m: int, n: int, k: int, A: torch.Tensor, lda: int, B: torch.Tensor,
+              b_offset: int, ldb: int, C: torch.Tensor, c_offset: int, ldc: int, *, beta: float) -> None:
+        """C[c_offset:] = op(A) B[b_offset:] + beta C (column-major, leading dimensions given;
+        offsets in elements)."""
+        _, fn, ctype = self._fn
+        size = C.element_size()
+        i = ctypes.c_int
+        fn(transa, b"N", ctypes.byref(i(m)), ctypes.byref(i(n)), ctypes.byref(i(k)), ctypes.byref(ctype(1.0)),
+           A.data_ptr(), ctypes.byref(i(lda)), B.data_ptr() + size * b_offset, ctypes.byref(i(ldb)),
+           ctypes.byref(ctype(beta)), C.data_ptr() + size * c_offset, ctypes.byref(i(ldc)))
+
     def right_mul(self, D: torch.Tensor, *, overwrite: bool = False) -> torch.Tensor:
-        """D L: ``[..., N, P]`` → ``[..., N, r]`` (a view into a new or, with ``overwrite=True``,
-        into D's own buffer, whose contents are then destroyed)."""
+        """D L: ``[..., N, P]`` → a new contiguous ``[..., N, r]``; D is left unchanged
+        (``overwrite`` is accepted for callers that allow D to be destroyed)."""
         if D.shape[-1] != self.P:
             raise ValueError(f"last axis of D must be P = {self.P}, got shape {tuple(D.shape)}")
         if not self._blas_ok(D) or D.numel() == 0:
             return torch.matmul(D, self.L)
-        below = torch.matmul(D[..., self.r:], self.bottom) if self.P > self.r else None
-        if overwrite and D.is_contiguous():
-            buf = D  # in place: only its first r entries per row are used and overwritten
-        else:
-            buf = D[..., : self.r].clone(memory_format=torch.contiguous_format)  # the part the triangle needs
-        self._trmm(b"T", buf)
-        top = buf[..., : self.r]
-        if below is not None:
-            top += below
-        return top
+        D = D.contiguous()
+        out = D[..., : self.r].clone(memory_format=torch.contiguous_format)  # the part the triangle needs
+        self._trmm(b"T", out)
+        if self.P > self.r:  # + L_bottomᵀ D[r:, :] read in place (column-major, leading dimension P)
+            self._gemm(b"N", self.r, D.numel() // self.P, self.P - self.r, self.bottom, self.r, D, self.r,
+                       self.P, out, 0, self.r, beta=1.0)
+        return out
