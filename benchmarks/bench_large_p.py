@@ -16,6 +16,11 @@ Cases, each in its own subprocess so that its peak resident memory (``ru_maxrss`
 * ``krylov``: ``RKGP(net, T, solver="krylov", solver_options={"rtol": ..., "storage": ...}).fit``: Q̄ with its
   standard error (Hutchinson probes) and quadrature bound, probes, Lanczos steps, products K V.
 
+``--outputs 10``: all ten digits, one-hot targets, the D = 10 theory (``RKGP.fit`` with Y of shape (P, 10)); the
+row's Q̄ column is then tr 𝒬/D, its error the root-sum-square of the diagonal standard errors over D.
+``--probes``: the first batch of Hutchinson probes. The worker streams the solver's progress lines to stderr
+(steps, probes, current estimate, seconds per product), so a run stopped by a timeout shows how far it got.
+
 Reported: wall time, peak RSS, Q̄, and for the Krylov path |Q̄ − Q̄_dense| in units of its standard error
 where both ran. Cases run one after the other in the same session (the machine's load is printed).
 """
@@ -35,11 +40,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _data(P: int):  # type: ignore[no-untyped-def]
+def _data(P: int, outputs: int = 1):  # type: ignore[no-untyped-def]
     import numpy as np
 
     from finwidth.data import load
 
+    if outputs > 1:
+        d = load("mnist", classes=None, n_train=P, n_test=0, labels="onehot")  # all ten digits, one-hot
+        return d.X_train, d.y_train, "MNIST ten-class one-hot"
     if P <= 12665:
         d = load("mnist", classes=(0, 1), n_train=P, n_test=0)
         return d.X_train, d.y_train, "MNIST 0/1"
@@ -54,7 +62,7 @@ def _worker(case: str, P: int, args: dict) -> dict:
     from finwidth.theory import spectral
     from finwidth.theory.rkgp import RKGP
 
-    X, y, source = _data(P)
+    X, y, source = _data(P, args.get("outputs", 1))
     net = Network([max(1, int(round(P * args["width_ratio"])))], "erf")
     T = args["temperature"]
     t0 = time.perf_counter()
@@ -68,12 +76,30 @@ def _worker(case: str, P: int, args: dict) -> dict:
         out["qbar"] = float(m.qbar_[0])
         out["solver"] = m.solver_
     else:
-        opts = {"rtol": args["rtol"], "storage": args["storage"], "threads": args["threads"]}
+        def progress(line: str) -> None:  # streamed to the log (stderr), so that a stopped run shows how far it got
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            print(f"[{time.strftime('%H:%M:%S')} {time.perf_counter() - t0:7.0f} s, peak {rss:.1f} GiB] {line}",
+                  file=sys.stderr, flush=True)
+
+        opts = {"rtol": args["rtol"], "storage": args["storage"], "threads": args["threads"], "progress": progress}
+        if args.get("probes"):
+            opts["probes"] = args["probes"]
         m = RKGP(net, T, solver="krylov", solver_options=opts).fit(X, y)
         s = m.krylov_
-        out.update(qbar=float(m.qbar_[0]), stderr=float(m.qbar_stderr_[0]), quad=float(m.qbar_quadrature_error_[0]),
-                   probes=s.n_probes, label_steps=s.label_steps, probe_steps=int(s.probe_steps.max()),
-                   products=s.n_products, storage=m._operator.storage, tiles_mib=m._operator.nbytes / 2**20)
+        out.update(probes=s.n_probes, label_steps=s.label_steps, probe_steps=int(s.probe_steps.max()),
+                   products=s.n_products, storage=m._operator.storage, tiles_mib=m._operator.nbytes / 2**20,
+                   product_error=m._operator.product_error)
+        if y.ndim == 2:
+            out.update(outputs=y.shape[1], renormalization_eigenvalues=np.linalg.eigvalsh(m.renormalization_).tolist(),
+                       renormalization=m.renormalization_.tolist(),
+                       renormalization_stderr=m.renormalization_stderr_.tolist(),
+                       renormalization_quadrature_error=m.renormalization_quadrature_error_.tolist(),
+                       qbar=float(np.trace(m.renormalization_)) / y.shape[1],
+                       stderr=float(np.sqrt(np.sum(np.diag(m.renormalization_stderr_) ** 2))) / y.shape[1],
+                       quad=float(np.sum(np.abs(np.diag(m.renormalization_quadrature_error_)))) / y.shape[1])
+        else:
+            out.update(qbar=float(m.qbar_[0]), stderr=float(m.qbar_stderr_[0]),
+                       quad=float(m.qbar_quadrature_error_[0]))
     out.setdefault("time_s", time.perf_counter() - t0)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -88,6 +114,9 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--temperature", type=float, default=1e-3)
     ap.add_argument("--width-ratio", type=float, default=0.5, help="N_1 = ratio · P")
+    ap.add_argument("--probes", type=int, default=None, help="first batch of Hutchinson probes (krylov)")
+    ap.add_argument("--outputs", type=int, default=1, choices=(1, 10),
+                    help="10: all ten MNIST digits, one-hot targets, the D = 10 theory (krylov case)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--worker", nargs=2, metavar=("CASE", "P"), help=argparse.SUPPRESS)
     ap.add_argument("--worker-args", default="{}", help=argparse.SUPPRESS)
@@ -95,8 +124,8 @@ def main(argv=None) -> None:
     if args.worker:
         print(json.dumps(_worker(args.worker[0], int(args.worker[1]), json.loads(args.worker_args))))
         return
-    wargs = {"rtol": args.rtol, "storage": args.storage, "threads": args.threads,
-             "temperature": args.temperature, "width_ratio": args.width_ratio}
+    wargs = {"rtol": args.rtol, "storage": args.storage, "threads": args.threads, "probes": args.probes,
+             "outputs": args.outputs, "temperature": args.temperature, "width_ratio": args.width_ratio}
     print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average {os.getloadavg()[0]:.2f} at start, "
           f"{time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
@@ -104,9 +133,10 @@ def main(argv=None) -> None:
     for P in args.sizes:
         for case in args.cases:
             cmd = [sys.executable, __file__, "--worker", case, str(P), "--worker-args", json.dumps(wargs)]
-            res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            # the worker's stderr (progress lines, tracebacks) goes straight to ours: a stopped run keeps them
+            res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
             if res.returncode != 0:
-                row = {"case": case, "P": P, "error": res.stderr.strip().splitlines()[-1][:200]}
+                row = {"case": case, "P": P, "error": f"exit status {res.returncode} (traceback above)"}
             else:
                 row = json.loads(res.stdout.strip().splitlines()[-1])
             row["load"] = os.getloadavg()[0]

@@ -228,3 +228,31 @@ def test_the_theory_does_not_import_torch_without_a_device():
             "RKGP(Network([30], 'erf'), 0.1).fit(X, y).predict(X[:3], return_var=True)\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_float32_products_move_the_answer_far_less_than_the_reported_errors():
+    """float32 tiles multiplied in float32 (sums in float64) perturb K entrywise by η ~ 1e-7: with exact
+    (deterministic) probes the float32 and float64 answers differ by less than the product-error estimate
+    the fit reports, itself far below any useful rtol."""
+    X, y = _data(P=220, seed=2)
+    net = Network([110], "erf")
+    K = kernels.nngp(net, X).train
+    V = np.random.default_rng(0).choice([-1.0, 1.0], size=(220, 5))
+    op32 = KernelOperator(net, X, storage="float32", tile=64, threads=2)
+    # η: entrywise backward error of a product, against float64 products on the exact kernel
+    assert 1e-8 <= op32.product_error <= 64 * np.finfo(np.float32).eps
+    assert np.all(np.abs(op32 @ V - K @ V) <= 2 * (64 + 2) * np.finfo(np.float32).eps * (np.abs(K) @ np.abs(V)))
+    assert KernelOperator(net, X, storage="float64", tile=64).product_error < 1e-14
+    opts = {"probes": "exact", "rtol": 1e-9, "tile": 64}
+    from finwidth.theory.rkgp import RKGP
+
+    f64 = RKGP(net, 0.01, solver="krylov", solver_options={**opts, "storage": "float64"}).fit(X, y)
+    # (rtol = 1e-9 would be refused with float32: below the products' accuracy)
+    f32 = RKGP(net, 0.01, solver="krylov", solver_options={**opts, "storage": "float32", "rtol": 1e-5}).fit(X, y)
+    diff = abs(f32.qbar_[0] - f64.qbar_[0])
+    assert 0 < f32.qbar_product_error_[0] <= 1e-5 * f32.qbar_[0]
+    assert diff <= f32.qbar_product_error_[0] + f32.qbar_quadrature_error_[0] + f64.qbar_quadrature_error_[0]
+    assert f64.qbar_product_error_[0] < 1e-12
+    # a target below the products' accuracy is refused, with what to change
+    with pytest.raises(ConvergenceError, match="float64"):
+        scalable.solve_product_krylov(op32.matmat, y, 0.01, [110], rtol=1e-3, product_error=1e-1)

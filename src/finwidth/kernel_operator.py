@@ -8,12 +8,18 @@ the tiles of the upper triangle (row block i, column block j ≥ i):
 ``storage``               memory                                cost of one product K V (P × c)
 ========================  ====================================  =====================================
 ``"float64"``             4 P² bytes (half of one dense copy)    2 P² c flops, exact
-``"float32"``             2 P² bytes                             the same plus a cast per tile; entries
+``"float32"``             2 P² bytes                             the same in float32 (sgemm); entries
                                                                  rounded to float32 (relative 6e-8)
 ``"recompute"``           one tile                               one kernel construction per product
 ========================  ====================================  =====================================
 
-Products are computed in float64 in every case. The tiles are those of
+Products with float64 (or recomputed) tiles are computed in float64. Float32 tiles multiply a float32
+copy of V, and the tiles' products are summed in float64: half the memory traffic of float64 and no
+conversion of the tiles at each pass. Each product is then that of a perturbed kernel, K V = (K + E) V
+with |E_ij| ≤ η |K_ij|: η is the float32 rounding of the entries (6·10⁻⁸) plus that of V and of the
+sums inside one tile (≲ tile·6·10⁻⁸ in the worst case, ~√tile·6·10⁻⁸ typically). The operator measures
+η once on its first tile against the float64 product (``product_error``) so that solvers can report
+its effect (:mod:`finwidth.theory.scalable`). The tiles are those of
 :func:`finwidth.kernels.nngp_cross` (the same recursion as :func:`finwidth.kernels.nngp`, so entries
 agree with the dense kernel to rounding), and the diagonal is exactly the layer recursion of the
 diagonal (:func:`finwidth.kernels.layer_diagonals`). Convention: docs/conventions.md (K_L includes
@@ -61,7 +67,7 @@ def _edges(P: int, tile: int) -> np.ndarray:
 
 
 class KernelOperator:
-    """K_L(X, X) of ``network`` as a symmetric operator (products K V in float64).
+    """K_L(X, X) of ``network`` as a symmetric operator (products K V summed in float64).
 
     Parameters
     ----------
@@ -93,6 +99,10 @@ class KernelOperator:
         Bytes held by the tiles.
     n_products : int
         Number of products K V computed so far (one per call of :meth:`matmat`).
+    product_error : float
+        η, the measured entrywise relative backward error of a product (module docstring): the largest
+        |(K V)_i − (K V)_i^exact| / (|K| |V|)_i over the first diagonal tile and 8 Rademacher vectors,
+        against float64 products on the float64 tile; float64 storage: the unit round-off times √tile.
     """
 
     def __init__(
@@ -139,6 +149,49 @@ class KernelOperator:
             for (i, j), t in zip(pairs, self._map(lambda ij: self._stored(self._compute_tile(*ij)), pairs)):
                 self._tiles[(i, j)] = t
         self.nbytes = storage_bytes(P, storage, int(tile))
+        self.product_error = self._measure_product_error()
+
+    def _measure_product_error(self) -> float:
+        b = self._block(0)
+        n = b.stop - b.start
+        if self.storage != "float32":
+            return float(np.finfo(np.float64).eps * math.sqrt(n))
+        exact = self._compute_tile(0, 0)
+        if self.device is not None:
+            from finwidth.device import as_numpy
+
+            exact = as_numpy(exact)
+        V = np.random.default_rng(0).integers(0, 2, size=(n, 8)) * 2.0 - 1.0
+        ref = exact @ V
+        approx = self.tile_products(0, 0, V)
+        scale = np.abs(exact) @ np.abs(V)
+        return float(max(np.max(np.abs(approx - ref) / np.maximum(scale, 1e-300)), np.finfo(np.float32).eps / 2))
+
+    def tile_products(self, i: int, j: int, V: np.ndarray) -> np.ndarray:
+        """Stored tile (i, j) (i ≤ j) times V (its columns' rows), the way :meth:`matmat` computes it."""
+        t = self._tiles[(i, j)] if self.storage != "recompute" else self._compute_tile(i, j)
+        if self.device is not None:
+            from finwidth.device import as_numpy, torch_module
+
+            torch = torch_module()
+            Vt = torch.as_tensor(V, dtype=t.dtype, device=self.device)
+            return as_numpy((t @ Vt).double())
+        return np.asarray(t @ (V.astype(np.float32) if t.dtype == np.float32 else V), dtype=np.float64)
+
+    def _tile_chunks(self) -> list[list[tuple[int, int]]]:
+        """The stored tiles split into ``threads`` lists of about equal area (cached)."""
+        if getattr(self, "_chunks", None) is None:
+            sizes = np.diff(self._edges)
+            pairs = [(i, j) for i in range(self.n_blocks) for j in range(i, self.n_blocks)]
+            pairs.sort(key=lambda ij: -int(sizes[ij[0]] * sizes[ij[1]] * (2 if ij[1] > ij[0] else 1)))
+            chunks: list[list[tuple[int, int]]] = [[] for _ in range(min(self.threads, len(pairs)))]
+            load = np.zeros(len(chunks))
+            for i, j in pairs:  # largest first onto the least loaded thread
+                k = int(np.argmin(load))
+                chunks[k].append((i, j))
+                load[k] += sizes[i] * sizes[j] * (2 if j > i else 1)
+            self._chunks = [sorted(c) for c in chunks]
+        return self._chunks
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -196,7 +249,8 @@ class KernelOperator:
         return self.diags[-1].copy()
 
     def matmat(self, V: np.ndarray) -> np.ndarray:
-        """K_L V for V of shape (P,) or (P, c), in float64."""
+        """K_L V for V of shape (P,) or (P, c), a float64 array (float32 tiles: float32 products of the
+        tiles, summed in float64; module docstring)."""
         V = np.asarray(V, dtype=np.float64)
         one = V.ndim == 1
         Vm = V[:, None] if one else V
@@ -217,18 +271,27 @@ class KernelOperator:
                     if j > i:
                         out[rj] += t.T @ Vm[ri]
         else:
-            # one task per output block: no two tasks write the same rows
-            def row(i: int) -> None:
-                ri = self._block(i)
-                acc = out[ri]
-                for j in range(self.n_blocks):
-                    rj = self._block(j)
-                    t = self._tiles[(i, j)] if i <= j else self._tiles[(j, i)]
-                    if t.dtype != np.float64:
-                        t = t.astype(np.float64)
-                    acc += (t if i <= j else t.T) @ Vm[rj]
+            # float32 tiles multiply a float32 copy of V (BLAS sgemm: no per-pass conversion of the tiles).
+            # Each stored tile is read once per product and serves both of its blocks (t V_j and tᵀ V_i,
+            # the second while t is still in cache); each thread sums its tiles' products into its own
+            # float64 buffer, and the buffers are added at the end.
+            Vw = Vm.astype(np.float32) if self.storage == "float32" else Vm
+            chunks = self._tile_chunks()
 
-            self._map(row, list(range(self.n_blocks)))
+            def work(pairs: list[tuple[int, int]]) -> np.ndarray:
+                acc = np.zeros((self.shape[0], Vm.shape[1]))
+                for i, j in pairs:
+                    t = self._tiles[(i, j)]
+                    ri, rj = self._block(i), self._block(j)
+                    acc[ri] += t @ Vw[rj]
+                    if j > i:
+                        acc[rj] += t.T @ Vw[ri]
+                return acc
+
+            parts = self._map(work, chunks)
+            out = parts[0]
+            for part in parts[1:]:
+                out += part
         return out[:, 0] if one else out
 
     __matmul__ = matmat
@@ -239,14 +302,14 @@ class KernelOperator:
         torch = torch_module()
         V = torch.as_tensor(Vm, dtype=torch.float64, device=self.device)
         out = torch.zeros_like(V)
+        Vw = V.float() if self.storage == "float32" else V  # float32 tiles: float32 products, float64 sums
         for i in range(self.n_blocks):
             for j in range(i, self.n_blocks):
                 t = self._compute_tile(i, j) if self.storage == "recompute" else self._tiles[(i, j)]
-                t = t.double()
                 ri, rj = self._block(i), self._block(j)
-                out[ri] += t @ V[rj]
+                out[ri] += (t @ Vw[rj]).double()
                 if j > i:
-                    out[rj] += t.T @ V[ri]
+                    out[rj] += (t.T @ Vw[ri]).double()
         return as_numpy(out)
 
     def cross(self, X_test: Any, *, block_rows: int = 1024):

@@ -45,6 +45,7 @@ from finwidth.theory.spd import SADDLE_RTOL, minimize_spd, stationarity_residual
 
 __all__ = [
     "MultiOutputAction",
+    "solve_from_starts",
     "MultiOutputSaddle",
     "OutputWidthCriterion",
     "solve_multioutput",
@@ -85,12 +86,18 @@ class MultiOutputAction:
         there.
     widths : sequence
         N_1..N_L.
+    trace : (nodes, weights) or None
+        A quadrature of the trace measure, Σ_i f(k_i) ≈ Σ_j w_j f(θ_j), for the log det A and tr terms
+        (T > 0 only). Default: the nodes k with unit weights (exact for an eigenbasis). With it, ``k`` and
+        ``Y_t`` may be any label rule: nodes θ_j and D-vectors z_j (rows) with
+        Yᵀ f(K) Y ≈ Σ_j f(θ_j) z_j z_jᵀ (block Lanczos, :mod:`finwidth.theory.multioutput_krylov`): every
+        term of S is a sum of f(k_i) or of f(k_i) Ỹ_i Ỹ_iᵀ over the modes.
 
     Calling it with Q_n (D×D, positive definite) returns (S, ∂S/∂Q_n, scale) in the convention of
     :mod:`finwidth.theory.spd`; scale is the size of the terms of Q_n^{1/2} G Q_n^{1/2}.
     """
 
-    def __init__(self, k: np.ndarray, Y_t: np.ndarray, temperature: float, widths):
+    def __init__(self, k: np.ndarray, Y_t: np.ndarray, temperature: float, widths, *, trace=None):
         self.k = np.asarray(k, dtype=np.float64)
         self.Y_t = np.asarray(Y_t, dtype=np.float64)
         self.T = float(temperature)
@@ -99,6 +106,8 @@ class MultiOutputAction:
         self.n_min = float(self.widths[self.narrowest])
         self.ratios = self.n_min / self.widths
         self.D = self.Y_t.shape[1]
+        if trace is not None and not self.T > 0:
+            raise ConfigError("a quadrature of the trace measure needs T > 0")
         if self.T > 0:
             self.modes = np.ones(self.k.size, dtype=bool)
             self.outside = 0.0
@@ -109,6 +118,12 @@ class MultiOutputAction:
             self.outside = self.outside if self.outside > 1e-24 * max(1.0, y2) else 0.0
         self.k_m = self.k[self.modes]
         self.Y_m = self.Y_t[self.modes]
+        self.trace_given = trace is not None
+        if trace is None:
+            self.trace_nodes, self.trace_weights = self.k_m, np.ones_like(self.k_m)
+        else:
+            self.trace_nodes = np.asarray(trace[0], dtype=np.float64)
+            self.trace_weights = np.asarray(trace[1], dtype=np.float64)
 
     # -------------------------------------------------------------------------------------------
     def layers(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,12 +135,16 @@ class MultiOutputAction:
         """log det A, the quadratic form, t and W (module docstring) for 𝒬 = V diag(π) Vᵀ."""
         Z = self.Y_m @ V
         beta = self.T + self.k_m[:, None] * pi[None, :]
-        inv = 1.0 / beta
-        Zb = Z * inv
-        logdet = float(np.sum(np.log(beta)))
+        Zb = Z / beta
         quad = float(np.sum(Z * Zb))
-        t = self.k_m @ inv
         Wm = (Zb * self.k_m[:, None]).T @ Zb
+        if self.trace_given:
+            beta_t = self.T + self.trace_nodes[:, None] * pi[None, :]
+            logdet = float(self.trace_weights @ np.sum(np.log(beta_t), axis=1))
+            t = (self.trace_weights * self.trace_nodes) @ (1.0 / beta_t)
+        else:  # the eigenbasis: the label nodes with unit weights
+            logdet = float(np.sum(np.log(beta)))
+            t = self.k_m @ (1.0 / beta)
         return logdet, quad, t, Wm
 
     def __call__(self, Qn: np.ndarray) -> tuple[float, np.ndarray, float]:
@@ -174,7 +193,11 @@ class MultiOutputAction:
         beta = self.T + self.k_m[:, None] * pi[None, :]
         Zt = Z / beta
         k2b = self.k_m[:, None] ** 2 / beta  # k_i² / β_ib
-        M = k2b.T @ (1.0 / beta)  # Σ_i k_i²/(β_ia β_ib)
+        if self.trace_given:
+            beta_t = self.T + self.trace_nodes[:, None] * pi[None, :]
+            M = (self.trace_weights[:, None] * self.trace_nodes[:, None] ** 2 / beta_t).T @ (1.0 / beta_t)
+        else:
+            M = k2b.T @ (1.0 / beta)  # Σ_i k_i²/(β_ia β_ib)
         C = np.einsum("ib,ia,ic->bac", k2b, Zt, Zt)  # C[b, a, c] = Σ_i k_i² Zt_ia Zt_ic / β_ib
         # quadratic form over general E (index (a, b) -> a·D + b), then restricted to symmetric E
         full = np.diag((dd - M).ravel())
@@ -375,6 +398,15 @@ def solve_multioutput(basis: spectral.Eigenbasis, Y_t: np.ndarray, temperature: 
         starts.append(_scalar_start(basis, Y_t, temperature, widths)[n] * np.eye(D))
     except ConvergenceError:
         pass
+    return solve_from_starts(action, starts)
+
+
+def solve_from_starts(action: MultiOutputAction, starts: list) -> MultiOutputSaddle:
+    """Minimise S from each start Q_n (D×D); the lowest verified minimum, checked by the analytic Hessian.
+
+    Shared by the eigenbasis solver and the matrix-free one (:mod:`finwidth.theory.multioutput_krylov`),
+    whose ``action`` is built on quadrature rules. ConvergenceError if no start converges.
+    """
     sols, failures, evaluations = [], [], 0
     for Q0 in starts:
         try:

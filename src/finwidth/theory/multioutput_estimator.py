@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from finwidth.errors import ConfigError, ConvergenceError
-from finwidth.theory import spectral
+from finwidth.theory import scalable, spectral
 from finwidth.theory.gp import generalization_error, validate_noise, validate_targets
 from finwidth.theory.multioutput import MultiOutputSaddle, solve_multioutput, width_criterion
 
@@ -30,7 +30,15 @@ class MultiOutputMixin:
     renormalization_ : ndarray, shape (D, D)
         𝒬 = ∏_l Q_l: the predictor is the GP with prior covariance 𝒬 ⊗ K_L between outputs and points.
     action_, log_evidence_, residual_, roots_ (distinct 𝒬 found), width_criterion_
-    (:class:`~finwidth.theory.multioutput.OutputWidthCriterion`), kind_ = ``"product"``.
+    (:class:`~finwidth.theory.multioutput.OutputWidthCriterion`; None on the matrix-free path),
+    kind_ = ``"product"``.
+    solver_ : str
+        "dense" or "krylov", chosen as for one output (``solver``, ``solver_options``: docs/large-p.md).
+    renormalization_stderr_, renormalization_quadrature_error_, renormalization_product_error_ : (D, D)
+        Accuracy of each entry of 𝒬 on the matrix-free path (standard error from the probes, quadrature
+        estimate, float32-product estimate; :mod:`finwidth.theory.multioutput_krylov`); zeros when dense.
+    qbar_stderr_ : ndarray, shape (L, D, D)
+        Standard error of each Q_l (zeros when dense).
     """
 
     # ------------------------------------------------------------------------------------------
@@ -50,6 +58,16 @@ class MultiOutputMixin:
             )
         T = validate_noise(self.temperature)
         widths = np.array(net.widths, dtype=float)
+        self.solver_ = scalable.choose_solver(self.solver, X.shape[0], product_form=True, temperature=T)
+        scalable.solver_options(self.solver_options)
+        if self.solver_ == "krylov":
+            return fit_multioutput_krylov(self, X, Y)
+        D = Y.shape[1]
+        self.renormalization_stderr_ = np.zeros((D, D))
+        self.renormalization_quadrature_error_ = np.zeros((D, D))
+        self.renormalization_product_error_ = np.zeros((D, D))
+        self.qbar_stderr_ = np.zeros((net.depth, D, D))
+        self.log_evidence_stderr_ = 0.0
         K_out = np.asarray(kernels.nngp(net, X).train, dtype=np.float64)
         basis = spectral.eigenbasis(K_out)
         Y_t = basis.project(Y)
@@ -85,10 +103,13 @@ class MultiOutputMixin:
         return kernels.nngp_cross(self.network, self.X_train_, X_test, train_diags=self._train_diags)
 
     def _predict_multioutput(self, X_test, return_var: bool, return_cov: bool):
-        kt, kd = self._test_blocks(X_test)
         need = return_var or return_cov
-        mean, s = predictive(self._multi, self._pred_basis, self._multi_Y_t, validate_noise(self.temperature), kt,
-                             kd if need else None)
+        if self.solver_ == "krylov":
+            mean, s = predict_multioutput_krylov(self, X_test, need)
+        else:
+            kt, kd = self._test_blocks(X_test)
+            mean, s = predictive(self._multi, self._pred_basis, self._multi_Y_t, validate_noise(self.temperature), kt,
+                                 kd if need else None)
         if not need:
             return mean
         V = self._multi.vectors
@@ -190,3 +211,87 @@ def correlation(cov: np.ndarray) -> np.ndarray:
     idx = np.arange(cov.shape[-1])
     out[..., idx, idx] = np.where(d > 0, 1.0, 0.0)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the matrix-free path (solver="krylov", or "auto" above scalable.KRYLOV_ABOVE_P)
+# ----------------------------------------------------------------------------------------------
+def fit_multioutput_krylov(model, X: np.ndarray, Y: np.ndarray):
+    """Fit D outputs from products K V (:func:`finwidth.theory.multioutput_krylov.solve_multioutput_krylov`)."""
+    import time
+
+    from finwidth.kernel_operator import KernelOperator
+    from finwidth.theory.multioutput_krylov import solve_multioutput_krylov
+
+    opts = scalable.solver_options(model.solver_options)
+    if opts["probes"] == "exact":
+        raise ConfigError("probes='exact' is implemented for one output; with several outputs give a number of probes")
+    net = model.network
+    T = validate_noise(model.temperature)
+    t0 = time.perf_counter()
+    op_kw = {k: opts[k] for k in ("tile", "max_bytes") if opts[k] is not None}
+    op = KernelOperator(net, X, storage=opts["storage"], threads=opts["threads"], **op_kw)
+    if opts["progress"] is not None:
+        opts["progress"](f"kernel operator {op!r} built in {time.perf_counter() - t0:.1f} s; "
+                         f"product error η = {op.product_error:.2g}")
+    sol = solve_multioutput_krylov(
+        op.matmat, Y, T, np.array(net.widths, dtype=float), rtol=opts["rtol"], probes=opts["probes"],
+        max_probes=opts["max_probes"], max_steps=opts["max_steps"], seed=opts["seed"], progress=opts["progress"],
+        product_error=op.product_error,
+    )
+    P, D = Y.shape
+    model.X_train_ = X
+    model.y_train_ = Y
+    model._train_diags = op.diags
+    model.n_factorizations_ = 0
+    model.width_criterion_ = None  # a T = 0 quantity (needs Yᵀ K⁺ Y)
+    model.kind_ = "product"
+    model.n_outputs_ = D
+    model.qbar_ = sol.qbar
+    model.q_ = np.stack([np.linalg.inv(Ql) - np.eye(D) for Ql in sol.qbar])
+    model.renormalization_ = sol.renormalization
+    model.renormalization_stderr_ = sol.renormalization_stderr
+    model.renormalization_quadrature_error_ = sol.renormalization_quadrature_error
+    model.renormalization_product_error_ = sol.renormalization_product_error
+    model.qbar_stderr_ = sol.qbar_stderr
+    model.residual_ = sol.residual
+    model.roots_ = sol.roots
+    model.action_ = sol.action
+    model.log_evidence_ = -0.5 * sol.action - 0.5 * P * D * math.log(2 * math.pi)
+    model.log_evidence_stderr_ = 0.5 * sol.action_stderr
+    model.krylov_ = sol
+    model._operator = op
+    model._multi = sol
+    model._pred_basis = None
+    model._pred_cache = {}
+    return model
+
+
+def predict_multioutput_krylov(model, X_test, need_var: bool):
+    """Mean (P_t, D) and eigen-variances s (P_t, D) on the matrix-free path: in the eigenbasis V of 𝒬 the
+    D outputs decouple into scalar GPs with kernels π_a K (module docstring of multioutput), each solved by
+    preconditioned CG (:class:`~finwidth.theory.scalable.KrylovPredictor`, one shared preconditioner)."""
+    from finwidth.inputs import as_inputs
+
+    X_test = as_inputs(X_test, "X_test")
+    if X_test.shape[1] != model.X_train_.shape[1]:
+        raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {model.X_train_.shape[1]}")
+    opts = scalable.solver_options(model.solver_options)
+    sol = model._multi
+    cache = model._pred_cache
+    if "krylov" not in cache:
+        Z = model.y_train_ @ sol.vectors
+        first = scalable.KrylovPredictor(model._operator, Z[:, 0], float(model.temperature), float(sol.pi[0]),
+                                         rtol=opts["cg_rtol"], rank=opts["preconditioner_rank"], seed=opts["seed"])
+        cache["krylov"] = [first] + [
+            scalable.KrylovPredictor(model._operator, Z[:, a], float(model.temperature), float(sol.pi[a]),
+                                     rtol=opts["cg_rtol"], preconditioner=first.preconditioner)
+            for a in range(1, Z.shape[1])
+        ]
+    outs = [p.predict(X_test, return_var=need_var) for p in cache["krylov"]]
+    if need_var:
+        mean_t = np.stack([o[0] for o in outs], axis=1)
+        s = np.stack([o[1] for o in outs], axis=1)
+    else:
+        mean_t, s = np.stack(outs, axis=1), None
+    return mean_t @ sol.vectors.T, s

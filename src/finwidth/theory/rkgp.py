@@ -124,9 +124,11 @@ class RKGP(MultiOutputMixin, Estimator):
     solver : {"auto", "dense", "krylov"}
         ``"dense"``: one eigendecomposition of the P×P output kernel (exact). ``"krylov"``: matrix-free
         Lanczos quadrature on a tiled kernel (:mod:`finwidth.theory.scalable`; product form and one
-        hidden layer without the mean term, T > 0), with error bars ``qbar_stderr_`` and
-        ``qbar_quadrature_error_``. ``"auto"``: krylov above
-        :data:`finwidth.theory.scalable.KRYLOV_ABOVE_P` training points where it applies.
+        hidden layer without the mean term, T > 0), with error bars ``qbar_stderr_``,
+        ``qbar_quadrature_error_`` and ``qbar_product_error_``; with D outputs
+        :mod:`finwidth.theory.multioutput_krylov` (error bars ``renormalization_stderr_`` …).
+        ``"auto"``: krylov above :data:`finwidth.theory.scalable.KRYLOV_ABOVE_P` training points
+        where it applies (docs/large-p.md).
     solver_options : dict or None
         Options of the matrix-free path (:data:`finwidth.theory.scalable.SOLVER_OPTIONS`): target
         accuracy ``rtol`` (default 1e-3, relative on Q̄), probes, storage of the kernel tiles, …
@@ -164,9 +166,11 @@ class RKGP(MultiOutputMixin, Estimator):
         Whether the mean term was used (``mean_correction`` resolved).
     solver_ : str
         "dense" or "krylov" (``solver`` resolved).
-    qbar_stderr_, qbar_quadrature_error_ : ndarray, shape (L,)
-        Accuracy of Q̄ on the matrix-free path: standard error from the stochastic trace and bound
-        from the quadrature (zeros on the dense path). ``log_evidence_stderr_`` likewise.
+    qbar_stderr_, qbar_quadrature_error_, qbar_product_error_ : ndarray, shape (L,)
+        Accuracy of Q̄ on the matrix-free path: standard error from the stochastic trace, bound from
+        the quadrature, and estimated effect of float32 products (zeros on the dense path).
+        ``log_evidence_stderr_`` likewise. With D outputs: ``renormalization_stderr_`` and
+        ``renormalization_quadrature_error_`` (D, D), :class:`MultiOutputMixin`.
     correction_ : object or None
         The fitted correction (``KernelShape`` or ``QbarMixture``), None without one.
     validity_ : finwidth.theory.validity.Validity or None
@@ -249,10 +253,7 @@ class RKGP(MultiOutputMixin, Estimator):
         if is_conv:
             return self._fit_conv(X, y)
         if y.ndim == 2:
-            if self.solver == "krylov":
-                raise ConfigError("solver='krylov' covers one output; with several outputs use solver='dense' or 'auto'")
-            self.solver_ = "dense"
-            return self._fit_multioutput(X, y)
+            return self._fit_multioutput(X, y)  # chooses its solver (dense or krylov) after its own checks
         net = self.network
         P = X.shape[0]
         L = net.depth
@@ -270,7 +271,7 @@ class RKGP(MultiOutputMixin, Estimator):
         if self.solver_ == "krylov":
             scalable.fit_rkgp(self, X, y)
             return self
-        self.qbar_stderr_ = self.qbar_quadrature_error_ = np.zeros(L)
+        self.qbar_stderr_ = self.qbar_quadrature_error_ = self.qbar_product_error_ = np.zeros(L)
         self.log_evidence_stderr_ = 0.0
         # only the output layer is kept as a P×P matrix; the lower layers enter through their diagonals
         # (the nested form keeps the input kernel too, and builds K_out from it)

@@ -31,6 +31,7 @@ and the label term are deterministic and converge to 1e-10 in a few hundred step
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,6 +182,12 @@ class KrylovSaddle(spectral.ProductSaddle):
     qbar_quadrature_error : ndarray, shape (L,)
         Bound on the change of Q̄_l from the quadrature brackets (label and trace), propagated
         through the equations.
+    qbar_product_error : ndarray, shape (L,)
+        Estimated change of Q̄_l from inexact products K V (float32 tiles and products):
+        ``PRODUCT_ERROR_SAFETY`` times the first-order effect of an entrywise relative perturbation η
+        of K (``product_error``) in its coherent direction K → (1 + η) K, i.e. Π → (1 + η) Π in g, so
+        |δg| = η |Π dg/dΠ|, propagated like the other errors. An empirical estimate, not a bound:
+        ~10⁻⁶ relative for float32 tiles.
     g_stderr, g_quadrature_error : float
         The same on g(Π).
     action_stderr : float
@@ -198,6 +205,7 @@ class KrylovSaddle(spectral.ProductSaddle):
 
     qbar_stderr: np.ndarray = field(default_factory=lambda: np.zeros(0))
     qbar_quadrature_error: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    qbar_product_error: np.ndarray = field(default_factory=lambda: np.zeros(0))
     g_stderr: float = 0.0
     g_quadrature_error: float = 0.0
     action_stderr: float = 0.0
@@ -212,14 +220,24 @@ def _fmt(values: np.ndarray, digits: int) -> str:
     return "[" + ", ".join(f"{float(v):.{digits}g}" for v in np.ravel(values)) + "]"
 
 
+#: the float32 − float64 differences of Q̄ measured with the same probes (P = 220–400, T = 1e-4–1e-2,
+#: α = 0.5–2; tests/test_scalable.py) were 0.5–21 times the coherent first-order term η |Π dg/dΠ| |dQ̄/dg|:
+#: the reported product error is this many times that term
+PRODUCT_ERROR_SAFETY = 30.0
+
+
+def _dg_dlogpi(measure, pi: float, temperature: float) -> float:
+    """Π dg/dΠ on the measure (central difference in log Π)."""
+    z, eps = math.log(pi), 1e-5
+    return (measure.g(math.exp(z + eps), temperature)[0] - measure.g(math.exp(z - eps), temperature)[0]) / (2 * eps)
+
+
 def qbar_sensitivity(measure: spectral.SpectralMeasure, sol: spectral.ProductSaddle, temperature: float,
                      widths: np.ndarray) -> np.ndarray:
     """dQ̄_l/dδ when g is shifted by a constant δ, at the root (implicit-function theorem on h(z))."""
     P = measure.size
     alphas = P / widths
-    z = math.log(sol.pi)
-    eps = 1e-5
-    gz = (measure.g(math.exp(z + eps), temperature)[0] - measure.g(math.exp(z - eps), temperature)[0]) / (2 * eps)
+    gz = _dg_dlogpi(measure, sol.pi, temperature)
     q = sol.qbar
     dh_dd = -float(np.sum(alphas / q))
     dh_dz = -float(np.sum(alphas * gz / q)) - 1.0
@@ -240,6 +258,7 @@ def solve_product_krylov(
     check_every: int = 25,
     seed: int = 0,
     progress=None,
+    product_error: float = 0.0,
 ) -> KrylovSaddle:
     """The product-form saddle point (one hidden layer or the deep product form) from products K V.
 
@@ -267,6 +286,10 @@ def solve_product_krylov(
         Seed of the probes.
     progress : callable, optional
         Called with a one-line status string after each check.
+    product_error : float
+        η, the entrywise relative backward error of ``matmat``
+        (:attr:`finwidth.kernel_operator.KernelOperator.product_error`); its estimated effect is
+        reported as ``qbar_product_error`` and must stay below ``rtol``.
 
     Returns
     -------
@@ -340,13 +363,22 @@ def solve_product_krylov(
                 f"the target {0.1 * target_g:.3g} (Q̄ ≈ {_fmt(sol.qbar, 7)})",
                 suggestion="raise max_steps, a larger temperature, or the dense solver",
             )
+    prod_g = PRODUCT_ERROR_SAFETY * float(product_error) * abs(_dg_dlogpi(measure, sol.pi, T))
+    prod_q = np.abs(sens) * prod_g
+    if np.any(prod_q > rtol * sol.qbar):
+        raise ConvergenceError(
+            f"the products K V are too inexact for rtol = {rtol:g}: their error η = {product_error:.2g} moves Q̄ "
+            f"= {_fmt(sol.qbar, 7)} by about {_fmt(prod_q, 2)}",
+            suggestion="store the kernel in float64 (solver_options storage='float64') or accept a larger rtol",
+        )
     # the action: SLQ log-determinant with its own standard error
     logdet_vals = measure.probe_logdets(sol.pi, T)
     action = spectral._measure_action(sol.qbar, np.where(np.isfinite(widths), widths, 0.0), measure, T)
     action_se = 0.0 if spec.exact else float(np.std(logdet_vals, ddof=1) / math.sqrt(n))
     return KrylovSaddle(
         qbar=sol.qbar, pi=sol.pi, g=sol.g, action=action, residual=sol.residual, roots=sol.roots,
-        qbar_stderr=np.abs(sens) * se_g, qbar_quadrature_error=np.abs(sens) * quad_g, g_stderr=se_g,
+        qbar_stderr=np.abs(sens) * se_g, qbar_quadrature_error=np.abs(sens) * quad_g, qbar_product_error=prod_q,
+        g_stderr=se_g,
         g_quadrature_error=quad_g, action_stderr=action_se, n_probes=n, label_steps=spec.label_steps,
         probe_steps=spec.probe_steps(), n_products=spec.n_products, measure=measure,
     )
@@ -378,16 +410,20 @@ class KrylovPredictor:
     rank : int
         Rank of the Nyström preconditioner (one product K Ω with ``rank`` columns, P·rank doubles).
     seed : int
+    preconditioner : NystromPreconditioner, optional
+        One already made for K (``rank`` and ``seed`` then unused).
     """
 
     def __init__(self, operator, y: np.ndarray, temperature: float, pi: float, *, rtol: float = 1e-9,
-                 rank: int = 500, seed: int = 0):
+                 rank: int = 500, seed: int = 0, preconditioner: krylov.NystromPreconditioner | None = None):
         self.operator = operator
         self.T = float(temperature)
         self.pi = float(pi)
         self.rtol = float(rtol)
         P = operator.shape[0]
-        self.preconditioner = krylov.NystromPreconditioner(operator.matmat, P, min(rank, P), np.random.default_rng(seed))
+        # a Nyström approximation of K serves every Π (it preconditions T/Π + K): shareable between predictors
+        self.preconditioner = preconditioner if preconditioner is not None else \
+            krylov.NystromPreconditioner(operator.matmat, P, min(rank, P), np.random.default_rng(seed))
         res = self.solve(np.asarray(y, dtype=np.float64))
         self.alpha = res.X
         self.cg_iterations = res.iterations
@@ -486,10 +522,14 @@ def fit_rkgp(model, X: np.ndarray, y: np.ndarray) -> None:
     T = float(model.temperature)
     widths = np.array(net.widths, dtype=float)
     op_kw = {k: opts[k] for k in ("tile", "max_bytes") if opts[k] is not None}
+    t0 = time.perf_counter()
     op = KernelOperator(net, X, storage=opts["storage"], threads=opts["threads"], **op_kw)
+    if opts["progress"] is not None:
+        opts["progress"](f"kernel operator {op!r} built in {time.perf_counter() - t0:.1f} s; "
+                         f"product error η = {op.product_error:.2g}")
     sol = solve_product_krylov(
         op.matmat, y, T, widths, rtol=opts["rtol"], probes=opts["probes"], max_probes=opts["max_probes"],
-        max_steps=opts["max_steps"], seed=opts["seed"], progress=opts["progress"],
+        max_steps=opts["max_steps"], seed=opts["seed"], progress=opts["progress"], product_error=op.product_error,
     )
     P = X.shape[0]
     model.X_train_ = X
@@ -507,6 +547,7 @@ def fit_rkgp(model, X: np.ndarray, y: np.ndarray) -> None:
     model.correction_ = None
     model.qbar_stderr_ = sol.qbar_stderr
     model.qbar_quadrature_error_ = sol.qbar_quadrature_error
+    model.qbar_product_error_ = sol.qbar_product_error
     model.log_evidence_ = -0.5 * sol.action - 0.5 * P * math.log(2 * math.pi)
     model.log_evidence_stderr_ = 0.5 * sol.action_stderr
     model.krylov_ = sol
