@@ -169,7 +169,7 @@ def main() -> None:
     figures(rows)
 
 
-CALIBRATION_PARTS = ("mnist", "tsweep", "step", "map_p100", "p100_earlier", "gauss", "rerun", "rerun400")
+CALIBRATION_PARTS = ("mnist", "tsweep", "step", "map_p100", "p100_earlier", "gauss", "rerun", "rerun400", "scale_t01")
 
 
 def rates(rows: list[dict]) -> dict:
@@ -251,6 +251,10 @@ def pooled(rows: list[dict]) -> dict:
     return out
 
 
+HELDOUT_ROWS = (("cifar10", "erf"), ("mnist", "relu"), ("mnist_s1", "erf"), ("teacher_relu10", "erf"))
+DATA_ORDER = {"mnist": 0, "mnist_s1": 1, "gauss": 2, "teacher_relu10": 3, "cifar10": 4}
+
+
 def tables(rows: list[dict]) -> None:
     """The (α, T) map and the fixed-α scaling (converged runs only, pooled), as markdown for the docs:
     each cell 'plain / kernel_shape / qbar_fluctuations' deviation of ε_g; 'n.c.': sampled, not converged."""
@@ -270,18 +274,21 @@ def tables(rows: list[dict]) -> None:
              "| T \\ α | 4 (N₁ = 25) | 2 (50) | 1 (100) | 0.5 (200) |", "|---|---|---|---|---|"]
     for T in (1e-1, 1e-2, 1e-3, 1e-4):
         lines.append(f"| {T:g} | " + " | ".join(cell(("mnist", "erf", 100, N1, T)) for N1 in (25, 50, 100, 200)) + " |")
-    lines += ["", "**Fixed α, growing P (T = 10⁻³, erf)**, same format:", "",
-              "| data | α | P = 100 | P = 200 | P = 400 |", "|---|---|---|---|---|"]
+    lines += ["", "**Fixed α, growing P (erf)**, same format:", "",
+              "| data | T | α | P = 100 | P = 200 | P = 400 | P = 800 |", "|---|---|---|---|---|---|---|"]
     for data in ("mnist", "gauss"):
-        for a in (4, 2, 1, 0.5):
-            row = [cell((data, "erf", P, int(P / a), 1e-3)) for P in (100, 200, 400)]
+        for T in (1e-1, 1e-3):
+            for a in (4, 2, 1, 0.5):
+                row = [cell((data, "erf", P, int(P / a), T)) for P in (100, 200, 400, 800)]
+                if any(row[1:]):
+                    lines.append(f"| {data} | {T:g} | {a:g} | " + " | ".join(row) + " |")
+    lines += ["", "**Held-out settings (P = 100)**, same format:", "",
+              "| data, act | T | α = 4 | 2 | 1 | 0.5 | 0.1 |", "|---|---|---|---|---|---|---|"]
+    for data, act in HELDOUT_ROWS:
+        for T in (1e-2, 1e-3, 1e-4):
+            row = [cell((data, act, 100, N1, T)) for N1 in (25, 50, 100, 200, 1000)]
             if any(row):
-                lines.append(f"| {data} | {a:g} | " + " | ".join(row) + " |")
-    lines += ["", "**Held-out settings (T = 10⁻³, P = 100)**, same format:", "",
-              "| data, act | α = 4 | 2 | 1 | 0.5 | 0.1 |", "|---|---|---|---|---|---|"]
-    for data, act in (("cifar10", "erf"), ("mnist", "relu")):
-        lines.append(f"| {data}, {act} | " + " | ".join(cell((data, act, 100, N1, 1e-3)) for N1 in (25, 50, 100, 200, 1000))
-                     + " |")
+                lines.append(f"| {data}, {act} | {T:g} | " + " | ".join(row) + " |")
     (DATA / "breakdown_map.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -291,8 +298,7 @@ def markdown(rows: list[dict]) -> None:
     head = ("| data | act | P | N₁ | α | T | sampler | sim ε_g ± s.e. | bias sim / th | RKGP | dev | kernel_shape | "
             "qbar_fluct. | Q̄ sim / th | α_eff | ρ | flagged | R̂ / ESS | set |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    order = {"mnist": 0, "gauss": 1, "cifar10": 2}
-    for r in sorted(rows, key=lambda r: (order[r["data"]], r["act"], r["T"], r["P"], -r["alpha"], r["source"])):
+    for r in sorted(rows, key=lambda r: (DATA_ORDER[r["data"]], r["act"], r["T"], r["P"], -r["alpha"], r["source"])):
         conv = f"{r['rhat_test']:.2f} / {r['ess_test']:.0f}" if math.isfinite(r["rhat_test"]) else r["convergence_note"]
         if not r["converged"]:
             conv += " **not converged**"
@@ -353,7 +359,7 @@ def figures(rows: list[dict]) -> None:
            title="MNIST 0/1, erf: (sim − theory)/theory\nhatched: RKGP.validity_ unreliable (P = 100)")
     fig.colorbar(sc, ax=ax, label="relative deviation of ε_g")
     ax = axes[1]
-    marks = {"mnist": "o", "gauss": "s", "cifar10": "^"}
+    marks = {"mnist": "o", "mnist_s1": "D", "gauss": "s", "teacher_relu10": "v", "cifar10": "^"}
     for r in ok:
         ax.scatter(r["alpha_eff"], r["rank_per_unit"], c=[r["rel_dev"]], cmap="coolwarm_r", norm=norm,
                    marker=marks[r["data"]], s=60 if r["act"] == "erf" else 90,
@@ -372,20 +378,20 @@ def figures(rows: list[dict]) -> None:
     plt.close(fig)
     # scaling at fixed α: MNIST and Gaussian inputs
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for data, mk in (("mnist", "o-"), ("gauss", "s--")):
+    for data, T, mk in (("mnist", 1e-3, "o-"), ("gauss", 1e-3, "s--"), ("mnist", 1e-1, "^:")):
         for a in (2.0, 1.0, 0.5):
-            sel = sorted([r for r in ok if r["data"] == data and r["act"] == "erf" and r["T"] == 1e-3
+            sel = sorted([r for r in ok if r["data"] == data and r["act"] == "erf" and r["T"] == T
                           and abs(r["alpha"] - a) < 1e-9], key=lambda r: r["P"])
-            if sel:
+            if len({r["P"] for r in sel}) > 1:
                 ax.errorbar([r["P"] for r in sel], [100 * r["rel_dev"] for r in sel],
                             yerr=[100 * r["sim_total_se"] / r["theory_total"] for r in sel], fmt=mk,
-                            label=f"{data}, α = {a:g}", capsize=2)
+                            label=f"{data}, T = {T:g}, α = {a:g}", capsize=2)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xscale("log")
-    ax.set_xticks([100, 200, 400], labels=["100", "200", "400"])
+    ax.set_xticks([100, 200, 400, 800], labels=["100", "200", "400", "800"])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel="P (N₁ = P/α)", ylabel="(sim − theory)/theory  [%]",
-           title="T = 1e-3, erf: converged runs (error bars: 1 s.e.)")
+           title="erf: converged runs (error bars: 1 s.e.)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(FIG / "breakdown_scaling.png", dpi=120)

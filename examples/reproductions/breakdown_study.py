@@ -17,12 +17,19 @@ Parts (run them in this order; each run is cached, long runs checkpoint and resu
   step    step-size check: MNIST P = 200, α = 2 at half the step
   extra   held-out Gaussian-teacher cases for the validity diagnostic (α = 4 and 0.5 at P = 200)
   rerun   longer runs, another seed, where R̂ of the first run was above (or near) 1.1
+  heldout3       held-out settings at widths on both sides of the rule's boundary, P = 100: CIFAR-10
+                 and relu at T = 1e-2; a relu teacher on N_0 = 10 Gaussian inputs (`teacher_relu10`) at
+                 T = 1e-3, 1e-2; another sample of MNIST 0/1 images (`mnist_s1`) at T = 1e-3
+  heldout3_t1e4  CIFAR-10 and relu at T = 1e-4 (the longest chains of the round)
+  scale_t01      MNIST erf at T = 0.1, α = 1 and 0.5, P = 200, 400, 800 (toward the issue's P = 800)
 
 Step h = 0.1·sqrt(100/P) (the stiffness grows ∝ P; h = 0.1 at P = 100 was checked by halving in
 docs/reproductions.md), Langevin time 1000 at T = 1e-3 (≥ 5 relaxation times 1/sqrt(Tλ) of the
 prior-dominated modes; the α = 2 chains settle by t ≈ 200), scaled as 1/sqrt(T) for other T.
 
 Run:  nice -n 10 python examples/reproductions/breakdown_study.py run mnist [--only KEY]
+      (an interrupted run resumes from its checkpoint, written every n_steps/50 steps, when its part
+      is run again; kill it right after a checkpoint write to lose nothing)
       python examples/reproductions/breakdown_study.py list
 Cache: $STUDY_CACHE (default /tmp/breakdown_study): <key>.json, <key>.npz, <key>.ckpt while running.
 The finished JSON/NPZ files are copied to docs/data/reproductions/breakdown/ by `collect`.
@@ -51,6 +58,10 @@ os.environ.setdefault("FINWIDTH_DATA", str(REPO.parent / "shared" / "data"))
 CACHE = Path(os.environ.get("STUDY_CACHE", "/tmp/breakdown_study"))
 OUT = REPO / "docs" / "data" / "reproductions" / "breakdown"
 GAUSS_LABEL_SCALE = 0.2
+# mnist_s1: P images drawn (RandomState(1)) from training images 400..4399 of MNIST 0/1 in file order; the
+# calibration runs use the first P ≤ 400
+MNIST_POOL_START, MNIST_POOL_END = 400, 4400
+TEACHER_N0 = 10
 
 
 def dataset(name: str, P: int):
@@ -60,6 +71,12 @@ def dataset(name: str, P: int):
     if name == "gauss":
         d = teacher("sign", n_features=P // 2, n_train=P, n_test=1000, seed=1)
         return dataclasses.replace(d, y_train=GAUSS_LABEL_SCALE * d.y_train, y_test=GAUSS_LABEL_SCALE * d.y_test)
+    if name == "mnist_s1":  # another sample of MNIST 0/1 images, disjoint from every calibration training set
+        pool = load("mnist", classes=(0, 1), n_train=MNIST_POOL_END, n_test=1000, preset="paper")
+        idx = np.sort(np.random.RandomState(1).choice(np.arange(MNIST_POOL_START, MNIST_POOL_END), P, replace=False))
+        return dataclasses.replace(pool, X_train=pool.X_train[idx], y_train=pool.y_train[idx])
+    if name == "teacher_relu10":  # held-out teacher: low-dimensional Gaussian inputs, regression targets
+        return teacher("relu", n_features=TEACHER_N0, n_train=P, n_test=1000, seed=2)
     raise ValueError(name)
 
 
@@ -114,6 +131,30 @@ RUNS += [run_spec("heldout2", "cifar10", 100, 200, 1e-3, seed=1)]
 # calibration: Gaussian inputs at α = 2, P = 100, twice as long with another seed (R̂ 1.085 before)
 RUNS += [run_spec("rerun", "gauss", 100, 50, 1e-3, seed=3, time_total=2000.0)]
 
+# fourth round (held out, 2026-12-03 evening): settings the rule was not calibrated on, at widths on both
+# sides of its boundary (α_eff = 1): CIFAR-10 and relu at T = 1e-2, a relu teacher on N_0 = 10 Gaussian
+# inputs at two T, another sample of MNIST images; then CIFAR-10 and relu at T = 1e-4 (longest, last)
+RUNS += [run_spec("heldout3", "cifar10", 100, N1, 1e-2, seed=4, time_total=1000.0) for N1 in (50, 100)]
+RUNS += [run_spec("heldout3", "mnist", 100, N1, 1e-2, act="relu", step_factor=0.7, time_total=1330.0, seed=4)
+         for N1 in (50, 100)]
+RUNS += [run_spec("heldout3", "teacher_relu10", 100, N1, T, seed=4, time_total=t)
+         for T, t in ((1e-3, 2000.0), (1e-2, 1000.0)) for N1 in (25, 100)]
+RUNS += [run_spec("heldout3", "mnist_s1", 100, N1, 1e-3, seed=4, time_total=2000.0) for N1 in (50, 100)]
+RUNS += [run_spec("heldout3", "teacher_relu10", 100, 50, 1e-3, seed=4, time_total=2000.0),
+         run_spec("heldout3", "cifar10", 100, 25, 1e-2, seed=4, time_total=1000.0),
+         run_spec("heldout3", "mnist", 100, 25, 1e-2, act="relu", step_factor=0.7, time_total=1330.0, seed=4)]
+RUNS += [run_spec("heldout3", "teacher_relu10", 100, 50, 1e-2, seed=4, time_total=1000.0),
+         run_spec("heldout3", "teacher_relu10", 100, 25, 1e-3, seed=5, time_total=8000.0),  # R̂ 1.23 at t = 2000
+         run_spec("heldout3", "teacher_relu10", 100, 25, 1e-3, seed=6, time_total=32000.0)]  # R̂ 1.10 at t = 8000
+RUNS += [run_spec("heldout3_t1e4", "cifar10", 100, N1, 1e-4, seed=4, time_total=6000.0) for N1 in (50, 100)]
+RUNS += [run_spec("heldout3_t1e4", "mnist", 100, N1, 1e-4, act="relu", step_factor=0.7, seed=4, time_total=6000.0)
+         for N1 in (50, 100)]
+# toward P = 800 at fixed α, at the temperature where chains mix fastest (T = 0.1: ESS 450-850 per Langevin
+# time 500 at P = 100, fig1a_breakdown_runs.csv part B), MNIST 0/1 erf; 4 replicas where N_1·P ≥ 320 000 (cost)
+RUNS += [run_spec("scale_t01", "mnist", P, int(P / a), 1e-1, seed=5, time_total=300.0,
+                  replicas=8 if P * P / a < 320_000 else 4)
+         for a, P in ((1, 200), (1, 400), (0.5, 200), (1, 800), (0.5, 400), (0.5, 800))]
+
 
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -145,7 +186,7 @@ def one(spec: dict) -> dict:
                                step_size=spec["h"], n_steps=spec["n_steps"], record_every=spec["record_every"],
                                replicas=spec["replicas"], X_test=d.X_test, y_test=d.y_test,
                                init="readout_conditional", seed=spec["seed"], checkpoint=ckpt,
-                               checkpoint_every=max(spec["n_steps"] // 10, 1))
+                               checkpoint_every=max(spec["n_steps"] // 50, 1))
     wall = time.perf_counter() - t0
     g, dg = res.generalization_error, res.diagnostics
     out = dict(spec)
