@@ -72,6 +72,13 @@ def sample(net, d, h: float, n_steps: int, ck: Path, seed: int):  # noqa: ANN001
                  "wall_s": time.perf_counter() - t0}
 
 
+def summary_line(label: str, out: dict) -> str:
+    """One progress line for a finished run: ε_g of the sampled networks, the theory and the NNGP, R̂, ESS."""
+    s = out["sim"]
+    return (f"{label}: eg sim {s['eg']:.5f} ± {s['eg_stderr']:.5f}, theory {out['theory']['eg']:.5f}, "
+            f"nngp {out['nngp']['eg']:.5f}; max R̂ {s['max_rhat']:.3f}, min ESS {s['min_ess']:.0f}, {s['wall_s']:.0f} s")
+
+
 def write_json(out: dict, path: Path) -> None:
     """``out`` as JSON at ``path``, atomically."""
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
@@ -92,10 +99,7 @@ def main() -> None:
         out = run(C, args.steps, Path(args.checkpoints), args.step_factor, args.dataset)
         path = OUT / (f"{args.dataset}_C{C}.json" if args.step_factor == 1.0 else f"{args.dataset}_C{C}_h{args.step_factor:g}.json")
         write_json(out, path)
-        s = out["sim"]
-        print(f"C={C}: eg sim {s['eg']:.5f} ± {s['eg_stderr']:.5f}, theory {out['theory']['eg']:.5f}, "
-              f"nngp {out['nngp']['eg']:.5f}; max R̂ {s['max_rhat']:.3f}, min ESS {s['min_ess']:.0f}, "
-              f"{s['wall_s']:.0f} s", flush=True)
+        print(summary_line(f"C={C}", out), flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from cnn_mnist import P, P_TEST, T, sample, write_json  # the CNN runs' data, sampler and output
+from cnn_mnist import P, P_TEST, T, sample, summary_line, write_json  # the CNN runs' data, sampler and output
 from finwidth import Network, data
 from finwidth.simulate import suggest_step_size
 from finwidth.theory.nngp import NNGP
@@ -58,10 +58,7 @@ def main() -> None:
     for N in args.widths:
         out = run(N, args.steps, Path(args.checkpoints), args.dataset)
         write_json(out, OUT / (f"fc_N{N}.json" if args.dataset == "mnist" else f"fc_{args.dataset}_N{N}.json"))
-        s = out["sim"]
-        print(f"N={N}: eg sim {s['eg']:.5f} ± {s['eg_stderr']:.5f}, theory {out['theory']['eg']:.5f}, "
-              f"nngp {out['nngp']['eg']:.5f}; max R̂ {s['max_rhat']:.3f}, min ESS {s['min_ess']:.0f}, "
-              f"{s['wall_s']:.0f} s", flush=True)
+        print(summary_line(f"N={N}", out), flush=True)
 
 
 if __name__ == "__main__":
