@@ -21,7 +21,8 @@ Parts (run them in this order; each run is cached, long runs checkpoint and resu
                  and relu at T = 1e-2; a relu teacher on N_0 = 10 Gaussian inputs (`teacher_relu10`) at
                  T = 1e-3, 1e-2; another sample of MNIST 0/1 images (`mnist_s1`) at T = 1e-3
   heldout3_t1e4  CIFAR-10 and relu at T = 1e-4 (the longest chains of the round)
-  scale_t01      MNIST erf at T = 0.1, α = 1 and 0.5, P = 200, 400, 800 (toward the issue's P = 800)
+  scale_t01      MNIST erf at T = 0.1, α = 1, 0.5 and 2, P = 200, 400, 800
+                 (the issue's P = 800; P = 100 is part B of fig1a_breakdown.py)
 
 Step h = 0.1·sqrt(100/P) (the stiffness grows ∝ P; h = 0.1 at P = 100 was checked by halving in
 docs/reproductions.md), Langevin time 1000 at T = 1e-3 (≥ 5 relaxation times 1/sqrt(Tλ) of the
@@ -153,7 +154,8 @@ RUNS += [run_spec("heldout3_t1e4", "mnist", 100, N1, 1e-4, act="relu", step_fact
 # time 500 at P = 100, fig1a_breakdown_runs.csv part B), MNIST 0/1 erf; 4 replicas where N_1·P ≥ 320 000 (cost)
 RUNS += [run_spec("scale_t01", "mnist", P, int(P / a), 1e-1, seed=5, time_total=300.0,
                   replicas=8 if P * P / a < 320_000 else 4)
-         for a, P in ((1, 200), (1, 400), (0.5, 200), (1, 800), (0.5, 400), (0.5, 800))]
+         for a, P in ((1, 200), (1, 400), (0.5, 200), (1, 800), (0.5, 400), (0.5, 800),
+                      (2, 200), (2, 400), (2, 800))]  # α = 2 appended (the keys above are unchanged)
 
 
 def _atomic_write(path: Path, write) -> None:
