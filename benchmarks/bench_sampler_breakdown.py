@@ -4,7 +4,8 @@
         [--ranks 400 250]
 
 One replica group (``--group`` replicas of N_1 = 500, MNIST 0/1 paper preset, float32; 8 is what
-``bench_sampling.py --threads 1`` runs) on one thread, each part timed alone (best of 5) and given
+``bench_sampling.py --threads 1`` runs) on one thread (torch's and the BLAS libraries'), each part
+timed alone (best of 5) and given
 per chain-step:
 
 * the floor: the first layer's two products alone, forward W Lᵀ and backward D L
@@ -113,8 +114,12 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, nargs="*", default=[], help="truncated input ranks k")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    for P in a.sizes:
-        breakdown(P, a.group, a.ranks)
+    import scipy.linalg.cython_blas  # noqa: F401  (load scipy's BLAS, which the trapezoid calls, before limiting it)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        for P in a.sizes:
+            breakdown(P, a.group, a.ranks)
 
 
 if __name__ == "__main__":
