@@ -121,15 +121,17 @@ def test_nngp_on_the_device_is_the_numpy_fit():
     _same_predictions(dev, ref, Xt)
 
 
-def test_multioutput_rkgp_and_krylov_on_the_device():
+def test_eigenbasis_fits_and_krylov_on_the_device():
     from finwidth import RKGP
 
     X, Y, Xt = _data(D=2)
-    net = Network([30], "erf")
-    ref = RKGP(net, 0.05, solver="dense").fit(X, Y)
-    dev = RKGP(net, 0.05, solver="dense", device="cpu").fit(X, Y)
-    assert np.allclose(dev.qbar_, ref.qbar_, rtol=0, atol=1e-10)
-    _same_predictions(dev, ref, Xt)
+    net = Network([60], "erf")
+    # several outputs, and a correction: the eigenbasis from the device, the sums over modes on the CPU
+    for kw, targets in (({}, Y), ({"correction": "kernel_shape"}, Y[:, 0])):
+        ref = RKGP(net, 0.05, solver="dense", **kw).fit(X, targets)
+        dev = RKGP(net, 0.05, solver="dense", device="cpu", **kw).fit(X, targets)
+        assert np.allclose(dev.qbar_, ref.qbar_, rtol=0, atol=1e-10)
+        _same_predictions(dev, ref, Xt)
     # the matrix-free path: the same operator products on the device (exact probes: deterministic)
     X, y, Xt = _data(P=120)
     opts = {"probes": "exact", "storage": "float64"}
@@ -150,3 +152,10 @@ def test_bad_devices_are_config_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             RKGP(net, 0.1, device="cuda").fit(X, y)
+    from finwidth import ConvNetwork
+
+    cnn = ConvNetwork(12, 6, 10, "erf")
+    Xc = np.random.default_rng(0).normal(size=(20, 12))
+    for est in (RKGP(cnn, 0.1, device="cpu"), NNGP(cnn, 0.1, device="cpu")):
+        with pytest.raises(ConfigError, match="device=None"):
+            est.fit(Xc, y)
