@@ -119,6 +119,13 @@ def test_nngp_on_the_device_is_the_numpy_fit():
     Y = _data(D=3)[1]
     ref, dev = NNGP(net, 0.05).fit(X, Y), NNGP(net, 0.05, device="cpu").fit(X, Y)
     _same_predictions(dev, ref, Xt)
+    # a singular kernel at T = 0 (linear network, P > N_0): the pseudo-inverse of rank N_0, labels in its range
+    lin, y_in = Network([50], "linear"), X @ np.arange(1.0, 7.0)
+    ref, dev = NNGP(lin, 0.0).fit(X, y_in), NNGP(lin, 0.0, device="cpu").fit(X, y_in)
+    assert dev.rank_ == ref.rank_ == 6
+    assert abs(dev.log_evidence_ - ref.log_evidence_) <= 1e-8 * abs(ref.log_evidence_)
+    _same_predictions(dev, ref, Xt)
+    assert NNGP(lin, 0.0, device="cpu").fit(X, y).log_evidence_ == -np.inf  # labels outside the range
 
 
 def test_eigenbasis_fits_and_krylov_on_the_device():

@@ -66,27 +66,17 @@ def eigenbasis(K, *, null_rtol: float = spectral.NULL_RTOL) -> spectral.Eigenbas
     return spectral.Eigenbasis(values=values, vectors=as_numpy(U), n_null=n_null)
 
 
-class DeviceFactor:
-    """A factorisation of A = K + T·I held on a device, with the interface of :class:`finwidth.theory.gp.GPFactor`
-    (numpy in and out) and :meth:`whiten_tensor` for tensors.
+class DeviceFactor(gp.GPFactor):
+    """A factorisation of A = K + T·I held on a device: :class:`finwidth.theory.gp.GPFactor`'s interface (numpy in
+    and out) on tensors, and :meth:`solve_tensor`/:meth:`whiten_tensor` for tensors.
 
     ``method`` is ``"cholesky"`` (A = L Lᵀ, L lower triangular) or ``"eigh"`` (A = U diag(w) Uᵀ, eigenvalues at or
     below the cutoff dropped: a pseudo-inverse of rank ``rank``).
     """
 
-    def __init__(self, method: str, n: int, *, chol=None, evals=None, evecs=None, cutoff: float = 0.0):  # type: ignore[no-untyped-def]
-        self.method = method
-        self.n = n
-        self._chol = chol
-        self._evals = evals
-        self._evecs = evecs
-        self.cutoff = cutoff
-        self.rank = n if method == "cholesky" else int(evals.shape[0])
-        self.device = (chol if chol is not None else evecs).device
-
     @property
-    def full_rank(self) -> bool:
-        return self.rank == self.n
+    def device(self):  # type: ignore[no-untyped-def]
+        return (self._chol if self._chol is not None else self.evecs).device
 
     def _t(self, B: np.ndarray):  # type: ignore[no-untyped-def]
         torch = torch_module()
@@ -99,7 +89,7 @@ class DeviceFactor:
         if self.method == "cholesky":
             out = torch.cholesky_solve(cols, self._chol, upper=False)
         else:
-            out = self._evecs @ ((self._evecs.T @ cols) / self._evals[:, None])
+            out = self.evecs @ ((self.evecs.T @ cols) / self.evals[:, None])
         return out.reshape(B.shape)
 
     def solve(self, B: np.ndarray) -> np.ndarray:
@@ -111,7 +101,7 @@ class DeviceFactor:
         torch = torch_module()
         if self.method == "cholesky":
             return torch.linalg.solve_triangular(self._chol, B, upper=False)
-        return (self._evecs.T @ B) / torch.sqrt(self._evals)[:, None]
+        return (self.evecs.T @ B) / torch.sqrt(self.evals)[:, None]
 
     def whiten(self, B: np.ndarray) -> np.ndarray:
         """W B as in :meth:`whiten_tensor`, numpy."""
@@ -125,18 +115,11 @@ class DeviceFactor:
         torch = torch_module()
         if self.method == "cholesky":
             return float(2.0 * torch.log(torch.diagonal(self._chol)).sum())
-        return float(torch.log(self._evals).sum())
+        return float(torch.log(self.evals).sum())
 
-    def range_residual(self, y: np.ndarray) -> float:
-        """‖y − P_range y‖/‖y‖ (0 if full rank)."""
-        if self.full_rank:
-            return 0.0
-        ny = float(np.linalg.norm(y))
-        if ny == 0:
-            return 0.0
+    def _range_projection(self, y: np.ndarray) -> np.ndarray:
         yt = self._t(y)
-        proj = self._evecs @ (self._evecs.T @ yt)
-        return float((yt - proj).norm()) / ny
+        return as_numpy(self.evecs @ (self.evecs.T @ yt))
 
 
 def _norm1(A, rows: int = 1024) -> float:  # type: ignore[no-untyped-def]

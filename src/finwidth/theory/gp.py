@@ -135,7 +135,7 @@ class GPFactor:
         self.evals = evals
         self.evecs = evecs
         self.cutoff = cutoff
-        self.rank = n if method == "cholesky" else int(evals.size)  # type: ignore[union-attr]
+        self.rank = n if method == "cholesky" else len(evals)  # type: ignore[arg-type]
 
     @property
     def full_rank(self) -> bool:
@@ -174,8 +174,11 @@ class GPFactor:
         ny = float(np.linalg.norm(y))
         if ny == 0:
             return 0.0
-        proj = self.evecs @ (self.evecs.T @ y)  # type: ignore[union-attr,operator]
-        return float(np.linalg.norm(y - proj)) / ny
+        return float(np.linalg.norm(y - self._range_projection(y))) / ny
+
+    def _range_projection(self, y: np.ndarray) -> np.ndarray:
+        """U Uᵀ y over the kept eigenvectors (eigh factors)."""
+        return self.evecs @ (self.evecs.T @ y)  # type: ignore[union-attr,operator]
 
 
 def factorize(K: Any, noise: float, *, rtol: float | None = None, overwrite: bool = False) -> GPFactor:
