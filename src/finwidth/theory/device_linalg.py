@@ -76,6 +76,7 @@ class DeviceFactor(gp.GPFactor):
 
     @property
     def device(self):  # type: ignore[no-untyped-def]
+        """The torch device the factor lives on."""
         return (self._chol if self._chol is not None else self.evecs).device
 
     def _t(self, B: np.ndarray):  # type: ignore[no-untyped-def]
