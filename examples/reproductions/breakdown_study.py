@@ -116,6 +116,10 @@ RUNS += [run_spec("rerun", data, P, N1, 1e-3, seed=2, time_total=2000.0)
          for data, P, N1 in (("mnist", 100, 200), ("mnist", 100, 25), ("gauss", 100, 50), ("mnist", 200, 100),
                              ("gauss", 200, 100))]
 RUNS += [run_spec("rerun400", "mnist", 400, 200, 1e-3, seed=1, time_total=2000.0)]
+# R̂ 1.17 at t = 1000 and 1.067 at t = 2000 (2026-12-03): twice as long again, another seed; likewise
+# MNIST α = 1, P = 200 (R̂ 1.10, 1.11 at t = 1000)
+RUNS += [run_spec("rerun400", "mnist", 400, 200, 1e-3, seed=2, time_total=4000.0),
+         run_spec("rerun400", "mnist", 200, 200, 1e-3, seed=3, time_total=3000.0)]
 # held out, sampled here with the test-error R̂/ESS recorded: CIFAR-10 plane/car and relu on MNIST
 RUNS += [run_spec("extra", "cifar10", 100, 50, 1e-3), run_spec("extra", "cifar10", 100, 100, 1e-3),
          run_spec("extra", "mnist", 100, 200, 1e-3, act="relu", time_total=2000.0)]
