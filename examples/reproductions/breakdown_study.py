@@ -14,7 +14,7 @@ Parts (run them in this order; each run is cached, long runs checkpoint and resu
           part-B map of fig1a_breakdown.py)
   gauss   Gaussian inputs x ~ N(0, I_{N_0}) with N_0 = P/2, labels 0.2·sign(w·x) (sign teacher, seed 1),
           T = 1e-3, α = 2 and 1, P ∈ {100, 200, 400}
-  step    step-size check: MNIST P = 200, α = 2 at half the step
+  step    step-size checks: MNIST P = 200, α = 2 at half the step (T = 1e-3 and 0.1)
   extra   held-out Gaussian-teacher cases for the validity diagnostic (α = 4 and 0.5 at P = 200)
   rerun   longer runs, another seed, where R̂ of the first run was above (or near) 1.1
   heldout3       held-out settings at widths on both sides of the rule's boundary, P = 100: CIFAR-10
@@ -160,6 +160,9 @@ RUNS += [run_spec("scale_t01", "mnist", P, int(P / a), 1e-1, seed=5, time_total=
                   replicas=8 if P * P / a < 320_000 else 4)
          for a, P in ((1, 200), (1, 400), (0.5, 200), (1, 800), (0.5, 400), (0.5, 800),
                       (2, 200), (2, 400), (2, 800))]  # α = 2 appended (the keys above are unchanged)
+# step-size check of that line: half the step at P = 200, α = 2 (h ∝ 1/sqrt(P) keeps h²·stiffness fixed, so the
+# relative discretisation bias should not depend on P)
+RUNS += [run_spec("step", "mnist", 200, 100, 1e-1, step_factor=0.5, seed=5, time_total=300.0)]
 
 
 def _atomic_write(path: Path, write) -> None:
