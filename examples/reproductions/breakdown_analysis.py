@@ -7,7 +7,8 @@ Inputs (no sampling here):
                                             earlier P = 100 runs (T = 1e-2, 1e-1 map, CIFAR-10, relu)
 Outputs:
   docs/data/reproductions/breakdown_table.csv, breakdown_table.md
-  docs/data/reproductions/breakdown_summary.json   the diagnostic's error rates and the 5% goal
+  docs/data/reproductions/breakdown_summary.json   the diagnostic's error rates, the 5% goal, the fixed-α
+                                                   scaling (deviation per P, fitted power of P)
   docs/data/reproductions/breakdown_map.md         the (α, T) map and fixed-α scaling tables (pooled runs)
   docs/figures/reproductions/breakdown_map.png, breakdown_scaling.png
 
@@ -154,6 +155,7 @@ def main() -> None:
               f"α_eff {t['alpha_eff']:.2f} ρ {t['rank_per_unit']:.2f} {'  ' if t['reliable'] else '!!'} Q̄ sim {p['sim_qbar']:.3f} th {t['theory_qbar']:.3f} "
               f"{'ok' if r['converged'] else 'NOT CONVERGED'} ({r['convergence_note']})", flush=True)
     summary = rates(rows)
+    summary["scaling"] = scaling(rows)
     markdown(rows)
     tables(rows)
     keys = list(rows[0])
@@ -213,6 +215,39 @@ def rates(rows: list[dict]) -> dict:
           "off by >10% have a correction within 5%")
     summary["goal_5pct"] = goal
     return summary
+
+
+def scaling(rows: list[dict]) -> dict:
+    """The fixed-α lines with converged runs at ≥ 3 values of P: deviation ± 1 s.e. (pooled runs) per P
+    and the power of P fitted to |deviation| (weighted least squares in log-log; only where every point
+    deviates by more than 2 s.e. with one sign)."""
+    cells = pooled(rows)
+    out = {}
+    for (data, act, T) in sorted({(k[0], k[1], k[4]) for k in cells}):
+        for a in (4.0, 2.0, 1.0, 0.5):
+            pts = sorted(((k[2], c) for k, c in cells.items() if (k[0], k[1], k[4]) == (data, act, T)
+                          and abs(k[2] / k[3] - a) < 1e-9), key=lambda t: t[0])
+            if len(pts) < 3:
+                continue
+            P = np.array([q for q, _ in pts], float)
+            dev = np.array([c["plain"] for _, c in pts])
+            se = np.array([c["se"] / c["sim"] * (1 + c["plain"]) for _, c in pts])  # s.e. of sim/theory
+            line = dict(P=P.astype(int).tolist(), deviation=dev.round(5).tolist(), stderr=se.round(5).tolist(),
+                        sqrt_n1_times_deviation=(dev * np.sqrt(P / a)).round(4).tolist())
+            if np.all(np.abs(dev) > 2 * se) and len(set(np.sign(dev))) == 1:
+                A = np.vstack([np.ones_like(P), np.log(P)]).T
+                w = (dev / se) ** 2  # var(log|dev|) ≈ (se/dev)²
+                cov = np.linalg.inv(A.T @ (w[:, None] * A))
+                b = cov @ A.T @ (w * np.log(np.abs(dev)))
+                res = np.log(np.abs(dev)) - A @ b
+                line.update(power=round(float(b[1]), 4), power_stderr=round(float(cov[1, 1] ** 0.5), 4),
+                            chi2=round(float(res @ (w * res)), 3), dof=len(P) - 2)
+            out[f"{data} {act} T={T:g} alpha={a:g}"] = line
+            print(f"scaling {data} {act} T={T:g} α={a:g}: " + ", ".join(
+                f"P={q} {100 * d:+.2f}±{100 * e:.2f}%" for q, d, e in zip(line["P"], dev, se))
+                + (f"; power {line['power']:+.3f} ± {line['power_stderr']:.3f} (χ² {line['chi2']:.2f}, {line['dof']} dof)"
+                   if "power" in line else ""), flush=True)
+    return out
 
 
 def _json_safe(x):
