@@ -57,12 +57,17 @@ class KrylovSpectrum:
         make the trace deterministic (tests and small P only: P Lanczos runs).
     seed : int
         Seed of the probes.
+    deflation : krylov.Deflation, optional
+        Deflated top eigenpairs: the probes are projected on their complement, and so is every
+        product of their recurrences (:meth:`finwidth.theory.krylov.Deflation.probe_rule`).
     """
 
-    def __init__(self, matmat, y: np.ndarray, *, probes=32, seed: int = 0):
+    def __init__(self, matmat, y: np.ndarray, *, probes=32, seed: int = 0,
+                 deflation: krylov.Deflation | None = None):
         self.matmat = matmat
         y = np.asarray(y, dtype=np.float64)
         self.P = y.size
+        self.deflation = deflation if deflation is not None and deflation.k > 0 else None
         self.label = krylov.BlockLanczos(y[:, None])
         self.rng = np.random.default_rng(seed)
         self.exact = probes == "exact"
@@ -84,6 +89,8 @@ class KrylovSpectrum:
         if n < 1:
             return
         V = np.eye(self.P) if self.exact else krylov.rademacher(self.P, n, self.rng)
+        if self.deflation is not None:
+            V = self.deflation.project(V)
         self.batches.append(krylov.ScalarLanczos(V))
         self.done.append(np.zeros(V.shape[1], dtype=bool))
 
@@ -91,7 +98,8 @@ class KrylovSpectrum:
         """``steps`` more Lanczos steps for every column not yet converged."""
         probes = [(b, np.flatnonzero(~d)) for b, d in zip(self.batches, self.done)]
         self.n_products += krylov.run_lanczos(
-            self.matmat, steps, block=None if self.label_done else self.label, probes=probes
+            self.matmat, steps, block=None if self.label_done else self.label, probes=probes,
+            project=None if self.deflation is None else self.deflation.project,
         )
 
     @property
@@ -104,7 +112,7 @@ class KrylovSpectrum:
     def measure(self) -> QuadratureMeasure:
         """The Gauss rules so far as a measure the product-form solver can use."""
         probes = [b.jacobi() for b in self.batches]
-        return QuadratureMeasure(krylov.block_jacobi(self.label), probes, self.P, self.exact)
+        return QuadratureMeasure(krylov.block_jacobi(self.label), probes, self.P, self.exact, self.deflation)
 
 
 class QuadratureMeasure:
@@ -112,23 +120,38 @@ class QuadratureMeasure:
     :class:`~finwidth.theory.spectral.SpectralMeasure` for :func:`spectral.solve_product_measure`).
 
     The trace part is the mean of the probes' rules (Hutchinson), or their sum for unit-vector
-    probes. Resolvents are continued fractions (no eigendecomposition per trial Π); the log-determinant
-    of the action uses the eigendecomposition of each Jacobi matrix, once.
+    probes, each completed by the deflated part and its control variate where there is a deflation
+    (:meth:`finwidth.theory.krylov.Deflation.probe_rule`). Resolvents are continued fractions (no
+    eigendecomposition per trial Π); the log-determinant of the action uses the eigendecomposition of
+    each Jacobi matrix, once.
     """
 
-    def __init__(self, label: krylov.JacobiSet, probes: list[krylov.JacobiSet], size: int, exact: bool):
+    def __init__(self, label: krylov.JacobiSet, probes: list[krylov.JacobiSet], size: int, exact: bool,
+                 deflation: krylov.Deflation | None = None):
         self.label = label
         self.probes = probes
         self.size = int(size)
         self.exact = exact
         self.n_probes = sum(p.n for p in probes)
         self._c = 1.0 if exact else 1.0 / self.n_probes
+        # every probe's value in units of the mean: × P for the unit vectors (whose sum is the trace)
+        self._scale = self.n_probes * self._c
+        self._masses = np.concatenate([p.masses for p in probes]) * self._scale
+        if deflation is None:
+            deflation = krylov.Deflation(np.zeros((size, 0)), np.zeros(0), 0.0, 0)
+        self.deflation = deflation
+
+    def _complete(self, values: np.ndarray, f_values: np.ndarray) -> np.ndarray:
+        if self.exact:  # unit vectors: their masses sum to P − k exactly, no control variate
+            return values + float(np.sum(f_values))
+        return self.deflation.complete(values, self._masses, f_values, self.size)
 
     def probe_values(self, pi: float, temperature: float) -> np.ndarray:
         """Each probe's tr(ΠK(T + ΠK)⁻¹)/P (mean or sum: the trace part of g), shape (n_probes,)."""
         s = temperature / pi
-        out = [(p.masses - s * p.resolvent(s)[0]) for p in self.probes]
-        return np.concatenate(out) / self.size * (self.n_probes * self._c)
+        out = np.concatenate([(p.masses - s * p.resolvent(s)[0]) for p in self.probes]) * self._scale
+        theta = self.deflation.values
+        return self._complete(out, theta / (s + theta)) / self.size
 
     def g(self, pi: float, temperature: float) -> tuple[float, float, float]:
         """g(Π) = Π D'(Π)/P and its two parts (T > 0)."""
@@ -140,8 +163,8 @@ class QuadratureMeasure:
 
     def probe_logdets(self, pi: float, temperature: float) -> np.ndarray:
         """Each probe's estimate of log det(T + Π K), shape (n_probes,)."""
-        vals = [np.sum(w * np.log(temperature + pi * t)) for p in self.probes for t, w in p.rules()]
-        return np.array(vals) * (self.n_probes * self._c)
+        vals = np.array([np.sum(w * np.log(temperature + pi * t)) for p in self.probes for t, w in p.rules()])
+        return self._complete(vals * self._scale, np.log(temperature + pi * self.deflation.values))
 
     def data_term(self, pi: float, temperature: float) -> float:
         """D(Π) = log det(T + Π K) + yᵀ(T + Π K)⁻¹ y."""
@@ -168,7 +191,12 @@ class QuadratureMeasure:
             g1 = p.resolvent(s)[0]
             r1 = p.radau().resolvent(s)[0]
             out.append(s * np.maximum(r1 - g1, 0.0))
-        return lab, np.concatenate(out) / self.size * (self.n_probes * self._c)
+        return lab, np.concatenate(out) / self.size * self._scale
+
+    def deflation_bound(self, pi: float, temperature: float) -> float:
+        """Bound on the deflation's error in the trace part of g: ‖R‖_F² max|f''| / P with
+        f(x) = Πx/(T + Πx), max|f''| = 2Π²/T² (:class:`finwidth.theory.krylov.Deflation`)."""
+        return 2.0 * self.deflation.residual2 * (pi / temperature) ** 2 / self.size
 
 
 @dataclass
@@ -198,7 +226,12 @@ class KrylovSaddle(spectral.ProductSaddle):
     probe_steps : ndarray of int
         Lanczos steps of every probe.
     n_products : int
-        Products K V (each with a block of vectors).
+        Products K V (each with a block of vectors), the deflation's included.
+    n_deflated : int
+        Eigenpairs of K deflated (0: plain Hutchinson).
+    g_deflation_error : float
+        Bound on the deflation's error in g (included in ``g_quadrature_error`` and
+        ``qbar_quadrature_error``).
     measure : QuadratureMeasure
         The quadrature measure the root was found on.
     """
@@ -213,6 +246,8 @@ class KrylovSaddle(spectral.ProductSaddle):
     label_steps: int = 0
     probe_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     n_products: int = 0
+    n_deflated: int = 0
+    g_deflation_error: float = 0.0
     measure: QuadratureMeasure | None = field(default=None, repr=False)
 
 
@@ -224,6 +259,28 @@ def _fmt(values: np.ndarray, digits: int) -> str:
 #: α = 0.5–2; tests/test_scalable.py) were 0.5–21 times the coherent first-order term η |Π dg/dΠ| |dQ̄/dg|:
 #: the reported product error is this many times that term
 PRODUCT_ERROR_SAFETY = 30.0
+
+#: ``deflate="auto"`` deflates the verified eigenpairs of K above this many times T
+DEFLATE_ABOVE = 100.0
+#: and keeps at most this many basis vectors of length P for them (block Lanczos)
+DEFLATE_MAX_VECTORS = 2048
+#: block size of the deflation's block Lanczos
+DEFLATE_BLOCK = 64
+
+
+def deflate_top(matmat, P: int, temperature: float, rtol: float, deflate, seed: int) -> krylov.Deflation:
+    """The deflation of :func:`solve_product_krylov` (module docstring): ``deflate`` "auto" or a number of
+    pairs (0: none). The residual budget keeps the deflation's bound on g (2‖R‖²Π²/(T²P)) at
+    ≤ 10⁻³·rtol·Π², far below the target, so that it never decides the accuracy."""
+    if deflate == 0:
+        return krylov.Deflation(np.zeros((P, 0)), np.zeros(0), 0.0, 0)
+    budget = 1e-3 * rtol * temperature ** 2 * P / 2
+    if deflate == "auto":
+        above, cap, pairs = DEFLATE_ABOVE * temperature, min(P // 2, DEFLATE_MAX_VECTORS), None
+    else:
+        above, cap, pairs = 0.0, min(P - 1, max(2 * int(deflate) + 2 * DEFLATE_BLOCK, 4 * DEFLATE_BLOCK)), int(deflate)
+    return krylov.top_eigenpairs(matmat, P, above=above, residual_budget=budget, max_vectors=cap, max_pairs=pairs,
+                                 block=DEFLATE_BLOCK, rng=np.random.default_rng([seed, 1]))
 
 
 def _dg_dlogpi(measure, pi: float, temperature: float) -> float:
@@ -259,6 +316,7 @@ def solve_product_krylov(
     seed: int = 0,
     progress=None,
     product_error: float = 0.0,
+    deflate="auto",
 ) -> KrylovSaddle:
     """The product-form saddle point (one hidden layer or the deep product form) from products K V.
 
@@ -290,6 +348,10 @@ def solve_product_krylov(
         η, the entrywise relative backward error of ``matmat``
         (:attr:`finwidth.kernel_operator.KernelOperator.product_error`); its estimated effect is
         reported as ``qbar_product_error`` and must stay below ``rtol``.
+    deflate : "auto" or int
+        Eigenpairs of K deflated from the probes (module docstring): "auto", the verified pairs above
+        ``DEFLATE_ABOVE``·T within ``DEFLATE_MAX_VECTORS`` vectors (none with ``probes="exact"``); an
+        integer, that many leading pairs (fewer if their residual cannot be verified); 0, none.
 
     Returns
     -------
@@ -311,7 +373,17 @@ def solve_product_krylov(
     first = 32 if probes == "auto" else probes
     if not (first == "exact" or (isinstance(first, int | np.integer) and not isinstance(first, bool) and first >= 2)):
         raise ConfigError(f"probes must be 'auto', 'exact' or an integer ≥ 2, got {probes!r}")
-    spec = KrylovSpectrum(matmat, y, probes=first, seed=seed)
+    if not (deflate == "auto" or (isinstance(deflate, int | np.integer) and not isinstance(deflate, bool)
+                                  and deflate >= 0)):
+        raise ConfigError(f"deflate must be 'auto' or an integer ≥ 0 (pairs), got {deflate!r}")
+    P = int(np.asarray(y).size)
+    deflation = deflate_top(matmat, P, T, float(rtol), 0 if (deflate == "auto" and first == "exact") else deflate,
+                            seed)
+    if progress is not None and deflation.k:
+        progress(f"deflated {deflation.k} eigenpairs (θ from {deflation.values[0]:.4g} to {deflation.values[-1]:.4g}, "
+                 f"‖KX − XΘ‖_F = {math.sqrt(deflation.residual2):.2e}) with {deflation.n_products} products")
+    spec = KrylovSpectrum(matmat, y, probes=first, seed=seed, deflation=deflation)
+    spec.n_products = deflation.n_products
     min_steps = 2 * check_every
     while True:
         spec.advance(check_every if spec.label_steps >= min_steps else min_steps)
@@ -323,7 +395,14 @@ def solve_product_krylov(
         vals = measure.probe_values(sol.pi, T)
         lab_br, brk = measure.brackets(sol.pi, T)
         n = vals.size
-        quad_g = lab_br + (float(np.sum(brk)) if spec.exact else float(np.mean(brk)))
+        defl_g = measure.deflation_bound(sol.pi, T)
+        if defl_g > 0.05 * target_g:
+            raise ConvergenceError(
+                f"the deflated eigenpairs' residual (‖KX − XΘ‖_F² = {deflation.residual2:.3g}) bounds the error in g "
+                f"at {defl_g:.3g}, above 5% of the target {target_g:.3g}",
+                suggestion="deflate fewer pairs (solver_options deflate=0 or a smaller integer)",
+            )
+        quad_g = lab_br + (float(np.sum(brk)) if spec.exact else float(np.mean(brk))) + defl_g
         # per column: converged when its share of the bracket is below a tenth of the target
         col_tol = 0.1 * target_g / (n if spec.exact else 1.0)
         spec.label_done = spec.label.exhausted or lab_br <= 0.1 * target_g
@@ -380,7 +459,8 @@ def solve_product_krylov(
         qbar_stderr=np.abs(sens) * se_g, qbar_quadrature_error=np.abs(sens) * quad_g, qbar_product_error=prod_q,
         g_stderr=se_g,
         g_quadrature_error=quad_g, action_stderr=action_se, n_probes=n, label_steps=spec.label_steps,
-        probe_steps=spec.probe_steps(), n_products=spec.n_products, measure=measure,
+        probe_steps=spec.probe_steps(), n_products=spec.n_products, n_deflated=deflation.k, g_deflation_error=defl_g,
+        measure=measure,
     )
 
 
@@ -474,6 +554,7 @@ SOLVER_OPTIONS = {
     "max_probes": 2048,
     "max_steps": 3000,
     "seed": 0,
+    "deflate": "auto",  # eigenpairs of K deflated from the probes ("auto", a number, or 0)
     "storage": "auto",  # KernelOperator storage: "float64", "float32", "recompute"
     "max_bytes": None,  # memory for the tiles under storage="auto" (default 8 GiB)
     "tile": None,
@@ -530,6 +611,7 @@ def fit_rkgp(model, X: np.ndarray, y: np.ndarray) -> None:
     sol = solve_product_krylov(
         op.matmat, y, T, widths, rtol=opts["rtol"], probes=opts["probes"], max_probes=opts["max_probes"],
         max_steps=opts["max_steps"], seed=opts["seed"], progress=opts["progress"], product_error=op.product_error,
+        deflate=opts["deflate"],
     )
     P = X.shape[0]
     model.X_train_ = X
