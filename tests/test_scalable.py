@@ -342,3 +342,14 @@ def test_deflate_option_is_validated():
             scalable.solve_product_krylov(lambda V: K @ V, y, 0.1, [30], deflate=bad)
     with pytest.raises(ConfigError, match="deflate"):
         RKGP(Network([30], "erf"), 0.1, solver="krylov", solver_options={"deflate": -2}).fit(X, y)
+
+
+def test_probes_give_way_to_unit_vectors_when_they_would_cost_as_much():
+    X, y, K = _mnist_like_kernel(P=120)
+    basis = spectral.eigenbasis(K)
+    dense = spectral.solve_product(basis, basis.project(y), 1e-3, [60])
+    lines = []
+    sol = scalable.solve_product_krylov(lambda V: K @ V, y, 1e-3, [60], rtol=1e-7, progress=lines.append)
+    assert any("unit vectors" in line for line in lines)
+    assert np.all(sol.qbar_stderr == 0) and sol.n_probes == 120
+    assert abs(sol.qbar[0] - dense.qbar[0]) <= sol.qbar_quadrature_error[0] + 1e-12
