@@ -45,8 +45,9 @@ Why the variance does not fall: at T = 10⁻³, f(K) = ΠK(T + ΠK)⁻¹ is near
 (P = 4000; 2551 eigenvalues above T/Π), not a low-rank matrix, and its off-diagonal mass (which is the
 Hutchinson variance) sits in the modes below T/Π: the exact variance of the deflated estimator
 (from K's eigendecomposition) is 0.99, 0.94 and 0.84 times the plain one for k = 20, 100 and 300 with
-the least-squares control variate, and 1.1–1.9 times for k = 50–500 without it (the spread of ‖z'‖²). The gain is in cost per probe: the same variance with several times fewer products
-per probe, so that the ~10³ probes an answer to 10⁻⁴ needs become affordable.
+the least-squares control variate, and 1.1–1.9 times for k = 50–500 without it (the spread of
+‖z'‖²). The gain is in cost per probe: the same variance with several times fewer products per
+probe, so that the ~10³ probes an answer to 10⁻⁴ needs become affordable.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class KrylovSpectrum:
         Seed of the probes.
     deflation : krylov.Deflation, optional
         Deflated top eigenpairs: the probes are projected on their complement, and so is every
-        product of their recurrences (:meth:`finwidth.theory.krylov.Deflation.probe_rule`).
+        product of their recurrences (:meth:`finwidth.theory.krylov.Deflation.complete`).
     """
 
     def __init__(self, matmat, y: np.ndarray, *, probes=32, seed: int = 0,
@@ -148,7 +149,7 @@ class QuadratureMeasure:
 
     The trace part is the mean of the probes' rules (Hutchinson), or their sum for unit-vector
     probes, each completed by the deflated part and its control variate where there is a deflation
-    (:meth:`finwidth.theory.krylov.Deflation.probe_rule`). Resolvents are continued fractions (no
+    (:meth:`finwidth.theory.krylov.Deflation.complete`). Resolvents are continued fractions (no
     eigendecomposition per trial Π); the log-determinant of the action uses the eigendecomposition of
     each Jacobi matrix, once.
     """
