@@ -409,6 +409,9 @@ def solve_product_krylov(
     P = int(np.asarray(y).size)
     deflation = deflate_top(matmat, P, T, float(rtol), 0 if (deflate == "auto" and first == "exact") else deflate,
                             seed)
+    if progress is not None and deflate != 0 and not deflation.k and deflation.n_products:
+        progress(f"no eigenpair verified for deflation within the residual budget ({deflation.n_products} products; "
+                 "float32 products are too inexact for it): plain Hutchinson")
     if progress is not None and deflation.k:
         progress(f"deflated {deflation.k} eigenpairs (θ from {deflation.values[0]:.4g} to {deflation.values[-1]:.4g}, "
                  f"‖KX − XΘ‖_F = {math.sqrt(deflation.residual2):.2e}) with {deflation.n_products} products")
