@@ -1,20 +1,28 @@
 """Where a sampler step's time goes at P > N_0 (docs/benchmarks.md, "A at P > N₀").
 
-    .venv/bin/python benchmarks/bench_sampler_breakdown.py 4000 [k1 k2 ...]
+    .venv/bin/python benchmarks/bench_sampler_breakdown.py [--sizes 1000 2000 4000] [--group 8]
+        [--ranks 400 250]
 
-One replica group (4 replicas of N_1 = 500, MNIST 0/1 paper preset, float32) on one thread: the
-first layer's forward product W Lᵀ and backward product D L (``LowerTrapezoid``: r × r BLAS trmm
-plus the dense (P − r) × r block), erf and its derivative on the [4, N_1, P] activations, and the
-Gaussian noise of one step, each timed alone (best of 5), per chain-step; beside them the papers'
-single-chain loop (``bench_sampling.paper_loop_steps_per_second``) on the same thread (erf and σ'
-as the sampler computes them: in place and into a reused buffer), and the ratio
-of first-layer flops 2·2·N_1(P r − r²/2) to the papers' 2·2·N_1 P N_0. Then the whole gradient
-(``BatchedMLP.potential_and_grad`` of the group, what a step costs but the noise and the update)
-per chain-step for the exact reduction (r) and for truncated ones at the ranks k given after P.
+One replica group (``--group`` replicas of N_1 = 500, MNIST 0/1 paper preset, float32; 8 is what
+``bench_sampling.py --threads 1`` runs) on one thread (torch's and the BLAS libraries'), each part
+timed alone (best of 5) and given
+per chain-step:
+
+* the floor: the first layer's two products alone, forward W Lᵀ and backward D L
+  (``LowerTrapezoid``: r × r BLAS trmm plus the dense (P − r) × r block), with their rate on the
+  exact method's flops 2·2·N_1(P r − r²/2);
+* erf and its derivative as the gradient computes them (in place, into a reused buffer);
+* the whole gradient (``BatchedMLP.potential_and_grad`` of the group) and the whole Euler step
+  (gradient, per-replica Gaussian noise and the update: what a run does between energy checks);
+* the papers' single-chain loop (``bench_sampling.paper_loop_steps_per_second``, best of 2) on the
+  same thread, the ratios papers' step / ours, and the ceiling papers' step / floor (what the
+  exact method would reach if everything but the two products were free);
+* with ``--ranks``, the whole step with the truncated reduction at those k (below r only).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -28,7 +36,9 @@ import bench_sampling  # noqa: E402
 import finwidth  # noqa: E402
 from finwidth.inputs import InputReduction  # noqa: E402
 from finwidth.simulate.models import build_model  # noqa: E402
-from finwidth.simulate.trapezoid import LowerTrapezoid  # noqa: E402
+from finwidth.simulate.samplers import NoiseStreams, make_sampler  # noqa: E402
+
+N1, T, ETA = 500, 1e-3, 1e-3
 
 
 def _best(f, n=5):
@@ -41,42 +51,75 @@ def _best(f, n=5):
     return min(ts)
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    P = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
-    N, Rg = 500, 4
+def _model(X, y, k, group):
+    """The group's model, reduced inputs (declared lower trapezoidal), targets and parameters."""
+    red = InputReduction.from_inputs(X, rank=k)
+    model = build_model(finwidth.Network([N1], "erf"), X.shape[1], T, first_layer_inputs=red.rank)
+    A0 = model.prepare_inputs(red.train_lower)
+    model.use_lower_inputs(A0)
+    params = model.init_params(group, torch.Generator().manual_seed(0), "prior")
+    return red.rank, model, A0, torch.tensor(y, dtype=torch.float32), params
+
+
+def _step_time(model, A0, yt, params, group, n=3):
+    """Seconds per Euler step of the group (gradient, noise from per-replica streams, update)."""
+    s = make_sampler("euler", model, A0, yt, ETA, NoiseStreams.per_replica(range(group)))
+    s.start(params)
+    return _best(lambda: s.advance(n)) / n
+
+
+def breakdown(P, group, ranks=()):
+    """The measurements at one P (seconds per chain-step), printed and returned."""
     ds = finwidth.data.load("mnist", classes=(0, 1), n_train=P, n_test=0, preset="paper")
-    X = ds.X_train
-    L = torch.tensor(InputReduction.from_inputs(X).train_lower, dtype=torch.float32)
-    r = L.shape[1]
-    tz = LowerTrapezoid(L)
-    W = torch.randn(Rg, N, r)
+    X, y = ds.X_train, ds.y_train
+    r, model, A0, yt, params = _model(X, y, None, group)
+    tz = model._lower_for(A0)
+    W = params[0]
     H = tz.right_mul_t(W)
-    t_fwd = _best(lambda: tz.right_mul_t(W))
-    t_bwd = _best(lambda: tz.right_mul(H.clone()))
-    act, Hc, D = finwidth.Network([N], "erf").activation, H.clone(), torch.empty_like(H)
-    t_act = _best(lambda: act.torch_pair_into(Hc.copy_(H), D)) - _best(lambda: Hc.copy_(H))  # as the sampler does
-    t_noise = _best(lambda: torch.randn(Rg, N, r))
-    paper = bench_sampling.paper_loop_steps_per_second(X, ds.y_train, N, 1e-3, 1e-3, 10)
-    flop_ours = 2 * 2 * N * (P * r - r * r / 2)
-    flop_paper = 2 * 2 * N * P * X.shape[1]
-    grad = {}
-    for k in [r] + [int(a) for a in sys.argv[2:]]:
-        red = InputReduction.from_inputs(X, rank=k)
-        net = finwidth.Network([N], "erf")
-        model = build_model(net, X.shape[1], 1e-3, first_layer_inputs=red.rank)
-        A0 = model.prepare_inputs(red.train_lower)
-        model.use_lower_inputs(A0)
-        params = model.init_params(Rg, torch.Generator().manual_seed(0), "prior")
-        yt = torch.tensor(ds.y_train, dtype=torch.float32)
-        grad[k] = _best(lambda: model.potential_and_grad(params, A0, yt, need_energy=False)) / Rg
-    print(f"P={P} r={r} N0={X.shape[1]}, load average {os.getloadavg()[0]:.1f}; per chain-step (ms): first-layer "
-          f"forward {1e3 * t_fwd / Rg:.1f}, backward {1e3 * t_bwd / Rg:.1f}, erf+derivative {1e3 * t_act / Rg:.1f}, "
-          f"noise {1e3 * t_noise / Rg:.2f}; papers' loop {1e3 / paper:.1f} ms/step; first-layer flops "
-          f"ours/papers = {flop_ours / flop_paper:.2f}")
-    print("whole gradient per chain-step (ms): " + ", ".join(
-        f"{'exact r' if k == r else 'truncated k'} = {k}: {1e3 * t:.1f} (papers' loop / this = {1 / (paper * t):.2f})"
-        for k, t in grad.items()))
+    D = torch.empty_like(H)
+    t_fwd = _best(lambda: tz.right_mul_t(W, out=H))
+    t_bwd = _best(lambda: tz.right_mul(H))
+    t_act = _best(lambda: model.act_into(tz.right_mul_t(W, out=H), D)) - t_fwd
+    t_grad = _best(lambda: model.potential_and_grad(params, A0, yt, need_energy=False))
+    t_step = _step_time(model, A0, yt, params, group)
+    paper = max(bench_sampling.paper_loop_steps_per_second(X, y, N1, T, ETA, max(10, 20000 // P)) for _ in range(2))
+    t_paper = 1.0 / paper
+    flops = 2 * 2 * N1 * (P * r - r * r / 2)  # per chain-step, the two first-layer products
+    flops_paper = 2 * 2 * N1 * P * X.shape[1]
+    floor = (t_fwd + t_bwd) / group
+    out = {"P": P, "r": r, "floor": floor, "forward": t_fwd / group, "backward": t_bwd / group,
+           "act": t_act / group, "gradient": t_grad / group, "step": t_step / group, "paper": t_paper,
+           "gflops_floor": flops / floor / 1e9, "flop_ratio": flops / flops_paper, "truncated": {}}
+    for k in ranks:
+        if k < r:
+            _, mk, A0k, ytk, pk = _model(X, y, k, group)
+            out["truncated"][k] = _step_time(mk, A0k, ytk, pk, group) / group
+    ms = {k: 1e3 * v for k, v in out.items() if isinstance(v, float)}
+    print(f"P={P} r={r} (group of {group}, one thread, load average {os.getloadavg()[0]:.1f}), ms per chain-step: "
+          f"floor {ms['floor']:.1f} (forward {ms['forward']:.1f} + backward {ms['backward']:.1f}, "
+          f"{out['gflops_floor']:.0f} GFLOP/s), erf+derivative {ms['act']:.1f}, whole gradient {ms['gradient']:.1f}, "
+          f"whole Euler step {ms['step']:.1f}; papers' loop {ms['paper']:.1f}", flush=True)
+    print(f"  papers' step / ours: {t_paper / out['step']:.2f} (gradient alone {t_paper / out['gradient']:.2f}; "
+          f"ceiling papers' step / floor {t_paper * group / (t_fwd + t_bwd):.2f}); first-layer flops ours/papers "
+          f"{out['flop_ratio']:.2f}; floor / whole step {out['floor'] / out['step']:.2f}" + "".join(
+              f"; truncated k = {k}: step {1e3 * t:.1f} ms, papers' / ours {t_paper / t:.2f}"
+              for k, t in out["truncated"].items()), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000])
+    ap.add_argument("--group", type=int, default=8, help="replicas in the group (one thread)")
+    ap.add_argument("--ranks", type=int, nargs="*", default=[], help="truncated input ranks k")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    import scipy.linalg.cython_blas  # noqa: F401  (load scipy's BLAS, which the trapezoid calls, before limiting it)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        for P in a.sizes:
+            breakdown(P, a.group, a.ranks)
 
 
 if __name__ == "__main__":

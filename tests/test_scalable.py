@@ -226,6 +226,9 @@ def test_the_theory_does_not_import_torch_without_a_device():
             "X = np.random.default_rng(0).normal(size=(60, 5)); y = X[:, 0]\n"
             "RKGP(Network([30], 'erf'), 0.1, solver='krylov', solver_options={'rtol': 0.05}).fit(X, y).predict(X[:3])\n"
             "RKGP(Network([30], 'erf'), 0.1).fit(X, y).predict(X[:3], return_var=True)\n"
+            "RKGP(Network([30, 20], 'erf'), 0.1, renormalization='nested').fit(X, y).predict(X[:3])\n"
+            "from finwidth import NNGP\n"
+            "NNGP(Network([30], 'relu'), 0.1).fit(X, y).predict(X[:3], return_var=True)\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -155,7 +155,8 @@ def test_readout_conditional_with_several_outputs_is_one_conditional_per_output(
     assert a.shape == (2, 3, N) and (b is None) == (bv == 0) and (b is None or b.shape == (2, 3))
 
 
-def test_gradients_do_not_share_the_reused_scratch_buffers():
+@pytest.mark.parametrize("bias", [None, [0.5, 0.2]])
+def test_gradients_do_not_share_the_reused_scratch_buffers(bias):
     """The gradient's forward pass keeps σ' and the first pre-activation in per-thread buffers
     reused by the next call (erf in place: no page faults per step); what a call returns must not
     live in them (MALA holds the current gradient while it evaluates the proposal's)."""
@@ -163,7 +164,7 @@ def test_gradients_do_not_share_the_reused_scratch_buffers():
     P, N0, N1 = 30, 12, 7
     X, y = rng.standard_normal((P, N0)), rng.standard_normal(P)
     red = InputReduction.from_inputs(X)
-    model = BatchedMLP(Network([N1], "erf"), N0, 0.5, first_layer_inputs=red.rank, dtype=torch.float64)
+    model = BatchedMLP(Network([N1], "erf", bias=bias), N0, 0.5, first_layer_inputs=red.rank, dtype=torch.float64)
     A0 = model.prepare_inputs(red.train_lower)
     model.use_lower_inputs(A0)
     yt = torch.tensor(y)

@@ -272,3 +272,25 @@ def test_concurrent_runs_restore_the_blas_thread_limits():
     runs[0].advance(5)
     ref.advance(5)
     torch.testing.assert_close(runs[0].params[0], ref.params[0], rtol=1e-12, atol=1e-12)
+
+
+def test_one_group_runs_scipy_blas_on_torch_threads():
+    """With one replica group (``torch.set_num_threads(1)``, or R = 1) the triangular products in
+    scipy's BLAS must not use more threads than torch: single-threaded benchmarks and runs beside
+    other jobs depend on it. The limit holds inside the group's work and is restored after."""
+    from threadpoolctl import ThreadpoolController
+
+    def limits():
+        return [m["num_threads"] for m in ThreadpoolController().info() if m["user_api"] == "blas"]
+
+    s = _sharded(1, "euler")
+    old = torch.get_num_threads()
+    with ThreadpoolController().limit(limits=2, user_api="blas"):
+        torch.set_num_threads(1)
+        try:
+            inside = s._in_workers(lambda part: limits())[0]
+            after = limits()
+        finally:
+            torch.set_num_threads(old)
+    assert inside and all(n == 1 for n in inside)
+    assert after and all(n == 2 for n in after)

@@ -77,8 +77,9 @@ def _relu_block(torch, block, d_row, d_col):  # type: ignore[no-untyped-def]
     ir = torch.where(d_row > 0, 1.0 / torch.where(d_row > 0, sr, 1.0), 0.0)
     ic = torch.where(d_col > 0, 1.0 / torch.where(d_col > 0, sc, 1.0), 0.0)
     u = block.mul_(ir[:, None]).mul_(ic[None, :]).clamp_(-1.0, 1.0)
-    t = (math.pi - torch.arccos(u)) * u
+    t = torch.arccos(u).neg_().add_(math.pi).mul_(u)  # (π − arccos u) u: one temporary the size of the block
     u.mul_(u).neg_().add_(1.0).sqrt_().add_(t)
+    del t
     return u.mul_((sr / (2 * math.pi))[:, None]).mul_(sc[None, :])
 
 

@@ -277,16 +277,25 @@ class BatchedMLP:
         grads: list[torch.Tensor | None] = [None] * len(params)
         # ∂U/∂(output pre-activation), [R, D, P]
         delta = resid.unsqueeze(-2) if self.n_outputs == 1 else resid.transpose(-1, -2)
+        # one hidden layer, one output: δ^(0) = (s a) ⊗ resid ⊙ σ' factorises; the row factor s a_i is
+        # applied to the first layer's gradients ([R, N, r], [R, N]) instead of to δ^(0) ([R, N, P]):
+        # one pass fewer over the largest array
+        rows = None
         for l in range(L, -1, -1):
             s = self.scales[l]
             b = self._bias(params, l)
             if b is not None:
-                grads[L + 1 + self.bias_layers.index(l)] = delta.sum(-1)
+                grads[L + 1 + self.bias_layers.index(l)] = delta.sum(-1) if rows is None else \
+                    delta.sum(-1).mul_(rows.squeeze(-1))
             if l > 0:
                 # ∂U/∂W^(l) = s δ aᵀ, then δ^(l) = s W^(l)ᵀ δ ⊙ σ'
                 grads[l] = torch.matmul(delta, acts[l].transpose(-1, -2)).mul_(s)
                 if l == L and self.n_outputs == 1 and not self.linear:  # one readout row: an outer product
-                    delta = dacts[l - 1].mul_(params[l].transpose(-1, -2) * s).mul_(delta)
+                    if l == 1:
+                        rows = params[l].transpose(-1, -2) * s  # [R, N_1, 1]
+                        delta = dacts[0].mul_(delta)
+                    else:
+                        delta = dacts[l - 1].mul_(params[l].transpose(-1, -2) * s).mul_(delta)
                 else:
                     delta = torch.matmul(params[l].transpose(-1, -2), delta).mul_(s)
                     if not self.linear:
@@ -297,6 +306,8 @@ class BatchedMLP:
                     grads[0] = lower.right_mul(delta)
                 else:
                     grads[0] = torch.matmul(delta, A0).mul_(s)
+                if rows is not None:
+                    grads[0].mul_(rows)
         for g, p, lam in zip(grads, params, self.precisions):
             g.add_(p, alpha=T * lam)
         return U, grads, loss

@@ -115,10 +115,13 @@ class ShardedSampler:
 
     def _in_workers(self, fn) -> list:
         """``[fn(part) for part in parts]``, each group on its own thread with ``threads // groups``
-        torch and BLAS threads; torch's thread setting is restored afterwards."""
-        if self._pool is None:  # one group, or closed
-            return [fn(part) for part in self.parts]
+        torch and BLAS threads (one group: torch's thread count for both, so that
+        ``torch.set_num_threads(1)`` means one thread for scipy's BLAS too); torch's thread
+        setting is restored afterwards."""
         threads = torch.get_num_threads()
+        if self._pool is None:  # one group, or closed: scipy's BLAS (the triangular products) gets torch's threads
+            with _blas_threads(threads):
+                return [fn(part) for part in self.parts]
         per = max(1, threads // len(self.parts))
 
         def work(part):

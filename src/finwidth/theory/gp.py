@@ -38,7 +38,9 @@ __all__ = [
     "GPFactor",
     "GPFit",
     "PackedKernel",
+    "clip_variance",
     "factorize",
+    "fit_from_factor",
     "generalization_error",
     "gp_fit",
     "gp_posterior",
@@ -133,7 +135,7 @@ class GPFactor:
         self.evals = evals
         self.evecs = evecs
         self.cutoff = cutoff
-        self.rank = n if method == "cholesky" else int(evals.size)  # type: ignore[union-attr]
+        self.rank = n if method == "cholesky" else len(evals)  # type: ignore[arg-type]
 
     @property
     def full_rank(self) -> bool:
@@ -172,8 +174,11 @@ class GPFactor:
         ny = float(np.linalg.norm(y))
         if ny == 0:
             return 0.0
-        proj = self.evecs @ (self.evecs.T @ y)  # type: ignore[union-attr,operator]
-        return float(np.linalg.norm(y - proj)) / ny
+        return float(np.linalg.norm(y - self._range_projection(y))) / ny
+
+    def _range_projection(self, y: np.ndarray) -> np.ndarray:
+        """U Uᵀ y over the kept eigenvectors (eigh factors)."""
+        return self.evecs @ (self.evecs.T @ y)  # type: ignore[union-attr,operator]
 
 
 def factorize(K: Any, noise: float, *, rtol: float | None = None, overwrite: bool = False) -> GPFactor:
@@ -365,12 +370,25 @@ def gp_fit(K: Any, y: Any, noise: float, *, rtol: float | None = None, overwrite
     else:
         # keep K for the residual check unless told we may destroy it
         fac = factorize(K, noise, rtol=rtol, overwrite=overwrite)
+    if overwrite:
+        matmul, norm1 = None, 0.0
+    elif kernel is not None:
+        matmul, norm1 = kernel.matmul, kernel.norm1()
+    else:
+        matmul, norm1 = K.__matmul__, _norm1(K)
+    return fit_from_factor(fac, yv, noise, matmul=matmul, norm1=norm1, kernel=kernel)
+
+
+def fit_from_factor(fac: Any, yv: np.ndarray, noise: float, *, matmul: Any = None, norm1: float = 0.0,
+                    kernel: PackedKernel | None = None) -> GPFit:
+    """α, the backward-error check and the log evidence from a factorisation of K + T·I (:func:`gp_fit`'s second
+    half; ``fac`` a :class:`GPFactor` or a factor with its interface, e.g. on a torch device).
+
+    ``matmul(B)`` is K B (the check is skipped without it or when the factor is rank-deficient), ``norm1`` = ‖K‖₁.
+    """
     alpha = fac.solve(yv)
-    if not overwrite and fac.full_rank:
-        if kernel is not None:
-            r, norm1 = kernel.matmul(alpha), kernel.norm1()
-        else:
-            r, norm1 = K @ alpha, _norm1(K)
+    if matmul is not None and fac.full_rank:
+        r = matmul(alpha)
         r += noise * alpha - yv
         scale = norm1 * np.linalg.norm(alpha, 1) + noise * np.linalg.norm(alpha, 1) + np.linalg.norm(yv, 1)
         backward = float(np.linalg.norm(r, 1)) / scale if scale > 0 else 0.0
@@ -461,7 +479,7 @@ def gp_predict(
             sl = slice(i0, i0 + block_size)
             V = fit.factor.whiten(Ks[sl].T)
             var[sl] = kd[sl] - np.einsum("ij,ij->j", V, V)
-        out.append(_clip_variance(var, kd))
+        out.append(clip_variance(var, kd))
     if return_cov:
         if K_test is None:
             raise ConfigError("return_cov=True needs K_test, the prior covariance among the test points")
@@ -471,13 +489,14 @@ def gp_predict(
         V = fit.factor.whiten(Ks.T)
         cov = Kt - V.T @ V
         cov = 0.5 * (cov + cov.T)
-        d = _clip_variance(np.diagonal(cov).copy(), np.diagonal(Kt))
+        d = clip_variance(np.diagonal(cov).copy(), np.diagonal(Kt))
         np.fill_diagonal(cov, d)
         out.append(cov)
     return out[0] if len(out) == 1 else tuple(out)
 
 
-def _clip_variance(var: np.ndarray, prior: np.ndarray) -> np.ndarray:
+def clip_variance(var: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Posterior variances with round-off below zero set to 0; ConvergenceError below −1e-6 × the prior variance."""
     floor = -_NEG_VAR_TOL * np.maximum(np.abs(prior), np.finfo(np.float64).tiny)
     if np.any(var < floor):
         i = int(np.argmin(var - floor))

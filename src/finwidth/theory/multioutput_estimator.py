@@ -68,12 +68,17 @@ class MultiOutputMixin:
         self.renormalization_product_error_ = np.zeros((D, D))
         self.qbar_stderr_ = np.zeros((net.depth, D, D))
         self.log_evidence_stderr_ = 0.0
-        K_out = np.asarray(kernels.nngp(net, X).train, dtype=np.float64)
-        basis = spectral.eigenbasis(K_out)
+        self._train_diags = kernels.layer_diagonals(net, X)
+        dev = getattr(self, "_device", None)
+        if dev is None:
+            basis = spectral.eigenbasis(np.asarray(kernels.nngp(net, X).train, dtype=np.float64))
+        else:  # the kernel and its eigh on the device; the eigenbasis is kept on the host for the predictions
+            from finwidth.theory import device_linalg
+
+            basis = device_linalg.eigenbasis(device_linalg.train_kernel(net, X, self._train_diags, dev))
         Y_t = basis.project(Y)
         self.X_train_ = X
         self.y_train_ = Y
-        self._train_diags = kernels.layer_diagonals(net, X)
         self.n_factorizations_ = 0
         self.width_criterion_ = width_criterion(basis, Y_t, widths)
         saddle = solve_multioutput(basis, Y_t, T, widths)
@@ -235,7 +240,8 @@ def fit_multioutput_krylov(model, X: np.ndarray, Y: np.ndarray):
     T = validate_noise(model.temperature)
     t0 = time.perf_counter()
     op_kw = {k: opts[k] for k in ("tile", "max_bytes") if opts[k] is not None}
-    op = KernelOperator(net, X, storage=opts["storage"], threads=opts["threads"], **op_kw)
+    op = KernelOperator(net, X, storage=opts["storage"], threads=opts["threads"], device=getattr(model, "_device", None),
+                        **op_kw)
     if opts["progress"] is not None:
         opts["progress"](f"kernel operator {op!r} built in {time.perf_counter() - t0:.1f} s; "
                          f"product error η = {op.product_error:.2g}")

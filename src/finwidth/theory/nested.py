@@ -82,9 +82,12 @@ class NestedAction:
     y : array (P,)
     temperature : float
         T ≥ 0 (T = 0 needs a non-singular K_L^R).
+    device : torch.device or None
+        Factorise T + K_L^R on this device (:func:`finwidth.theory.device_linalg.cholesky_parts`); the kernel
+        recursion and its adjoint (O(P²) per step) stay on the CPU.
     """
 
-    def __init__(self, network, X, y, temperature: float):
+    def __init__(self, network, X, y, temperature: float, device=None):
         self.network = network
         # K_1^R = Q̄_1 κ(C)/λ_1 + σ²_b,1: the first layer's κ does not depend on Q̄ and is computed once
         C = kernels.KernelBlocks(kernels.input_kernel(network, X).train)
@@ -93,6 +96,7 @@ class NestedAction:
         self.T = float(temperature)
         self.widths = np.array(network.widths, dtype=float)
         self.n_factorizations = 0
+        self.device = device
 
     def nngp_kernel(self) -> np.ndarray:
         """The NNGP output kernel K_L (all Q̄_l = 1), built from the stored first layer."""
@@ -125,17 +129,13 @@ class NestedAction:
         if self.T > 0:
             G.flat[:: G.shape[0] + 1] += self.T
         self.n_factorizations += 1
-        try:
-            cf = linalg.cho_factor(G, lower=True, overwrite_a=True, check_finite=False)
-        except linalg.LinAlgError:
+        parts = self._factorize(G)
+        if parts is None:
             return None
-        a = linalg.cho_solve(cf, self.y, check_finite=False)
-        logdet = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
+        logdet, a, Ginv = parts
         S = float(np.sum(self.widths * (qbar - x - 1.0))) + logdet + float(self.y @ a)
-        Ginv, info = linalg.lapack.dpotri(cf[0], lower=1, overwrite_c=1)
-        if info != 0 or not math.isfinite(S):
+        if not math.isfinite(S):
             return None
-        _fill_upper(Ginv)
         trace_inv = float(np.trace(Ginv))
         bias = net.bias_variances()
         # size of the data terms of the top layer's equation, for the relative residual
@@ -152,6 +152,25 @@ class NestedAction:
                 gam = kernels.propagate_vjp(chain[l - 1], net.activation, gam, qbar[l - 1] / net.priors[l])
         return NestedPoint(x=x, action=S, grad=grad, scale=self.widths * (qbar + 1.0) + scale_out, top_curvature=curv,
                            trace_inv=trace_inv)
+
+    def _factorize(self, G: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+        """(log det G, G⁻¹y, G⁻¹) with G = T + K_L^R (overwritten), on the CPU or the device; None if G is not
+        positive definite."""
+        if self.device is not None:
+            from finwidth.theory import device_linalg
+
+            return device_linalg.cholesky_parts(G, self.y, self.device)
+        try:
+            cf = linalg.cho_factor(G, lower=True, overwrite_a=True, check_finite=False)
+        except linalg.LinAlgError:
+            return None
+        a = linalg.cho_solve(cf, self.y, check_finite=False)
+        logdet = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
+        Ginv, info = linalg.lapack.dpotri(cf[0], lower=1, overwrite_c=1)
+        if info != 0:
+            return None
+        _fill_upper(Ginv)
+        return logdet, a, Ginv
 
     def _top_curvature(self, Ginv: np.ndarray, a: np.ndarray, b: float) -> float:
         """∂²D/∂x_L² from G⁻¹ alone: x_L scales A = K_L^R − b 11ᵀ = G − T − b 11ᵀ, so with

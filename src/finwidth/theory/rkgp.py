@@ -41,7 +41,7 @@ from scipy import optimize
 
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.inputs import as_inputs as _as_X
-from finwidth.theory import nested, scalable, spectral, tridiagonal
+from finwidth.theory import device_linalg, nested, scalable, spectral, tridiagonal
 from finwidth.theory.base import Estimator, with_std
 from finwidth.theory.gp import validate_noise, validate_targets
 from finwidth.theory.multioutput_estimator import MultiOutputMixin
@@ -138,6 +138,16 @@ class RKGP(MultiOutputMixin, Estimator):
         the first-order kernel-shape correction of deepbays' ``FC_1HL_corrected``, or the exact
         integral over Q̄ (a mixture of GPs; exact for linear activations). Predictions use it;
         ``qbar_``, ``action_`` and the evidence stay those of the saddle point.
+    device : None, str or torch.device
+        ``None`` (default): numpy. ``"cuda"``, ``"cuda:1"``, ``"cpu"``, a ``torch.device``: the kernel and the
+        dense linear algebra run there in float64 with the numpy answers to rounding (docs/large-p.md, "On a
+        GPU"; torch is imported only then): the training kernel, one ``eigh`` of it (eigenvalues and the label
+        coordinates; the O(P) saddle-point equations stay in numpy), and the predictions' Cholesky, test ×
+        train kernel and solves. The nested form factorises T + K_L^R there at every step (its kernel
+        recursion and adjoint stay on the CPU); ``correction`` and several outputs take the eigenbasis from
+        the device and sum over the modes on the CPU; ``solver="krylov"`` runs its kernel tiles and products
+        there (:class:`finwidth.kernel_operator.KernelOperator`). A ``ConvNetwork`` is not supported
+        (ConfigError). Fitted attributes are numpy.
 
     Attributes
     ----------
@@ -186,7 +196,7 @@ class RKGP(MultiOutputMixin, Estimator):
     """
 
     def __init__(self, network, temperature: float, *, renormalization: str = "product", mean_correction=None,
-                 correction=None, solver: str = "auto", solver_options=None):
+                 correction=None, solver: str = "auto", solver_options=None, device=None):
         self.network = network
         self.temperature = temperature
         self.renormalization = renormalization
@@ -194,6 +204,7 @@ class RKGP(MultiOutputMixin, Estimator):
         self.correction = correction
         self.solver = solver
         self.solver_options = solver_options
+        self.device = device
 
     def _check_params(self) -> bool:
         """Validate the parameters (ConfigError); returns whether the mean term is used."""
@@ -251,6 +262,7 @@ class RKGP(MultiOutputMixin, Estimator):
         if getattr(self, "correction", None) is not None and (is_conv or y.ndim == 2):
             raise ConfigError(f"correction={self.correction!r} is implemented for one output of a fully connected "
                               "network; use correction=None here")
+        self._device = self._resolve_device(is_conv)
         if is_conv:
             return self._fit_conv(X, y)
         if y.ndim == 2:
@@ -277,25 +289,26 @@ class RKGP(MultiOutputMixin, Estimator):
         # only the output layer is kept as a P×P matrix; the lower layers enter through their diagonals
         # (the nested form keeps the input kernel too, and builds K_out from it)
         is_nested = not self.mean_correction_ and self.renormalization == "nested" and (L > 1 or net.bias is not None)
-        action = nested.NestedAction(net, X, y, T) if is_nested else None
-        K_out = action.nngp_kernel() if is_nested else np.asarray(kernels.nngp(net, X).train, dtype=np.float64)
+        action = nested.NestedAction(net, X, y, T, device=self._device) if is_nested else None
+        self._train_diags = kernels.layer_diagonals(net, X)
+        K_out = self._output_kernel(X, action)
         self.X_train_ = X
         self.y_train_ = y
-        self._train_diags = kernels.layer_diagonals(net, X)
         self.n_factorizations_ = 0
 
         if correction is None:
             # the spectrum without eigenvectors (docs/large-p.md): product form, non-odd theory, and the
             # nested form's start
-            self._fit_spectral(K_out, X, y, widths, action)
-            del K_out
+            spectrum = self._spectrum(K_out, y)
+            del K_out  # the device's copy is released before the solve; numpy's memory holds the reflectors
+            self._fit_spectral(spectrum, X, y, widths, action)
             return self._set_evidence(P)
 
         # a correction beyond the saddle point (one hidden layer, product form: checked by _fit_correction
         # before anything is solved) sums over the modes: the output NNGP eigenbasis
         self.kind_ = "nonodd" if self.mean_correction_ else "nested" if is_nested else "product"
         self._fit_correction(None, None)
-        basis = spectral.eigenbasis(K_out)
+        basis = spectral.eigenbasis(K_out) if self._device is None else device_linalg.eigenbasis(K_out)
         del K_out
         y_t = basis.project(y)
         self._criterion(basis, y_t, widths)
@@ -313,6 +326,31 @@ class RKGP(MultiOutputMixin, Estimator):
         self.validity_ = self._validity(basis.values)
         return self._set_evidence(P)
 
+    def _resolve_device(self, is_conv: bool):
+        """The torch device asked for (None: numpy); ConfigError for a bad one or one the fit cannot use."""
+        device = getattr(self, "device", None)  # subclasses (BPKR) may not take the parameter
+        if device is None:
+            return None
+        from finwidth.device import resolve_device
+
+        dev = resolve_device(device)
+        if is_conv:
+            raise ConfigError(f"device={device!r}: the CNN theory (finwidth.theory.conv) runs on the CPU only; "
+                              "use device=None for a ConvNetwork")
+        return dev
+
+    def _output_kernel(self, X: np.ndarray, action: nested.NestedAction | None):
+        """The NNGP output kernel K_L on the training set: numpy, or a tensor on the device (the nested form
+        builds it from its stored first layer, on the CPU)."""
+        from finwidth import kernels
+
+        if action is not None:
+            K = action.nngp_kernel()
+            return K if self._device is None else device_linalg.as_tensor(K, self._device)
+        if self._device is not None:
+            return device_linalg.train_kernel(self.network, X, self._train_diags, self._device)
+        return np.asarray(kernels.nngp(self.network, X).train, dtype=np.float64)
+
     def _warn_roundoff(self, sensitivity: float, stacklevel: int = 4) -> None:
         self.roundoff_sensitivity_ = sensitivity
         spectral.warn_if_ill_conditioned(sensitivity, "this RKGP fit", stacklevel=stacklevel)
@@ -324,24 +362,35 @@ class RKGP(MultiOutputMixin, Estimator):
         self.log_evidence_ = None if not math.isfinite(self.action_) else -0.5 * self.action_ - P_half_log
         return self
 
-    def _fit_spectral(self, K_out: np.ndarray, X: np.ndarray, y: np.ndarray, widths: np.ndarray,
+    def _spectrum(self, K_out, y: np.ndarray):
+        """(eigenvalues, number of null ones, coordinates of [y, m] or None, Householder spectrum or None) of
+        the output kernel: one in-place Householder tridiagonalisation (K_out destroyed; coordinates only where
+        needed), or one eigh on the device."""
+        vecs = [y, self._mean_vector(self._train_diags[0])] if self.mean_correction_ else [y]
+        if self._device is not None:
+            raw, coords = device_linalg.eigh_coordinates(K_out, np.stack(vecs, axis=1))
+            return (*spectral.checked_spectrum(raw), coords, None)
+        hs = tridiagonal.householder_spectrum(K_out, y)
+        values, n_null = spectral.checked_spectrum(hs.values)
+        coords = hs.coordinates(np.stack(vecs, axis=1)) if self.mean_correction_ or n_null else None
+        return values, n_null, coords, hs
+
+    def _fit_spectral(self, spectrum, X: np.ndarray, y: np.ndarray, widths: np.ndarray,
                       action: nested.NestedAction | None = None) -> None:
         """Product form, non-odd theory or (with ``action``) the nested form, from one in-place
-        Householder tridiagonalisation of the output NNGP kernel K_out.
+        Householder tridiagonalisation of the output NNGP kernel (or one eigh on the device).
 
         The eigenvalues come from the tridiagonal matrix; the labels enter through its continued
         fractions (y is its first basis vector), or, where coordinates are needed (the non-odd theory's
         mean vector, numerically-null modes), through the reflectors and the tridiagonal eigenvectors.
         The nested form starts from the product-form saddle on this spectrum (exact for relu/linear,
-        close for erf). K_out is destroyed; predictions rebuild what they need (:meth:`_deferred_predict`).
+        close for erf). ``spectrum`` comes from :meth:`_spectrum` (on a device: one eigh, with the
+        coordinates); predictions rebuild what they need (:meth:`_deferred_predict`).
         """
         T = self.temperature
-        hs = tridiagonal.householder_spectrum(K_out, y)
-        values, n_null = spectral.checked_spectrum(hs.values)
+        values, n_null, coords, hs = spectrum
         m_t = None
-        if self.mean_correction_ or n_null:
-            vecs = [y, self._mean_vector(self._train_diags[0])] if self.mean_correction_ else [y]
-            coords = hs.coordinates(np.stack(vecs, axis=1))
+        if coords is not None:
             basis = spectral.Eigenbasis(values=values, vectors=None, n_null=n_null)
             y_t = coords[:, 0]
             m_t = coords[:, 1] if self.mean_correction_ else None
@@ -617,6 +666,8 @@ class RKGP(MultiOutputMixin, Estimator):
         X_test = _as_X(X_test, "X_test")
         if X_test.shape[1] != self.X_train_.shape[1]:
             raise ConfigError(f"X_test has {X_test.shape[1]} features, the training inputs {self.X_train_.shape[1]}")
+        if getattr(self, "_device", None) is not None and getattr(self, "correction_", None) is None:
+            return self._device_predict(X_test, return_var)
         if self.kind_ != "nested" and self._pred_basis is None:
             return self._deferred_predict(X_test, return_var)
         T = self.temperature
@@ -694,6 +745,41 @@ class RKGP(MultiOutputMixin, Estimator):
             kt -= c * np.outer(mt, m)
             kd = kd - c * mt ** 2
         return gp_predict(cache["fit"], kt, kd, return_var=return_var)
+
+    def _device_predict(self, X_test: np.ndarray, return_var: bool):
+        """Predictions on the device: the renormalised train kernel is built (the nested form's on the CPU) and
+        factorised there at the first call and its factor kept there; the test × train kernel and the solves
+        run there too (:mod:`finwidth.theory.device_linalg`)."""
+        from finwidth import kernels
+        from finwidth.device import kernel_tile
+
+        dev, T, cache = self._device, float(self.temperature), self._pred_cache
+        if self.kind_ == "nested":
+            blocks = self._nested_kernels(self.qbar_, self.X_train_, X_test)[-1]
+            if "device_fit" not in cache:
+                cache["device_fit"] = device_linalg.gp_fit(device_linalg.as_tensor(blocks.train, dev), self.y_train_,
+                                                           T, rtol=spectral.NULL_RTOL)
+            return device_linalg.gp_predict(cache["device_fit"], device_linalg.as_tensor(blocks.test_train, dev),
+                                            blocks.test_diag, return_var=return_var)
+        s = self._pred_scale
+        nonodd = self.kind_ == "nonodd"
+        if nonodd:
+            c = self.qbar_[0] - 1.0 / (1.0 + self.q_[0])
+            m = device_linalg.as_tensor(self._mean_vector(self._train_diags[0]), dev)
+        if "device_fit" not in cache:
+            K = device_linalg.train_kernel(self.network, self.X_train_, self._train_diags, dev).mul_(s)
+            if nonodd:
+                K.addr_(m, m, alpha=-c)
+            cache["device_fit"] = device_linalg.gp_fit(K, self.y_train_, T, rtol=spectral.NULL_RTOL)
+            del K
+        diags = kernels.layer_diagonals(self.network, X_test)
+        kt = kernel_tile(self.network, X_test, self.X_train_, diags, self._train_diags, dev).mul_(s)
+        kd = diags[-1] * s
+        if nonodd:
+            mt = self._mean_vector(diags[0])
+            kt.addr_(device_linalg.as_tensor(mt, dev), m, alpha=-c)
+            kd = kd - c * mt ** 2
+        return device_linalg.gp_predict(cache["device_fit"], kt, kd, return_var=return_var)
 
     def _prediction_basis(self) -> spectral.Eigenbasis:
         """The eigenbasis of the output NNGP kernel (rebuilt on demand where the fit did not keep it)."""

@@ -60,7 +60,7 @@ import numpy as np
 
 from finwidth.errors import ConfigError, ConvergenceError
 from finwidth.theory import krylov, spectral
-from finwidth.theory.gp import _clip_variance
+from finwidth.theory.gp import clip_variance
 
 __all__ = ["KrylovSaddle", "KrylovSpectrum", "QuadratureMeasure", "solve_product_krylov"]
 
@@ -573,7 +573,7 @@ class KrylovPredictor:
                 var[sl] = self.pi * kdiag[sl] - self.pi ** 2 * quad
         if not return_var:
             return mean
-        return mean, _clip_variance(var, self.pi * kdiag)
+        return mean, clip_variance(var, self.pi * kdiag)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -643,7 +643,8 @@ def fit_rkgp(model, X: np.ndarray, y: np.ndarray) -> None:
     widths = np.array(net.widths, dtype=float)
     op_kw = {k: opts[k] for k in ("tile", "max_bytes") if opts[k] is not None}
     t0 = time.perf_counter()
-    op = KernelOperator(net, X, storage=opts["storage"], threads=opts["threads"], **op_kw)
+    op = KernelOperator(net, X, storage=opts["storage"], threads=opts["threads"], device=getattr(model, "_device", None),
+                        **op_kw)
     if opts["progress"] is not None:
         opts["progress"](f"kernel operator {op!r} built in {time.perf_counter() - t0:.1f} s; "
                          f"product error η = {op.product_error:.2g}")
