@@ -356,3 +356,10 @@ def test_probes_give_way_to_unit_vectors_when_they_would_cost_as_much():
     assert any("unit vectors" in line for line in lines)
     assert np.all(sol.qbar_stderr == 0) and sol.n_probes == 120
     assert abs(sol.qbar[0] - dense.qbar[0]) <= sol.qbar_quadrature_error[0] + 1e-12
+
+
+def test_auto_deflation_is_off_with_inexact_products():
+    X, y, K = _mnist_like_kernel(P=150)
+    sol = scalable.solve_product_krylov(lambda V: K @ V, y, 1e-3, [75], rtol=1e-2, product_error=6e-8)
+    assert sol.n_deflated == 0
+    assert scalable.solve_product_krylov(lambda V: K @ V, y, 1e-3, [75], rtol=1e-2).n_deflated > 0
