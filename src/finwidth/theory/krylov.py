@@ -475,9 +475,9 @@ def top_eigenpairs(
         theta, S = bl._eig(None)
         theta, S = theta[::-1], S[:, ::-1]
         res2 = np.sum((bl._B[-1] @ S[(m - 1) * b:m * b, :]) ** 2, axis=0)
-        keep = int(np.sum(np.cumsum(res2) <= residual_budget))
-        keep = min(keep, int(np.sum(theta > above)), max_pairs if max_pairs is not None else keep, m * b // 2)
-        covered = keep > 0 and (keep == int(np.sum(theta > above)))
+        wanted = int(np.sum(theta > above)) if max_pairs is None else min(int(np.sum(theta > above)), max_pairs)
+        keep = min(int(np.sum(np.cumsum(res2) <= residual_budget)), wanted, m * b // 2)
+        covered = 0 < keep == wanted  # every wanted pair converged (they converge from the top)
         if last or covered:
             break
     if keep == 0:
