@@ -120,3 +120,9 @@ def test_krylov_multioutput_bad_input_and_budgets():
         RKGP(net, 0.0, solver="krylov").fit(X, Y)
     with pytest.raises(ConfigError, match="exact"):
         RKGP(net, 0.1, solver="krylov", solver_options={"probes": "exact"}).fit(X, Y)
+
+
+def test_deflation_is_refused_for_several_outputs():
+    X, Y = _data(P=60)
+    with pytest.raises(ConfigError, match="deflate"):
+        RKGP(Network([30], "erf"), 1e-2, solver="krylov", solver_options={"deflate": 10}).fit(X, Y)

@@ -127,7 +127,7 @@ def test_krylov_saddle_error_bars_are_honest():
     K = kernels.nngp(net, X).train
     basis = spectral.eigenbasis(K)
     dense = spectral.solve_product(basis, basis.project(y), T, [N])
-    sol = scalable.solve_product_krylov(lambda V: K @ V, y, T, [N], rtol=2e-3, seed=7)
+    sol = scalable.solve_product_krylov(lambda V: K @ V, y, T, [N], rtol=2e-3, seed=7, deflate=0)
     se = sol.qbar_stderr[0]
     assert abs(sol.qbar[0] - dense.qbar[0]) <= 4 * se + sol.qbar_quadrature_error[0]
     assert se <= 2e-3 * sol.qbar[0]
@@ -259,3 +259,107 @@ def test_float32_products_move_the_answer_far_less_than_the_reported_errors():
     # a target below the products' accuracy is refused, with what to change
     with pytest.raises(ConvergenceError, match="float64"):
         scalable.solve_product_krylov(op32.matmat, y, 0.01, [110], rtol=1e-3, product_error=1e-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# deflation: the top eigenpairs exact, Hutchinson on the complement (krylov.Deflation)
+# ---------------------------------------------------------------------------------------------
+
+
+def _mnist_like_kernel(P=300, seed=3):
+    X, y = _data(P=P, N0=40, seed=seed)
+    return X, y, kernels.nngp(Network([P // 2], "erf"), X).train
+
+
+def test_top_eigenpairs_are_verified_and_the_deflation_bound_holds():
+    X, y, K = _mnist_like_kernel()
+    w = np.linalg.eigvalsh(K)[::-1]
+    d = krylov.top_eigenpairs(lambda V: K @ V, K.shape[0], above=0.5, residual_budget=1e-16, max_vectors=280,
+                              block=16, rng=np.random.default_rng(0))
+    assert d.k == np.sum(w > 0.5) and np.allclose(d.values, w[:d.k], rtol=1e-10, atol=1e-12)
+    R = K @ d.vectors - d.vectors * d.values
+    assert np.sum(R ** 2) == pytest.approx(d.residual2, rel=1e-6, abs=1e-20) and d.residual2 <= 1e-16
+    assert np.allclose(d.vectors.T @ d.vectors, np.eye(d.k), atol=1e-12)
+    # an inexact subspace: tr f(K) − [Σ f(θ) + tr f(K_⊥)] within ‖R‖² max|f''| (f = x/(s + x): 2/s²)
+    rng = np.random.default_rng(1)
+    V, _ = np.linalg.qr(d.vectors + 1e-3 * rng.normal(size=d.vectors.shape))
+    theta, S = np.linalg.eigh(V.T @ K @ V)
+    V = V @ S
+    r2 = float(np.sum((K @ V - V * theta) ** 2))
+    Pp = np.eye(K.shape[0]) - V @ V.T
+    mu = np.maximum(np.linalg.eigvalsh(Pp @ K @ Pp), 0.0)[d.k:]  # the complement (k zeros dropped)
+    for s in (1e-3, 1e-2, 1.0):
+        exact = np.sum(w / (s + np.maximum(w, 0)))
+        split = np.sum(theta / (s + theta)) + np.sum(mu / (s + mu))
+        assert 0 < abs(exact - split) <= r2 * 2 / s ** 2
+
+
+def test_deflated_hutchinson_is_unbiased_and_its_standard_error_calibrated():
+    """The estimator of tr f(K) (deflated part + projected probes + control variate), with the probes'
+    quadratic forms computed densely: over 400 repetitions of 32 probes its mean is tr f(K) and the
+    spread of (estimate − exact)/(reported standard error) is that of a unit normal."""
+    X, y, K = _mnist_like_kernel()
+    P, s = K.shape[0], 3e-3
+    w, U = np.linalg.eigh(K)
+    exact = np.sum(np.maximum(w, 0) / (s + np.maximum(w, 0)))
+    d = scalable.deflate_top(lambda V: K @ V, P, 1e-3, 1e-3, "auto", 0)
+    assert d.k > 0
+    Pp = np.eye(P) - d.vectors @ d.vectors.T
+    mu, Up = np.linalg.eigh(Pp @ K @ Pp)
+    Fp = (Up * (np.maximum(mu, 0) / (s + np.maximum(mu, 0)))) @ Up.T
+    rng = np.random.default_rng(2)
+    z = []
+    for _ in range(400):
+        Zp = d.project(krylov.rademacher(P, 32, rng))
+        vals = d.complete(np.einsum("ij,ij->j", Zp, Fp @ Zp), np.sum(Zp ** 2, axis=0), d.values / (s + d.values), P)
+        z.append((vals.mean() - exact) / (vals.std(ddof=1) / math.sqrt(32)))
+    z = np.array(z)
+    assert abs(z.mean()) <= 4 / math.sqrt(z.size) and 0.85 <= z.std() <= 1.2
+
+
+def test_deflated_krylov_saddle_is_the_dense_saddle():
+    X, y, K = _mnist_like_kernel(P=200)
+    T, widths = 1e-3, [100]
+    basis = spectral.eigenbasis(K)
+    dense = spectral.solve_product(basis, basis.project(y), T, widths)
+    # unit-vector probes on the complement: deterministic, exact up to the deflation's residual bound
+    ex = scalable.solve_product_krylov(lambda V: K @ V, y, T, widths, rtol=1e-9, probes="exact", deflate=30)
+    assert ex.n_deflated == 30 and np.allclose(ex.qbar, dense.qbar, rtol=1e-8)
+    assert ex.action == pytest.approx(dense.action, rel=1e-8) and ex.g_deflation_error <= 1e-10
+    # Rademacher probes: within the error bars, with fewer Lanczos steps per probe than without deflation
+    sol = scalable.solve_product_krylov(lambda V: K @ V, y, T, widths, rtol=2e-3, seed=3, check_every=5)
+    plain = scalable.solve_product_krylov(lambda V: K @ V, y, T, widths, rtol=2e-3, seed=3, deflate=0, check_every=5)
+    assert sol.n_deflated > 0 and plain.n_deflated == 0
+    assert abs(sol.qbar[0] - dense.qbar[0]) <= 4 * sol.qbar_stderr[0] + sol.qbar_quadrature_error[0]
+    assert sol.qbar_stderr[0] <= 2e-3 * sol.qbar[0]
+    assert sol.probe_steps.max() < plain.probe_steps.max()
+
+
+def test_deflate_option_is_validated():
+    from finwidth.theory.rkgp import RKGP
+
+    X, y = _data(P=60)
+    K = kernels.nngp(Network([30], "erf"), X).train
+    for bad in (-1, "yes", True, 2.5):
+        with pytest.raises(ConfigError, match="deflate"):
+            scalable.solve_product_krylov(lambda V: K @ V, y, 0.1, [30], deflate=bad)
+    with pytest.raises(ConfigError, match="deflate"):
+        RKGP(Network([30], "erf"), 0.1, solver="krylov", solver_options={"deflate": -2}).fit(X, y)
+
+
+def test_probes_give_way_to_unit_vectors_when_they_would_cost_as_much():
+    X, y, K = _mnist_like_kernel(P=120)
+    basis = spectral.eigenbasis(K)
+    dense = spectral.solve_product(basis, basis.project(y), 1e-3, [60])
+    lines = []
+    sol = scalable.solve_product_krylov(lambda V: K @ V, y, 1e-3, [60], rtol=1e-7, progress=lines.append)
+    assert any("unit vectors" in line for line in lines)
+    assert np.all(sol.qbar_stderr == 0) and sol.n_probes == 120
+    assert abs(sol.qbar[0] - dense.qbar[0]) <= sol.qbar_quadrature_error[0] + 1e-12
+
+
+def test_auto_deflation_is_off_with_inexact_products():
+    X, y, K = _mnist_like_kernel(P=150)
+    sol = scalable.solve_product_krylov(lambda V: K @ V, y, 1e-3, [75], rtol=1e-2, product_error=6e-8)
+    assert sol.n_deflated == 0
+    assert scalable.solve_product_krylov(lambda V: K @ V, y, 1e-3, [75], rtol=1e-2).n_deflated > 0

@@ -231,6 +231,11 @@ def fit_multioutput_krylov(model, X: np.ndarray, Y: np.ndarray):
     opts = scalable.solver_options(model.solver_options)
     if opts["probes"] == "exact":
         raise ConfigError("probes='exact' is implemented for one output; with several outputs give a number of probes")
+    if opts["deflate"] not in ("auto", 0):
+        # the deflated estimator's control variate is fitted per function (krylov.Deflation.complete), and the
+        # D-output action takes its trace part as one fixed measure: plain Hutchinson there
+        raise ConfigError(f"deflate={opts['deflate']!r} is implemented for one output; with several outputs "
+                          "leave it 'auto' (no deflation) or 0")
     net = model.network
     T = validate_noise(model.temperature)
     t0 = time.perf_counter()

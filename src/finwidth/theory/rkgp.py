@@ -131,7 +131,8 @@ class RKGP(MultiOutputMixin, Estimator):
         where it applies (docs/large-p.md).
     solver_options : dict or None
         Options of the matrix-free path (:data:`finwidth.theory.scalable.SOLVER_OPTIONS`): target
-        accuracy ``rtol`` (default 1e-3, relative on Q̄), probes, storage of the kernel tiles, …
+        accuracy ``rtol`` (default 1e-3, relative on Q̄), probes, deflation of K's leading eigenpairs
+        (``deflate``), storage of the kernel tiles, …
     correction : {None, "kernel_shape", "qbar_fluctuations"}
         Beyond the saddle point, one hidden layer only (:mod:`finwidth.theory.corrections`):
         the first-order kernel-shape correction of deepbays' ``FC_1HL_corrected``, or the exact
