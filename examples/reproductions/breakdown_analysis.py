@@ -7,7 +7,8 @@ Inputs (no sampling here):
                                             earlier P = 100 runs (T = 1e-2, 1e-1 map, CIFAR-10, relu)
 Outputs:
   docs/data/reproductions/breakdown_table.csv, breakdown_table.md
-  docs/data/reproductions/breakdown_summary.json   the diagnostic's error rates and the 5% goal
+  docs/data/reproductions/breakdown_summary.json   the diagnostic's error rates, the 5% goal, the fixed-α
+                                                   scaling (deviation per P, fitted power of P)
   docs/data/reproductions/breakdown_map.md         the (α, T) map and fixed-α scaling tables (pooled runs)
   docs/figures/reproductions/breakdown_map.png, breakdown_scaling.png
 
@@ -154,6 +155,7 @@ def main() -> None:
               f"α_eff {t['alpha_eff']:.2f} ρ {t['rank_per_unit']:.2f} {'  ' if t['reliable'] else '!!'} Q̄ sim {p['sim_qbar']:.3f} th {t['theory_qbar']:.3f} "
               f"{'ok' if r['converged'] else 'NOT CONVERGED'} ({r['convergence_note']})", flush=True)
     summary = rates(rows)
+    summary["scaling"] = scaling(rows)
     markdown(rows)
     tables(rows)
     keys = list(rows[0])
@@ -213,6 +215,39 @@ def rates(rows: list[dict]) -> dict:
           "off by >10% have a correction within 5%")
     summary["goal_5pct"] = goal
     return summary
+
+
+def scaling(rows: list[dict]) -> dict:
+    """The fixed-α lines with converged runs at ≥ 3 values of P: deviation ± 1 s.e. (pooled runs) per P
+    and the power of P fitted to |deviation| (weighted least squares in log-log; only where every point
+    deviates by more than 2 s.e. with one sign)."""
+    cells = pooled(rows)
+    out = {}
+    for (data, act, T) in sorted({(k[0], k[1], k[4]) for k in cells}):
+        for a in (4.0, 2.0, 1.0, 0.5):
+            pts = sorted(((k[2], c) for k, c in cells.items() if (k[0], k[1], k[4]) == (data, act, T)
+                          and abs(k[2] / k[3] - a) < 1e-9), key=lambda t: t[0])
+            if len(pts) < 3:
+                continue
+            P = np.array([q for q, _ in pts], float)
+            dev = np.array([c["plain"] for _, c in pts])
+            se = np.array([c["se"] / c["sim"] * (1 + c["plain"]) for _, c in pts])  # s.e. of sim/theory
+            line = dict(P=P.astype(int).tolist(), deviation=dev.round(5).tolist(), stderr=se.round(5).tolist(),
+                        sqrt_n1_times_deviation=(dev * np.sqrt(P / a)).round(4).tolist())
+            if np.all(np.abs(dev) > 2 * se) and len(set(np.sign(dev))) == 1:
+                A = np.vstack([np.ones_like(P), np.log(P)]).T
+                w = (dev / se) ** 2  # var(log|dev|) ≈ (se/dev)²
+                cov = np.linalg.inv(A.T @ (w[:, None] * A))
+                b = cov @ A.T @ (w * np.log(np.abs(dev)))
+                res = np.log(np.abs(dev)) - A @ b
+                line.update(power=round(float(b[1]), 4), power_stderr=round(float(cov[1, 1] ** 0.5), 4),
+                            chi2=round(float(res @ (w * res)), 3), dof=len(P) - 2)
+            out[f"{data} {act} T={T:g} alpha={a:g}"] = line
+            print(f"scaling {data} {act} T={T:g} α={a:g}: " + ", ".join(
+                f"P={q} {100 * d:+.2f}±{100 * e:.2f}%" for q, d, e in zip(line["P"], dev, se))
+                + (f"; power {line['power']:+.3f} ± {line['power_stderr']:.3f} (χ² {line['chi2']:.2f}, {line['dof']} dof)"
+                   if "power" in line else ""), flush=True)
+    return out
 
 
 def _json_safe(x):
@@ -376,23 +411,30 @@ def figures(rows: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(FIG / "breakdown_map.png", dpi=120)
     plt.close(fig)
-    # scaling at fixed α: MNIST and Gaussian inputs
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for data, T, mk in (("mnist", 1e-3, "o-"), ("gauss", 1e-3, "s--"), ("mnist", 1e-1, "^:")):
-        for a in (2.0, 1.0, 0.5):
-            sel = sorted([r for r in ok if r["data"] == data and r["act"] == "erf" and r["T"] == T
-                          and abs(r["alpha"] - a) < 1e-9], key=lambda r: r["P"])
-            if len({r["P"] for r in sel}) > 1:
-                ax.errorbar([r["P"] for r in sel], [100 * r["rel_dev"] for r in sel],
-                            yerr=[100 * r["sim_total_se"] / r["theory_total"] for r in sel], fmt=mk,
-                            label=f"{data}, T = {T:g}, α = {a:g}", capsize=2)
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xscale("log")
-    ax.set_xticks([100, 200, 400, 800], labels=["100", "200", "400", "800"])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel="P (N₁ = P/α)", ylabel="(sim − theory)/theory  [%]",
-           title="erf: converged runs (error bars: 1 s.e.)")
-    ax.legend(fontsize=7)
+    # scaling at fixed α: left T = 1e-3 (MNIST, Gaussian inputs), right MNIST at T = 0.1 on its own scale;
+    # converged runs of one setting pooled (error bars: 1 s.e. of the pooled sampled ε_g over the theory)
+    cells = pooled(rows)
+    alpha_colours = {2.0: "C0", 1.0: "C1", 0.5: "C2"}
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4))
+    for ax, lines in ((axes[0], (("mnist", 1e-3, "o-"), ("gauss", 1e-3, "s--"))), (axes[1], (("mnist", 1e-1, "^-"),))):
+        for data, T, mk in lines:
+            for a in (2.0, 1.0, 0.5):
+                pts = sorted(((k[2], c) for k, c in cells.items()
+                              if k[0] == data and k[1] == "erf" and k[4] == T and abs(k[2] / k[3] - a) < 1e-9),
+                             key=lambda t: t[0])
+                if len(pts) > 1:
+                    th = [c["sim"] / (1 + c["plain"]) for _, c in pts]
+                    ax.errorbar([P for P, _ in pts], [100 * c["plain"] for _, c in pts],
+                                yerr=[100 * c["se"] / t for (_, c), t in zip(pts, th)], fmt=mk,
+                                color=alpha_colours[a], label=f"{data}, T = {T:g}, α = {a:g}", capsize=2)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xscale("log")
+        ax.set_xticks([100, 200, 400, 800], labels=["100", "200", "400", "800"])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set(xlabel="P (N₁ = P/α)", ylabel="(sim − theory)/theory  [%]")
+        ax.legend(fontsize=7)
+    axes[0].set_title("erf, T = 10⁻³: converged runs, pooled (1 s.e.)")
+    axes[1].set_title("MNIST 0/1, erf, T = 10⁻¹ (same; note the scale)")
     fig.tight_layout()
     fig.savefig(FIG / "breakdown_scaling.png", dpi=120)
     plt.close(fig)
