@@ -171,7 +171,8 @@ def main() -> None:
     figures(rows)
 
 
-CALIBRATION_PARTS = ("mnist", "tsweep", "step", "map_p100", "p100_earlier", "gauss", "rerun", "rerun400", "scale_t01")
+CALIBRATION_PARTS = ("mnist", "tsweep", "step", "map_p100", "p100_earlier", "gauss", "rerun", "rerun400", "scale_t01",
+                     "scale_gauss_t01")
 
 
 def rates(rows: list[dict]) -> dict:
@@ -411,12 +412,12 @@ def figures(rows: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(FIG / "breakdown_map.png", dpi=120)
     plt.close(fig)
-    # scaling at fixed α: left T = 1e-3 (MNIST, Gaussian inputs), right MNIST at T = 0.1 on its own scale;
+    # scaling at fixed α: left T = 1e-3, right T = 0.1 on its own scale (MNIST, Gaussian inputs N_0 = P/2);
     # converged runs of one setting pooled (error bars: 1 s.e. of the pooled sampled ε_g over the theory)
     cells = pooled(rows)
     alpha_colours = {2.0: "C0", 1.0: "C1", 0.5: "C2"}
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4))
-    for ax, lines in ((axes[0], (("mnist", 1e-3, "o-"), ("gauss", 1e-3, "s--"))), (axes[1], (("mnist", 1e-1, "^-"),))):
+    for ax, lines in ((axes[0], (("mnist", 1e-3, "o-"), ("gauss", 1e-3, "s--"))), (axes[1], (("mnist", 1e-1, "^-"), ("gauss", 1e-1, "s--")))):
         for data, T, mk in lines:
             for a in (2.0, 1.0, 0.5):
                 pts = sorted(((k[2], c) for k, c in cells.items()
@@ -434,7 +435,7 @@ def figures(rows: list[dict]) -> None:
         ax.set(xlabel="P (N₁ = P/α)", ylabel="(sim − theory)/theory  [%]")
         ax.legend(fontsize=7)
     axes[0].set_title("erf, T = 10⁻³: converged runs, pooled (1 s.e.)")
-    axes[1].set_title("MNIST 0/1, erf, T = 10⁻¹ (same; note the scale)")
+    axes[1].set_title("erf, T = 10⁻¹ (same; note the scale)")
     fig.tight_layout()
     fig.savefig(FIG / "breakdown_scaling.png", dpi=120)
     plt.close(fig)

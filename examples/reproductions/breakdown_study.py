@@ -23,6 +23,7 @@ Parts (run them in this order; each run is cached, long runs checkpoint and resu
   heldout3_t1e4  CIFAR-10 and relu at T = 1e-4 (the longest chains of the round)
   scale_t01      MNIST erf at T = 0.1, α = 1, 0.5 and 2, P = 200, 400, 800
                  (the issue's P = 800; P = 100 is part B of fig1a_breakdown.py)
+  scale_gauss_t01  Gaussian inputs (as in `gauss`, N_0 = P/2) at T = 0.1, α = 2, 1, 0.5, P = 100 to 800
 
 Step h = 0.1·sqrt(100/P) (the stiffness grows ∝ P; h = 0.1 at P = 100 was checked by halving in
 docs/reproductions.md), Langevin time 1000 at T = 1e-3 (≥ 5 relaxation times 1/sqrt(Tλ) of the
@@ -163,6 +164,10 @@ RUNS += [run_spec("scale_t01", "mnist", P, int(P / a), 1e-1, seed=5, time_total=
 # step-size check of that line: half the step at P = 200, α = 2 (h ∝ 1/sqrt(P) keeps h²·stiffness fixed, so the
 # relative discretisation bias should not depend on P)
 RUNS += [run_spec("step", "mnist", 200, 100, 1e-1, step_factor=0.5, seed=5, time_total=300.0)]
+# the same fixed-α line on Gaussian inputs (sign teacher, N_0 = P/2 grows with P), T = 0.1, P = 100 to 800
+RUNS += [run_spec("scale_gauss_t01", "gauss", P, int(P / a), 1e-1, seed=5, time_total=300.0,
+                  replicas=8 if P * P / a < 320_000 else 4)
+         for a in (2, 1, 0.5) for P in (100, 200, 400, 800)]
 
 
 def _atomic_write(path: Path, write) -> None:
