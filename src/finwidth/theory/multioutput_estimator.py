@@ -223,9 +223,6 @@ def correlation(cov: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 def fit_multioutput_krylov(model, X: np.ndarray, Y: np.ndarray):
     """Fit D outputs from products K V (:func:`finwidth.theory.multioutput_krylov.solve_multioutput_krylov`)."""
-    import time
-
-    from finwidth.kernel_operator import KernelOperator
     from finwidth.theory.multioutput_krylov import solve_multioutput_krylov
 
     opts = scalable.solver_options(model.solver_options)
@@ -238,13 +235,7 @@ def fit_multioutput_krylov(model, X: np.ndarray, Y: np.ndarray):
                           "leave it 'auto' (no deflation) or 0")
     net = model.network
     T = validate_noise(model.temperature)
-    t0 = time.perf_counter()
-    op_kw = {k: opts[k] for k in ("tile", "max_bytes") if opts[k] is not None}
-    op = KernelOperator(net, X, storage=opts["storage"], threads=opts["threads"], device=getattr(model, "_device", None),
-                        **op_kw)
-    if opts["progress"] is not None:
-        opts["progress"](f"kernel operator {op!r} built in {time.perf_counter() - t0:.1f} s; "
-                         f"product error η = {op.product_error:.2g}")
+    op = scalable.build_operator(model, X, opts)
     sol = solve_multioutput_krylov(
         op.matmat, Y, T, np.array(net.widths, dtype=float), rtol=opts["rtol"], probes=opts["probes"],
         max_probes=opts["max_probes"], max_steps=opts["max_steps"], seed=opts["seed"], progress=opts["progress"],

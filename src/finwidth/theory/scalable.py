@@ -638,21 +638,28 @@ def choose_solver(solver: str, P: int, *, product_form: bool, temperature: float
     return solver
 
 
-def fit_rkgp(model, X: np.ndarray, y: np.ndarray) -> None:
-    """Fit an RKGP (product form) on the matrix-free path; sets its fitted attributes."""
+def build_operator(model, X: np.ndarray, opts: dict):
+    """The tiled kernel operator of a matrix-free fit (:class:`finwidth.kernel_operator.KernelOperator`) from the
+    solver options ``opts`` and the model's device, with its build time and product error sent to ``progress``."""
     from finwidth.kernel_operator import KernelOperator
 
+    op_kw = {k: opts[k] for k in ("tile", "max_bytes") if opts[k] is not None}
+    t0 = time.perf_counter()
+    op = KernelOperator(model.network, X, storage=opts["storage"], threads=opts["threads"],
+                        device=getattr(model, "_device", None), **op_kw)
+    if opts["progress"] is not None:
+        opts["progress"](f"kernel operator {op!r} built in {time.perf_counter() - t0:.1f} s; "
+                         f"product error η = {op.product_error:.2g}")
+    return op
+
+
+def fit_rkgp(model, X: np.ndarray, y: np.ndarray) -> None:
+    """Fit an RKGP (product form) on the matrix-free path; sets its fitted attributes."""
     opts = solver_options(model.solver_options)
     net = model.network
     T = float(model.temperature)
     widths = np.array(net.widths, dtype=float)
-    op_kw = {k: opts[k] for k in ("tile", "max_bytes") if opts[k] is not None}
-    t0 = time.perf_counter()
-    op = KernelOperator(net, X, storage=opts["storage"], threads=opts["threads"], device=getattr(model, "_device", None),
-                        **op_kw)
-    if opts["progress"] is not None:
-        opts["progress"](f"kernel operator {op!r} built in {time.perf_counter() - t0:.1f} s; "
-                         f"product error η = {op.product_error:.2g}")
+    op = build_operator(model, X, opts)
     sol = solve_product_krylov(
         op.matmat, y, T, widths, rtol=opts["rtol"], probes=opts["probes"], max_probes=opts["max_probes"],
         max_steps=opts["max_steps"], seed=opts["seed"], progress=opts["progress"], product_error=op.product_error,
