@@ -459,7 +459,7 @@ class RKGP(MultiOutputMixin, Estimator):
             P = k.size
             dof = float(P) if T == 0 else P - T * self._nested_trace_inv
         else:
-            c = float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0])) if self.kind_ == "nonodd" else 0.0
+            c = self._mean_coefficient() if self.kind_ == "nonodd" else 0.0
             dof = validity.effective_dof(np.maximum(k, 0.0), self._pred_scale, T,
                                          m_t=m_t if self.kind_ == "nonodd" else None, c=c)
         return validity.assess(dof, k, self.network.widths[-1],
@@ -485,6 +485,10 @@ class RKGP(MultiOutputMixin, Estimator):
     # ------------------------------------------------------------------------------------------
     # one hidden layer, non-odd activation: (Q̄, Q) saddle with Sherman–Morrison
     # ------------------------------------------------------------------------------------------
+    def _mean_coefficient(self) -> float:
+        """c = Q̄_1 − 1/(1 + Q_1): the non-odd renormalised kernel is Q̄_1 K − c m mᵀ (m from :meth:`_mean_vector`)."""
+        return float(self.qbar_[0] - 1.0 / (1.0 + self.q_[0]))
+
     def _mean_vector(self, c_diag: np.ndarray) -> np.ndarray:
         """m/√λ_1 with m_μ = E σ(h), h ~ N(0, C_μμ)."""
         return np.asarray(self.network.activation.mean(c_diag), dtype=np.float64) / math.sqrt(self.network.priors[1])
@@ -617,8 +621,7 @@ class RKGP(MultiOutputMixin, Estimator):
                 test_train=None if out.test_train is None else s * out.test_train,
                 test_diag=None if out.test_diag is None else s * out.test_diag,
             )
-        qbar, q = self.qbar_[0], self.q_[0]
-        c = qbar - 1.0 / (1.0 + q)
+        qbar, c = self.qbar_[0], self._mean_coefficient()
         m = self._mean_vector(self._train_diags[0])
         train = qbar * out.train - c * np.outer(m, m)
         if X_test is None:
@@ -696,8 +699,7 @@ class RKGP(MultiOutputMixin, Estimator):
         inv = np.zeros_like(k)
         inv[pos | (beta > 0)] = 1.0 / beta[pos | (beta > 0)]
         if self.kind_ == "nonodd":
-            qbar, q = self.qbar_[0], self.q_[0]
-            c = qbar - 1.0 / (1.0 + q)
+            c = self._mean_coefficient()
             m = self._mean_vector(self._train_diags[0])
             mt = self._mean_vector(kernels.layer_diagonals(self.network, X_test)[0])
             m_t = basis.project(m)
@@ -732,14 +734,14 @@ class RKGP(MultiOutputMixin, Estimator):
             K *= s
             if self.kind_ == "nonodd":
                 m = self._mean_vector(self._train_diags[0])
-                c = self.qbar_[0] - 1.0 / (1.0 + self.q_[0])
+                c = self._mean_coefficient()
                 tridiagonal.rank_one_update(K, m, -c)
             cache["fit"] = gp_fit(K, self.y_train_, self.temperature, rtol=spectral.NULL_RTOL, overwrite=True)
         kt, kd = kernels.nngp_cross(self.network, self.X_train_, X_test, train_diags=self._train_diags)
         kt *= s
         kd = kd * s
         if self.kind_ == "nonodd":
-            c = self.qbar_[0] - 1.0 / (1.0 + self.q_[0])
+            c = self._mean_coefficient()
             m = self._mean_vector(self._train_diags[0])
             mt = self._mean_vector(kernels.layer_diagonals(self.network, X_test)[0])
             kt -= c * np.outer(mt, m)
@@ -764,7 +766,7 @@ class RKGP(MultiOutputMixin, Estimator):
         s = self._pred_scale
         nonodd = self.kind_ == "nonodd"
         if nonodd:
-            c = self.qbar_[0] - 1.0 / (1.0 + self.q_[0])
+            c = self._mean_coefficient()
             m = device_linalg.as_tensor(self._mean_vector(self._train_diags[0]), dev)
         if "device_fit" not in cache:
             K = device_linalg.train_kernel(self.network, self.X_train_, self._train_diags, dev).mul_(s)
