@@ -383,6 +383,11 @@ class Deflation:
     residual2: float
     n_products: int
 
+    @classmethod
+    def none(cls, P: int, n_products: int = 0) -> Deflation:
+        """No pair deflated (k = 0): the plain Hutchinson estimator; ``n_products`` spent looking for pairs."""
+        return cls(np.zeros((P, 0)), np.zeros(0), 0.0, n_products)
+
     @property
     def k(self) -> int:
         return int(self.values.size)
@@ -459,9 +464,8 @@ def top_eigenpairs(
     """
     b = int(max(1, min(block, P // 4, max_vectors // 8)))  # at least ~8 block steps within the budget
     cap = int(min(max_vectors, P - b))
-    empty = Deflation(np.zeros((P, 0)), np.zeros(0), 0.0, 0)
     if cap < 2 * b or (max_pairs is not None and max_pairs < 1):
-        return empty
+        return Deflation.none(P)
     bl = BlockLanczos(rng.standard_normal((P, b)))
     n_products = 0
     keep = 0
@@ -481,7 +485,7 @@ def top_eigenpairs(
         if last or covered:
             break
     if keep == 0:
-        return Deflation(np.zeros((P, 0)), np.zeros(0), 0.0, n_products)
+        return Deflation.none(P, n_products)
     basis = np.concatenate(bl._basis[:m], axis=1)
     X, _ = np.linalg.qr(basis @ S[:, :keep])
     W = matmat(X)

@@ -166,7 +166,7 @@ class QuadratureMeasure:
         self._scale = self.n_probes * self._c
         self._masses = np.concatenate([p.masses for p in probes]) * self._scale
         if deflation is None:
-            deflation = krylov.Deflation(np.zeros((size, 0)), np.zeros(0), 0.0, 0)
+            deflation = krylov.Deflation.none(size)
         self.deflation = deflation
 
     def _complete(self, values: np.ndarray, f_values: np.ndarray) -> np.ndarray:
@@ -303,7 +303,7 @@ def deflate_top(matmat, P: int, temperature: float, rtol: float, deflate, seed: 
     pairs (0: none). The residual budget keeps the deflation's bound on g (2‖R‖²Π²/(T²P)) at
     ≤ 10⁻³·rtol·Π², far below the target, so that it never decides the accuracy."""
     if deflate == 0:
-        return krylov.Deflation(np.zeros((P, 0)), np.zeros(0), 0.0, 0)
+        return krylov.Deflation.none(P)
     budget = 1e-3 * rtol * temperature ** 2 * P / 2
     if deflate == "auto":
         above, cap, pairs = DEFLATE_ABOVE * temperature, min(P // 2, DEFLATE_MAX_VECTORS), None
